@@ -1,0 +1,875 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark runner: Pounce against its peers.
+
+    python benchmarks/run.py --quick                 # every server x every app, 3 s each
+    python benchmarks/run.py --apps hello,echo --servers pounce,uvicorn
+    python benchmarks/run.py --workers 2             # pass --workers 2 to every server
+    python benchmarks/run.py --python python3.14t    # another interpreter (own venv)
+    python benchmarks/run.py --self-check            # 1 s smoke test of the harness itself
+
+For each app x server: start the server on a free 127.0.0.1 port, wait until it
+accepts connections, check one response is correct, warm up, run ``wrk``,
+sample the memory (RSS and PSS, summed over the server's process tree) while
+it runs, stop it (SIGTERM, bounded wait, SIGKILL).  Prints Markdown tables
+(req/s, ratio to uvicorn, p50/p99, errors, peak memory, target marks) and
+writes ``benchmarks/results/<timestamp>.json`` and ``.md``.
+
+Only the standard library is used here; the servers run from the virtualenv
+made by ``benchmarks/setup.sh`` (created automatically when missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import http.client
+import json
+import os
+import platform
+import re
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+WORK = HERE / ".work"
+RESULTS = HERE / "results"
+HOST = "127.0.0.1"
+
+APPS = ("hello", "body64k", "echo", "stream", "cpu", "bigstate")
+ECHO_BODY_SIZE = 16 * 1024
+BASELINE = "uvicorn"  # ratios are req/s divided by this server's req/s
+TARGET_SERVER = "pounce"
+# (app or "*", peer, minimum ratio of TARGET_SERVER req/s to peer req/s)
+TARGETS: tuple[tuple[str, str, float], ...] = (
+    ("hello", "uvicorn", 1.0),
+    ("hello", "uvicorn-h11", 1.5),
+    ("hello", "hypercorn", 1.5),
+    ("*", "uvicorn", 0.9),
+)
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# servers
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    description: str
+    requires: tuple[str, ...]  # modules that must import in the venv
+
+    def argv(self, python: str, app: str, port: int, workers: int | None) -> list[str]:
+        target = f"apps:{app}"
+        w: list[str] = []
+        if self.name.startswith("pounce"):
+            cmd = [python, "-m", "pounce", target, "--host", HOST, "--port", str(port),
+                   "--log-level", "warning", "--no-access-log"]
+            if self.name == "pounce-h11":
+                cmd += ["--http", "h11"]
+            if workers:
+                w = ["--workers", str(workers)]
+            return cmd + w
+        if self.name.startswith("uvicorn"):
+            cmd = [python, "-m", "uvicorn", target, "--host", HOST, "--port", str(port),
+                   "--log-level", "warning", "--no-access-log"]
+            if self.name == "uvicorn":
+                cmd += ["--http", "httptools", "--loop", "uvloop"]
+            else:
+                cmd += ["--http", "h11", "--loop", "asyncio"]
+            if workers:
+                w = ["--workers", str(workers)]
+            return cmd + w
+        if self.name == "hypercorn":
+            # Hypercorn has no access log unless --access-logfile is given.
+            if workers:
+                w = ["--workers", str(workers)]
+            return [python, "-m", "hypercorn", "-k", "asyncio", "-b", f"{HOST}:{port}",
+                    "--log-level", "warning", *w, target]
+        if self.name == "granian":
+            if workers:
+                w = ["--workers", str(workers)]
+            return [python, "-m", "granian", "--interface", "asgi", "--host", HOST,
+                    "--port", str(port), "--log-level", "warning", "--no-access-log",
+                    *w, target]
+        raise ValueError(self.name)
+
+
+SERVERS: dict[str, Server] = {
+    s.name: s
+    for s in (
+        Server("pounce", "pounce, default HTTP/1 implementation", ("pounce",)),
+        Server("pounce-h11", "pounce --http h11", ("pounce",)),
+        Server("uvicorn", "uvicorn --http httptools --loop uvloop",
+               ("uvicorn", "httptools", "uvloop")),
+        Server("uvicorn-h11", "uvicorn --http h11 --loop asyncio", ("uvicorn", "h11")),
+        Server("hypercorn", "hypercorn -k asyncio", ("hypercorn",)),
+        Server("granian", "granian --interface asgi (Rust core)", ("granian",)),
+    )
+}
+DISTS = ("pounce", "uvicorn", "httptools", "uvloop", "h11", "hypercorn", "granian")
+
+
+# ---------------------------------------------------------------------------
+# environment: interpreter, venv, wrk
+
+
+def python_tag(python: str) -> str:
+    code = ("import sys, sysconfig; v = sys.version_info; "
+            "print(f'{v[0]}.{v[1]}' + ('t' if sysconfig.get_config_var('Py_GIL_DISABLED') else ''))")
+    return subprocess.run([python, "-c", code], check=True, capture_output=True, text=True,
+                          timeout=30).stdout.strip()
+
+
+def ensure_env(python: str, force_setup: bool) -> Path:
+    venv = WORK / f"venv-{python_tag(python)}"
+    vpy = venv / "bin" / "python"
+    if force_setup or not vpy.exists() or not _have_wrk():
+        log(f"running setup.sh --python {python}")
+        subprocess.run(["bash", str(HERE / "setup.sh"), "--python", python], check=True,
+                       timeout=1800, stdout=subprocess.DEVNULL)
+    if not vpy.exists():
+        raise SystemExit(f"no virtualenv at {venv}: run benchmarks/setup.sh --python {python}")
+    if not _have_wrk():
+        raise SystemExit("wrk not found: run benchmarks/setup.sh")
+    return vpy
+
+
+def _have_wrk() -> bool:
+    return any((Path(p) / "wrk").exists() for p in os.environ.get("PATH", "").split(os.pathsep))
+
+
+_PROBE = r"""
+import importlib.util, importlib.metadata as md, json, sys, sysconfig
+mods, dists = sys.argv[1].split(","), sys.argv[2].split(",")
+def ver(d):
+    try:
+        return md.version(d)
+    except md.PackageNotFoundError:
+        return None
+def has(m):
+    try:
+        return importlib.util.find_spec(m) is not None
+    except Exception:
+        return False
+gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+print(json.dumps({
+    "modules": {m: has(m) for m in mods},
+    "versions": {d: ver(d) for d in dists},
+    "python": sys.version.split()[0],
+    "implementation": sys.implementation.name,
+    "free_threaded_build": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+    "gil_enabled": gil,
+    "executable": sys.executable,
+}))
+"""
+
+
+def probe_venv(vpy: Path) -> dict[str, Any]:
+    mods = sorted({m for s in SERVERS.values() for m in s.requires} | {"pounce.__main__"})
+    out = subprocess.run([str(vpy), "-c", _PROBE, ",".join(mods), ",".join(DISTS)],
+                         check=True, capture_output=True, text=True, timeout=60, cwd=HERE)
+    return json.loads(out.stdout)
+
+
+def calibrate_cpu(vpy: Path) -> int:
+    out = subprocess.run([str(vpy), "-c", "import apps; print(apps.calibrate(0.001, 25))"],
+                         check=True, capture_output=True, text=True, timeout=60, cwd=HERE,
+                         env={**os.environ, "BENCH_BIGSTATE_MB": "0", "BENCH_CPU_ITERS": "1"})
+    return int(out.stdout.strip())
+
+
+def machine_info() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    try:
+        nproc = len(os.sched_getaffinity(0))
+    except AttributeError:
+        nproc = os.cpu_count() or 0
+    mem_kb = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem_kb = int(Path("/proc/meminfo").read_text().split("\n")[0].split()[1])
+    wrk_version = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        r = subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=10)
+        wrk_version = (r.stdout + r.stderr).splitlines()[0].split(" Copyright")[0].strip()
+    return {"nproc": nproc, "cpu_count": os.cpu_count(), "cpu_model": model,
+            "mem_total_mb": mem_kb // 1024, "kernel": platform.release(),
+            "hostname": platform.node(), "wrk": wrk_version}
+
+
+# ---------------------------------------------------------------------------
+# process tree: memory + cpu
+
+
+def _children_map() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        rest = data[data.rfind(b")") + 2:].split()
+        kids.setdefault(int(rest[1]), []).append(int(entry.name))
+    return kids
+
+
+def process_tree(root: int) -> list[int]:
+    kids = _children_map()
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(kids.get(pid, ()))
+    return out
+
+
+def _rollup(pid: int) -> tuple[int, int]:
+    """(Rss, Pss) in KiB from /proc/<pid>/smaps_rollup (0, 0 if gone)."""
+    rss = pss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return rss, pss
+
+
+def tree_cpu_seconds(pids: list[int]) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                rest = f.read().rsplit(b")", 1)[1].split()
+            total += int(rest[11]) + int(rest[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tick
+
+
+class MemorySampler(threading.Thread):
+    """Samples RSS/PSS summed over a process tree until stopped."""
+
+    def __init__(self, root: int, interval: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.root, self.interval = root, interval
+        self.samples: list[tuple[float, int, int, int]] = []  # t, nprocs, rss KiB, pss KiB
+        self._stop_evt = threading.Event()
+
+    def sample(self) -> tuple[int, int, int]:
+        pids = process_tree(self.root)
+        rss = pss = 0
+        for pid in pids:
+            r, p = _rollup(pid)
+            rss, pss = rss + r, pss + p
+        self.samples.append((time.monotonic(), len(pids), rss, pss))
+        return len(pids), rss, pss
+
+    def run(self) -> None:
+        while not self._stop_evt.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> None:
+        self._stop_evt.set()
+        self.join(timeout=5)
+
+    def peak(self) -> dict[str, Any]:
+        if not self.samples:
+            return {"peak_rss_kb": None, "peak_pss_kb": None, "processes": None, "samples": 0}
+        return {"peak_rss_kb": max(s[2] for s in self.samples),
+                "peak_pss_kb": max(s[3] for s in self.samples),
+                "processes": max(s[1] for s in self.samples),
+                "samples": len(self.samples)}
+
+
+# ---------------------------------------------------------------------------
+# wrk
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text.strip())
+    if not m:
+        raise ValueError(f"bad wrk duration {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    """Parse ``wrk --latency`` output.  Raises ValueError when it is unusable."""
+    res: dict[str, Any] = {}
+    m = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
+    if not m:
+        raise ValueError("no Requests/sec line in wrk output")
+    res["rps"] = float(m.group(1))
+    m = re.search(r"^\s*(\d+) requests in ([\d.]+\w+), ([\d.]+\w+) read", out, re.M)
+    if m:
+        res["requests"] = int(m.group(1))
+        res["elapsed_ms"] = _ms(m.group(2))
+        res["read"] = m.group(3)
+    for pct in ("50", "75", "90", "99"):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+\w+)", out, re.M)
+        if m:
+            res[f"p{pct}_ms"] = _ms(m.group(1))
+    m = re.search(r"^\s+Latency\s+([\d.]+\w+)\s+([\d.]+\w+)\s+([\d.]+\w+)", out, re.M)
+    if m:
+        res["avg_ms"], res["stdev_ms"], res["max_ms"] = (_ms(g) for g in m.groups())
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    res["socket_errors"] = dict(zip(("connect", "read", "write", "timeout"),
+                                    (int(g) for g in m.groups()))) if m else {}
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["non_2xx"] = int(m.group(1)) if m else 0
+    res["errors"] = res["non_2xx"] + sum(res["socket_errors"].values())
+    if "p50_ms" not in res or "p99_ms" not in res:
+        raise ValueError("no latency distribution in wrk output (missing --latency?)")
+    return res
+
+
+def post_script() -> Path:
+    path = WORK / "post16k.lua"
+    text = (
+        "-- generated by benchmarks/run.py: POST a 16 KiB body\n"
+        'wrk.method = "POST"\n'
+        f'wrk.body = string.rep("b", {ECHO_BODY_SIZE})\n'
+        'wrk.headers["Content-Type"] = "application/octet-stream"\n'
+    )
+    WORK.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def wrk_argv(port: int, app: str, duration: float, threads: int, conns: int) -> list[str]:
+    argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency"]
+    if app == "echo":
+        argv += ["-s", str(post_script())]
+    return [*argv, f"http://{HOST}:{port}/"]
+
+
+def run_wrk(argv: list[str], duration: float) -> str:
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    if r.returncode != 0:
+        raise RuntimeError(f"wrk exited {r.returncode}: {r.stderr.strip()[:300]}")
+    return r.stdout
+
+
+# ---------------------------------------------------------------------------
+# one server x app measurement
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(proc: subprocess.Popen[bytes], port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with status {proc.returncode} before accepting connections")
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"did not accept connections within {timeout:.0f}s")
+
+
+def check_response(port: int, app: str) -> None:
+    """One request with a real client: a broken server must not post a record."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        if app == "echo":
+            payload = os.urandom(ECHO_BODY_SIZE)
+            conn.request("POST", "/", body=payload,
+                         headers={"Content-Type": "application/octet-stream"})
+        else:
+            payload = b""
+            conn.request("GET", "/")
+        resp = conn.getresponse()
+        body = resp.read()
+    finally:
+        conn.close()
+    if resp.status != 200:
+        raise RuntimeError(f"sanity request: HTTP {resp.status}")
+    expected = {"body64k": 64 * 1024, "stream": 100 * 1024, "echo": ECHO_BODY_SIZE}
+    if app == "echo" and body != payload:
+        raise RuntimeError(f"sanity request: echo body mismatch ({len(body)} bytes back)")
+    if app in expected and len(body) != expected[app]:
+        raise RuntimeError(f"sanity request: {len(body)} body bytes, expected {expected[app]}")
+    if app in ("hello", "cpu", "bigstate") and body != b"Hello, world!":
+        raise RuntimeError(f"sanity request: unexpected body {body[:40]!r}")
+
+
+def stop_server(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
+    t0 = time.monotonic()
+    info: dict[str, Any] = {"signal": "SIGTERM"}
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            info["signal"] = "SIGKILL"
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # our own session: the server's tree
+            proc.wait(timeout=10)
+    # Workers the main process left behind (same session) get a short grace period.
+    for _ in range(40):
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        info["stragglers_killed"] = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    info["seconds"] = round(time.monotonic() - t0, 2)
+    info["returncode"] = proc.returncode
+    return info
+
+
+def read_counts(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for f in sorted(path.glob("*.json")):
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads(f.read_text())
+            for tid, n in sorted(data["threads"].items()):
+                rows.append({"pid": data["pid"], "thread": int(tid), "requests": n})
+    return rows
+
+
+@dataclass
+class Options:
+    duration: float
+    warmup: float
+    threads: int
+    connections: int
+    workers: int | None
+    startup_timeout: float
+    stop_timeout: float
+    cpu_iters: int
+    log_dir: Path
+
+
+def measure(server: Server, app: str, vpy: Path, opt: Options) -> dict[str, Any]:
+    port = free_port()
+    argv = server.argv(str(vpy), app, port, opt.workers)
+    counts_dir = Path(tempfile.mkdtemp(prefix=f"counts-{server.name}-{app}-", dir=WORK))
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
+           "PYTHONUNBUFFERED": "1",
+           "BENCH_CPU_ITERS": str(opt.cpu_iters),
+           "BENCH_BIGSTATE_MB": "100" if app == "bigstate" else "0",
+           "BENCH_COUNTS_DIR": str(counts_dir)}
+    env.pop("VIRTUAL_ENV", None)
+    logfile = opt.log_dir / f"{server.name}-{app}.log"
+    res: dict[str, Any] = {"server": server.name, "app": app, "port": port,
+                           "argv": [shlex.quote(a) for a in argv], "log": str(logfile),
+                           "status": "ok"}
+    with open(logfile, "wb") as lf:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(argv, cwd=HERE, env=env, stdout=lf, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        sampler = MemorySampler(proc.pid)
+        try:
+            wait_listening(proc, port, opt.startup_timeout)
+            res["startup_s"] = round(time.monotonic() - t0, 2)
+            check_response(port, app)
+            time.sleep(0.2)  # let forked/spawned workers finish importing
+            _, rss, pss = sampler.sample()
+            res["idle_rss_kb"], res["idle_pss_kb"] = rss, pss
+            sampler.start()
+            if opt.warmup > 0:
+                run_wrk(wrk_argv(port, app, opt.warmup, opt.threads, opt.connections),
+                        opt.warmup)
+            if proc.poll() is not None:
+                raise RuntimeError(f"exited with status {proc.returncode} during warm-up")
+            pids = process_tree(proc.pid)
+            cpu0, w0 = tree_cpu_seconds(pids), time.monotonic()
+            wargv = wrk_argv(port, app, opt.duration, opt.threads, opt.connections)
+            res["wrk_argv"] = wargv
+            out = run_wrk(wargv, opt.duration)
+            wall = time.monotonic() - w0
+            res["server_cpu_pct"] = round(
+                100 * (tree_cpu_seconds(process_tree(proc.pid)) - cpu0) / wall, 1)
+            res["wrk_output"] = out
+            res["wrk"] = parse_wrk(out)
+            if proc.poll() is not None:
+                raise RuntimeError(f"exited with status {proc.returncode} during the run")
+        except Exception as exc:
+            res["status"] = "failed"
+            res["error"] = str(exc) or type(exc).__name__
+        finally:
+            if sampler.is_alive():
+                sampler.stop()
+            res["memory"] = sampler.peak()
+            res["stop"] = stop_server(proc, opt.stop_timeout)
+    res["workers_seen"] = read_counts(counts_dir)
+    with contextlib.suppress(OSError):
+        for f in counts_dir.iterdir():
+            f.unlink()
+        counts_dir.rmdir()
+    if res["status"] != "ok":
+        with contextlib.suppress(OSError):
+            tail = logfile.read_text(errors="replace").strip().splitlines()[-6:]
+            res["log_tail"] = tail
+    return res
+
+
+# ---------------------------------------------------------------------------
+# report
+
+
+def _fmt_ms(v: float | None) -> str:
+    if v is None:
+        return "—"
+    return f"{v * 1000:.0f} µs" if v < 1 else f"{v:.2f} ms"
+
+
+def _fmt_mb(kb: int | None) -> str:
+    return "—" if kb is None else f"{kb / 1024:.0f} MB"
+
+
+def ratio_of(rows: dict[str, dict[str, Any]], a: str, b: str) -> float | None:
+    ra, rb = rows.get(a), rows.get(b)
+    if not ra or not rb or ra["status"] != "ok" or rb["status"] != "ok":
+        return None
+    if not rb["wrk"]["rps"]:
+        return None
+    return ra["wrk"]["rps"] / rb["wrk"]["rps"]
+
+
+def target_checks(app: str, rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    specific = [t for t in TARGETS if t[0] == app]
+    checks = list(specific)
+    for t in TARGETS:  # the generic floor applies unless a stricter one names the same peer
+        if t[0] == "*" and not any(s[1] == t[1] for s in specific):
+            checks.append(t)
+    out = []
+    for _, peer, minimum in checks:
+        r = ratio_of(rows, TARGET_SERVER, peer)
+        out.append({"app": app, "server": TARGET_SERVER, "peer": peer, "min": minimum,
+                    "ratio": None if r is None else round(r, 3),
+                    "status": "n/a" if r is None else ("pass" if r >= minimum else "miss")})
+    return out
+
+
+def _mark(check: dict[str, Any]) -> str:
+    if check["status"] == "n/a":
+        return f"— ≥{check['min']:.1f}× {check['peer']} (not measured)"
+    sym = "✅" if check["status"] == "pass" else "❌"
+    return f"{sym} {check['ratio']:.2f}× {check['peer']} (≥{check['min']:.1f})"
+
+
+def _errors(r: dict[str, Any]) -> str:
+    w = r["wrk"]
+    if not w["errors"]:
+        return "0"
+    parts = [f"{k} {v}" for k, v in w["socket_errors"].items() if v]
+    if w["non_2xx"]:
+        parts.insert(0, f"non-2xx {w['non_2xx']}")
+    return f"{w['errors']} ({', '.join(parts)})"
+
+
+def render(meta: dict[str, Any], results: list[dict[str, Any]], servers: list[str],
+           apps: list[str]) -> tuple[str, list[dict[str, Any]]]:
+    lines = ["# Pounce side-by-side benchmark", ""]
+    env = meta["server_python"]
+    gil = "free-threaded, GIL disabled" if env["free_threaded_build"] and not env["gil_enabled"] \
+        else ("free-threaded build, GIL enabled" if env["free_threaded_build"] else "GIL build")
+    m = meta["machine"]
+    lines += [
+        f"- date: {meta['date']}",
+        f"- command: `{meta['command']}`",
+        f"- python (servers): {env['implementation']} {env['python']} ({gil}) — "
+        f"`{env['executable']}`",
+        f"- machine: nproc={m['nproc']}, {m['cpu_model'] or 'unknown CPU'}, "
+        f"{m['mem_total_mb']} MB RAM, Linux {m['kernel']}; {m['wrk']}",
+        f"- load: `wrk -t{meta['wrk_threads']} -c{meta['connections']} -d{meta['duration']:g}s "
+        f"--latency` after a {meta['warmup']:g}s warm-up; echo POSTs {ECHO_BODY_SIZE // 1024} KiB; "
+        f"client and servers share the same {m['nproc']} CPUs",
+        f"- workers: {meta['workers'] or 'server default (flag not passed)'}; "
+        + (f"cpu app: {meta['cpu_iters']} loop iterations/request (~1 ms); "
+           if meta["cpu_iters"] else "")
+        + f"rounds: {meta['rounds']}" + (" (median req/s shown)" if meta["rounds"] > 1 else ""),
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
+    ]
+    for name, why in meta["skipped"].items():
+        lines.append(f"- **skipped {name}**: {why}")
+    lines += ["", f"Ratios are req/s divided by `{BASELINE}` (httptools+uvloop) from the same "
+              "run; absolute numbers on a shared machine are noise, ratios are the signal. "
+              f"Targets are checked for `{TARGET_SERVER}` only.", ""]
+
+    checks_all: list[dict[str, Any]] = []
+    for app in apps:
+        rows = {r["server"]: r for r in results if r["app"] == app}
+        if not rows:
+            continue
+        checks = target_checks(app, rows)
+        checks_all += checks
+        lines += [f"## {app}", "",
+                  "| server | req/s | × uvicorn | p50 | p99 | errors | peak RSS | peak PSS "
+                  "| server CPU | targets |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        worker_notes = []
+        for name in servers:
+            r = rows.get(name)
+            if r is None or name in meta["skipped"]:
+                continue  # listed under "skipped" in the header
+            if r["status"] != "ok":
+                lines.append(f"| {name} | FAILED | | | | | | | | {r.get('error', '')} |")
+                continue
+            w, mem = r["wrk"], r["memory"]
+            ratio = ratio_of(rows, name, BASELINE)
+            marks = " · ".join(_mark(c) for c in checks) if name == TARGET_SERVER else ""
+            lines.append(
+                f"| {name} | {w['rps']:,.0f} | {'—' if ratio is None else f'{ratio:.2f}×'} "
+                f"| {_fmt_ms(w['p50_ms'])} | {_fmt_ms(w['p99_ms'])} | {_errors(r)} "
+                f"| {_fmt_mb(mem['peak_rss_kb'])} | {_fmt_mb(mem['peak_pss_kb'])} "
+                f"| {r.get('server_cpu_pct', 0):.0f}% | {marks} |")
+            seen = r.get("workers_seen") or []
+            if len(seen) > 1:
+                total = sum(s["requests"] for s in seen) or 1
+                parts = [f"pid {s['pid']}/tid {s['thread']}: {s['requests']} "
+                         f"({100 * s['requests'] / total:.0f}%)" for s in seen]
+                worker_notes.append(f"- {name}: " + ", ".join(parts))
+        if worker_notes:
+            lines += ["", "Requests per worker (counted in the app, includes warm-up):",
+                      *worker_notes]
+        lines.append("")
+
+    if checks_all:
+        lines += ["## Targets", "", "| app | target | measured | result |",
+                  "|---|---|---:|---|"]
+        for c in checks_all:
+            got = "—" if c["ratio"] is None else f"{c['ratio']:.2f}×"
+            res = {"pass": "✅ pass", "miss": "❌ miss", "n/a": "— not measured"}[c["status"]]
+            lines.append(f"| {c['app']} | {c['server']} ≥ {c['min']:.1f}× {c['peer']} "
+                         f"| {got} | {res} |")
+        lines.append("")
+    return "\n".join(lines), checks_all
+
+
+# ---------------------------------------------------------------------------
+# main
+
+
+def _split(value: str, allowed: tuple[str, ...] | list[str], what: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if bad:
+        raise SystemExit(f"unknown {what}: {', '.join(bad)} (choose from {', '.join(allowed)})")
+    return items
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--python", default="python3",
+                   help="interpreter for the servers (own venv per version), default python3")
+    p.add_argument("--setup", action="store_true", help="(re)run setup.sh before measuring")
+    p.add_argument("--servers", default=",".join(SERVERS),
+                   help=f"comma list, default all: {','.join(SERVERS)}")
+    p.add_argument("--apps", default=",".join(APPS), help=f"comma list, default all: {','.join(APPS)}")
+    p.add_argument("--workers", type=int, default=None, help="pass --workers N to every server")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds of wrk per run (10)")
+    p.add_argument("--quick", action="store_true", help="3 s runs")
+    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds (2)")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
+    p.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="repeat the whole matrix N times, report the median req/s (1)")
+    p.add_argument("--startup-timeout", type=float, default=20.0)
+    p.add_argument("--stop-timeout", type=float, default=10.0)
+    p.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/")
+    p.add_argument("--self-check", action="store_true",
+                   help="smoke-test the harness: one peer, hello, 1 s; validate the table")
+    return p.parse_args(argv)
+
+
+def run_matrix(args: argparse.Namespace, servers: list[str], apps: list[str],
+               vpy: Path, probe: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    skipped: dict[str, str] = {}
+    runnable = []
+    for name in servers:
+        missing = [m for m in SERVERS[name].requires if not probe["modules"].get(m)]
+        if missing:
+            skipped[name] = f"not installed in {vpy.parent.parent.name}: {', '.join(missing)}"
+            log(f"SKIP {name}: {skipped[name]}")
+        else:
+            runnable.append(name)
+    cpu_iters = calibrate_cpu(vpy) if "cpu" in apps else 0
+    stamp = _dt.datetime.now(_dt.timezone.utc)
+    log_dir = WORK / "logs" / stamp.strftime("%Y%m%dT%H%M%SZ")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    opt = Options(duration=args.duration, warmup=args.warmup, threads=args.threads,
+                  connections=args.connections, workers=args.workers,
+                  startup_timeout=args.startup_timeout, stop_timeout=args.stop_timeout,
+                  cpu_iters=cpu_iters, log_dir=log_dir)
+    all_rounds: list[dict[str, Any]] = []
+    dead: set[str] = set()  # servers that failed to start: skip them for the rest
+    for rnd in range(args.rounds):
+        for app in apps:
+            for name in runnable:
+                if name in dead:
+                    continue
+                log(f"round {rnd + 1}/{args.rounds} {app:8s} {name:12s} ...")
+                r = measure(SERVERS[name], app, vpy, opt)
+                r["round"] = rnd
+                all_rounds.append(r)
+                if r["status"] == "ok":
+                    w = r["wrk"]
+                    log(f"    {w['rps']:>10,.0f} req/s  p50 {_fmt_ms(w['p50_ms'])}  "
+                        f"p99 {_fmt_ms(w['p99_ms'])}  errors {w['errors']}  "
+                        f"peak RSS {_fmt_mb(r['memory']['peak_rss_kb'])}")
+                else:
+                    log(f"    FAILED: {r['error']}")
+                    for line in r.get("log_tail", []):
+                        log(f"      | {line}")
+                    if "startup_s" not in r:  # never came up: same result for every app
+                        dead.add(name)
+                        skipped[name] = f"failed to start ({r['error']}); log: {r['log']}"
+                        log(f"SKIP {name} for the remaining runs: it did not start")
+    # median round per (server, app)
+    final: list[dict[str, Any]] = []
+    for app in apps:
+        for name in runnable:
+            rs = [r for r in all_rounds if r["server"] == name and r["app"] == app]
+            ok = sorted((r for r in rs if r["status"] == "ok"), key=lambda r: r["wrk"]["rps"])
+            if ok:
+                pick = ok[(len(ok) - 1) // 2]
+                pick = dict(pick, rounds_rps=[r["wrk"]["rps"] for r in ok],
+                            rounds_failed=len(rs) - len(ok))
+                if len(ok) > 1:
+                    pick["rps_median"] = statistics.median(pick["rounds_rps"])
+                final.append(pick)
+            elif rs and name not in dead:
+                final.append(rs[-1])
+    meta = {
+        "date": stamp.isoformat(timespec="seconds"),
+        "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
+        "cwd": os.getcwd(),
+        "runner_python": sys.version.split()[0],
+        "server_python": probe,
+        "machine": machine_info(),
+        "duration": args.duration, "warmup": args.warmup, "wrk_threads": args.threads,
+        "connections": args.connections, "workers": args.workers, "rounds": args.rounds,
+        "cpu_iters": cpu_iters, "skipped": skipped, "log_dir": str(log_dir),
+        "servers": servers, "apps": apps, "stamp": stamp.strftime("%Y%m%dT%H%M%SZ"),
+    }
+    return meta, final if args.rounds > 1 else all_rounds
+
+
+def self_check(args: argparse.Namespace, vpy: Path, probe: dict[str, Any]) -> int:
+    problems: list[str] = []
+    sample = """Running 1s test @ http://127.0.0.1:1/
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   812.50us  200.00us   5.00ms   90.00%
+    Req/Sec    39.00k     1.00k   41.00k    75.00%
+  Latency Distribution
+     50%  800.00us
+     75%    0.90ms
+     90%    1.10ms
+     99%    1.50s
+  78000 requests in 1.00s, 9.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:  78000.00
+Transfer/sec:      9.00MB
+"""
+    w = parse_wrk(sample)
+    want = {"rps": 78000.0, "p50_ms": 0.8, "p99_ms": 1500.0, "requests": 78000,
+            "non_2xx": 4, "errors": 7}
+    for k, v in want.items():
+        if abs(w[k] - v) > 1e-9:
+            problems.append(f"parse_wrk: {k}={w[k]!r}, expected {v!r}")
+    peer = next((s for s in ("uvicorn-h11", "uvicorn", "hypercorn", "granian")
+                 if all(probe["modules"].get(m) for m in SERVERS[s].requires)), None)
+    if peer is None:
+        problems.append("no peer server installed in the venv")
+    else:
+        args.duration, args.warmup, args.rounds = 1.0, 0.5, 1
+        meta, results = run_matrix(args, [peer], ["hello"], vpy, probe)
+        text, _ = render(meta, results, [peer], ["hello"])
+        row = next((ln for ln in text.splitlines() if ln.startswith(f"| {peer} |")), None)
+        if row is None:
+            problems.append("no table row for the peer")
+        else:
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            try:
+                rps = float(cells[1].replace(",", ""))
+                p50 = cells[3].split()
+                float(p50[0])
+                assert p50[1] in ("µs", "ms"), p50
+                assert cells[6].endswith("MB") and float(cells[6].split()[0]) > 0, cells[6]
+                if rps <= 0:
+                    problems.append(f"req/s is {rps}")
+                if cells[5] != "0":
+                    problems.append(f"errors during self-check: {cells[5]}")
+            except (ValueError, IndexError, AssertionError) as exc:
+                problems.append(f"table row does not parse ({exc!r}): {row}")
+        print(text)
+    for p in problems:
+        log(f"SELF-CHECK PROBLEM: {p}")
+    log("self-check " + ("FAILED" if problems else "passed"))
+    return 1 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.quick:
+        args.duration = 3.0
+    servers = _split(args.servers, list(SERVERS), "servers")
+    apps = _split(args.apps, APPS, "apps")
+    vpy = ensure_env(args.python, args.setup)
+    probe = probe_venv(vpy)
+    if args.self_check:
+        return self_check(args, vpy, probe)
+    if not probe["modules"].get("pounce.__main__"):
+        log("note: `python -m pounce` is not available yet (no pounce/__main__.py)")
+    meta, results = run_matrix(args, servers, apps, vpy, probe)
+    text, checks = render(meta, results, servers, apps)
+    print(text)
+    if not args.no_save:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        base = RESULTS / meta["stamp"]
+        payload = {"meta": meta, "targets": checks, "results": results}
+        tmp = base.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        tmp.replace(base.with_suffix(".json"))
+        base.with_suffix(".md").write_text(text + "\n")
+        log(f"wrote {base.with_suffix('.json')} and {base.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""The request/response cycle: one ASGI HTTP request, whatever protocol carried it.
+
+Every protocol (HTTP/1.1 now, HTTP/2 streams later) feeds a :class:`RequestCycle` with the
+request body and disconnects, and implements :class:`ResponseChannel` to put the response on the
+wire. Everything the ASGI spec asks of a server about the order and validity of messages, about
+application errors, backpressure, access logging and ``http.disconnect`` lives here, once.
+
+The cycle is only touched from its worker's event-loop thread, so it needs no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pounce.asgi.headers import InvalidHeader, is_field_value, validate_response_headers
+
+if TYPE_CHECKING:
+    from pounce.asgi.types import ASGIApp, Headers, Message, Scope
+    from pounce.server.context import WorkerContext
+
+logger = logging.getLogger("pounce.error")
+
+#: Above this many buffered request-body bytes the protocol stops reading from the socket until
+#: the app consumes them: a fast client must not make the server buffer an upload without bound.
+BODY_HIGH_WATER = 256 * 1024
+
+
+class ClientDisconnected(OSError):
+    """Raised by ``send()`` when the client has gone away (ASGI HTTP spec 2.4).
+
+    Applications that stream can catch ``OSError`` to stop producing a response nobody reads.
+    """
+
+
+class ResponseChannel(Protocol):
+    """What a protocol implements to carry one response. Called only from the cycle."""
+
+    def start_response(
+        self, cycle: RequestCycle, status: int, headers: Headers, trailers: bool
+    ) -> None: ...
+    def write_body(self, cycle: RequestCycle, data: bytes, more_body: bool) -> None: ...
+    async def write_file(self, cycle: RequestCycle, path: str) -> None: ...
+    def write_trailers(self, cycle: RequestCycle, headers: Headers, more: bool) -> None: ...
+    def write_early_hint(self, cycle: RequestCycle, links: list[bytes]) -> None: ...
+    def write_continue(self, cycle: RequestCycle) -> None: ...
+    def send_error_response(self, cycle: RequestCycle, status: int) -> None: ...
+    def abort(self, cycle: RequestCycle) -> None: ...
+    async def drain(self) -> None: ...
+    def body_consumed(self, cycle: RequestCycle) -> None: ...
+    def waiting_for_body(self, cycle: RequestCycle, waiting: bool) -> None: ...
+    def response_complete(self, cycle: RequestCycle) -> None: ...
+    def app_finished(self, cycle: RequestCycle) -> None: ...
+
+
+class RequestCycle:
+    """One request's ASGI ``receive``/``send`` pair and the state machine behind them."""
+
+    __slots__ = (
+        "_body",
+        "_body_size",
+        "_final_delivered",
+        "_waiter",
+        "body_finished",
+        "bytes_sent",
+        "channel",
+        "client_eof",
+        "ctx",
+        "disconnected",
+        "expect_continue",
+        "request_complete",
+        "response_complete",
+        "response_started",
+        "scope",
+        "start_time",
+        "status",
+        "trailers_expected",
+    )
+
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        channel: ResponseChannel,
+        scope: Scope,
+        *,
+        has_body: bool,
+        expect_continue: bool,
+    ) -> None:
+        self.ctx = ctx
+        self.channel = channel
+        self.scope = scope
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._final_delivered = False
+        self._waiter: asyncio.Future[None] | None = None
+        self.request_complete = not has_body
+        self.expect_continue = expect_continue and has_body
+        self.disconnected = False
+        self.client_eof = False
+        self.response_started = False
+        self.response_complete = False
+        self.trailers_expected = False
+        self.body_finished = False
+        self.status = 0
+        self.bytes_sent = 0
+        self.start_time = ctx.loop.time() if ctx.access_log.enabled else 0.0
+
+    # -- fed by the protocol ------------------------------------------------------------------
+
+    def feed_body(self, data: bytes) -> None:
+        """A piece of request body arrived from the client."""
+        if data:
+            self._body.append(data)
+            self._body_size += len(data)
+            self._wake()
+
+    def feed_end(self) -> None:
+        """The request body is complete."""
+        self.request_complete = True
+        self._wake()
+
+    def feed_disconnect(self) -> None:
+        """The connection is gone: ``receive`` says so and ``send`` raises."""
+        self.disconnected = True
+        self._wake()
+
+    def feed_eof(self) -> None:
+        """The client half-closed: no more body can come, but the response may still be sent."""
+        self.client_eof = True
+        self._wake()
+
+    @property
+    def buffered_body(self) -> int:
+        return self._body_size
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- the ASGI callables -------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        while True:
+            if self.disconnected or self.response_complete:
+                return {"type": "http.disconnect"}
+            if self._body:
+                body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+                self._body = []
+                self._body_size = 0
+                more = not self.request_complete
+                if not more:
+                    self._final_delivered = True
+                self.channel.body_consumed(self)
+                return {"type": "http.request", "body": body, "more_body": more}
+            if self.request_complete and not self._final_delivered:
+                self._final_delivered = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            if self.client_eof:
+                # The client can send nothing more; an app waiting here waits for a disconnect.
+                return {"type": "http.disconnect"}
+            if self.expect_continue:
+                self.expect_continue = False
+                if not self.response_started:
+                    self.channel.write_continue(self)
+            waiter = self.ctx.loop.create_future()
+            self._waiter = waiter
+            waiting_for_body = not self.request_complete
+            if waiting_for_body:
+                self.channel.waiting_for_body(self, True)
+            try:
+                await waiter
+            finally:
+                if waiting_for_body:
+                    self.channel.waiting_for_body(self, False)
+
+    async def send(self, message: Message) -> None:
+        try:
+            kind = message["type"]
+        except (KeyError, TypeError):
+            self.protocol_misuse(f"send() got {message!r}, which is not an ASGI message")
+        if self.disconnected:
+            raise ClientDisconnected("the client closed the connection")
+        if not self.response_started:
+            if kind == "http.response.start":
+                self._start(message)
+            elif kind == "http.response.early_hint":
+                self._early_hint(message)
+            else:
+                self.protocol_misuse(
+                    f"expected 'http.response.start' but the app sent {kind!r} first"
+                )
+            return
+        if self.response_complete:
+            self.protocol_misuse(f"the app sent {kind!r} after the response was complete")
+        if kind == "http.response.body":
+            if self.body_finished:
+                self.protocol_misuse("the app sent 'http.response.body' after the final body")
+            body = message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            if type(body) is not bytes:
+                if not isinstance(body, bytes | bytearray | memoryview):
+                    self.protocol_misuse(
+                        f"'http.response.body' body must be bytes, not {type(body).__name__}"
+                    )
+                body = bytes(body)
+            self._write_body(body, more)
+            if more:
+                await self.channel.drain()
+        elif kind == "http.response.pathsend":
+            if self.body_finished:
+                self.protocol_misuse("the app sent 'http.response.pathsend' after the final body")
+            path = message.get("path")
+            if not isinstance(path, str):
+                self.protocol_misuse("'http.response.pathsend' needs a 'path' string")
+            await self.channel.write_file(self, path)
+            self._body_finished()
+        elif kind == "http.response.trailers":
+            if not self.trailers_expected:
+                self.protocol_misuse(
+                    "the app sent 'http.response.trailers' without 'trailers': True in its start"
+                )
+            if not self.body_finished:
+                self.protocol_misuse("the app sent 'http.response.trailers' before the final body")
+            self._trailers(message)
+        else:
+            self.protocol_misuse(f"the app sent an unknown message type {kind!r}")
+
+    def _start(self, message: Message) -> None:
+        status = message.get("status")
+        if type(status) is not int or not 200 <= status <= 999:
+            if type(status) is int and 100 <= status < 200:
+                self.protocol_misuse(
+                    f"status {status} cannot start a response; informational responses go "
+                    "through 'http.response.early_hint'"
+                )
+            self.protocol_misuse(f"'http.response.start' has an invalid status {status!r}")
+        self.response_started = True
+        self.status = status
+        self.trailers_expected = bool(message.get("trailers", False))
+        try:
+            headers = validate_response_headers(message.get("headers", ()))
+            self.channel.start_response(self, status, headers, self.trailers_expected)
+        except InvalidHeader as exc:
+            # Never forward it (response splitting); the client gets a clean 500 instead.
+            logger.error("Invalid response header from the application: %s", exc)
+            self.status = 500
+            self.channel.send_error_response(self, 500)
+            raise _ProtocolMisuse(f"invalid response header: {exc}") from None
+
+    def _early_hint(self, message: Message) -> None:
+        links = message.get("links", ())
+        checked: list[bytes] = []
+        for link in links:
+            if not isinstance(link, bytes) or not link or not is_field_value(link):
+                self.protocol_misuse(f"'http.response.early_hint' has an invalid link {link!r}")
+            checked.append(link)
+        if checked:
+            self.channel.write_early_hint(self, checked)
+
+    def _write_body(self, body: bytes, more: bool) -> None:
+        self.channel.write_body(self, body, more)
+        if not more:
+            self._body_finished()
+
+    def _body_finished(self) -> None:
+        self.body_finished = True
+        if not self.trailers_expected:
+            self._complete()
+
+    def _trailers(self, message: Message) -> None:
+        try:
+            headers = validate_response_headers(message.get("headers", ()))
+        except InvalidHeader as exc:
+            self.protocol_misuse(f"invalid response trailer: {exc}")
+        more = bool(message.get("more_trailers", False))
+        # Trailers sent in several messages are merged by the channel and sent with the last.
+        self.channel.write_trailers(self, headers, more)
+        if not more:
+            self._complete()
+
+    def _complete(self) -> None:
+        if self.response_complete:
+            return
+        self.response_complete = True
+        self.channel.response_complete(self)
+        self._wake()
+
+    def protocol_misuse(self, problem: str) -> Any:
+        """Log *problem*, close the connection, and raise it into the app."""
+        logger.error("ASGI protocol error: %s; closing the connection", problem)
+        self.response_complete = True
+        self.channel.abort(self)
+        self._wake()
+        raise _ProtocolMisuse(problem)
+
+    # -- running the app ----------------------------------------------------------------------
+
+    async def run(self, app: ASGIApp) -> None:
+        """Run the app for this request and make sure the client gets an answer."""
+        try:
+            result: Any = await app(self.scope, self.receive, self.send)
+        except _ProtocolMisuse:
+            pass  # already logged and the connection is closed
+        except ClientDisconnected:
+            if self.ctx.debug_enabled:
+                logger.debug("Client disconnected before the response was sent")
+        except asyncio.CancelledError:
+            # Graceful-shutdown timeout or a dropped connection: nothing to tell the client.
+            if not self.response_complete:
+                self.channel.abort(self)
+            raise
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            logger.error("Exception in ASGI application", exc_info=exc)
+            self._answer_failure()
+        else:
+            if result is not None:
+                logger.error("ASGI callable returned a value (%r); it should return None", result)
+            if not self.response_started:
+                if not self.disconnected:
+                    logger.error("ASGI callable returned without starting a response")
+                    self._answer_failure()
+            elif not self.response_complete:
+                if not self.disconnected:
+                    logger.error("ASGI callable returned without completing the response")
+                self.channel.abort(self)
+        finally:
+            self._waiter = None
+            self.channel.app_finished(self)
+
+    def _answer_failure(self) -> None:
+        if self.disconnected or self.response_complete:
+            return
+        if self.response_started:
+            # Part of a response is on the wire: closing is the only way to tell the client
+            # that it is truncated.
+            self.channel.abort(self)
+        else:
+            self.response_started = True
+            self.status = 500
+            self.channel.send_error_response(self, 500)
+
+
+class _ProtocolMisuse(RuntimeError):
+    """Raised into an app that broke the ASGI message order; the server already logged it."""
+

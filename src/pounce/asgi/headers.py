@@ -1,0 +1,62 @@
+"""Validation of headers that an application hands to the server.
+
+Response splitting happens when a server copies an app's header value containing CR or LF onto
+the wire. Every protocol (HTTP/1.1 today, HTTP/2 and WebSocket handshakes later) passes the app's
+headers through :func:`validate_response_headers` so there is exactly one place that decides what
+may be sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+#: RFC 9110 token characters: what a field name may consist of.
+TOKEN_BYTES = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+#: Bytes a field value may contain: HTAB, visible ASCII, space and obs-text. No CR, LF, NUL, CTLs.
+FIELD_VALUE_BYTES = bytes([0x09, *range(0x20, 0x7F), *range(0x80, 0x100)])
+
+
+class InvalidHeader(ValueError):
+    """An application tried to send a header that must never reach the wire."""
+
+
+def is_token(name: bytes) -> bool:
+    """True when *name* is a non-empty RFC 9110 token (valid method or field name)."""
+    return bool(name) and not name.translate(None, TOKEN_BYTES)
+
+
+def is_field_value(value: bytes) -> bool:
+    """True when *value* has no CR, LF, NUL or other control characters (HTAB allowed)."""
+    return not value.translate(None, FIELD_VALUE_BYTES)
+
+
+def validate_response_headers(raw: Iterable[Any]) -> list[tuple[bytes, bytes]]:
+    """Return the app's headers as ``(lower-cased name, value)`` byte pairs, or raise.
+
+    Accepts any iterable of two-item sequences of ``bytes`` (the ASGI form). ``str`` values are
+    refused rather than guessed at: the spec says bytes, and a silent encode would hide bugs.
+    """
+    result: list[tuple[bytes, bytes]] = []
+    append = result.append
+    for item in raw:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            raise InvalidHeader(f"header {item!r} is not a (name, value) pair") from None
+        if type(name) is not bytes or type(value) is not bytes:
+            if isinstance(name, bytes | bytearray) and isinstance(value, bytes | bytearray):
+                name, value = bytes(name), bytes(value)
+            else:
+                raise InvalidHeader(
+                    f"header {item!r} must be a pair of bytes, not "
+                    f"({type(name).__name__}, {type(value).__name__})"
+                )
+        if not name or name.translate(None, TOKEN_BYTES):
+            raise InvalidHeader(f"header name {name!r} is not a valid token")
+        if value.translate(None, FIELD_VALUE_BYTES):
+            raise InvalidHeader(
+                f"value of header {name!r} contains CR, LF, NUL or another control character"
+            )
+        append((name.lower(), value))
+    return result

@@ -1,0 +1,59 @@
+"""Bytes of HTTP/1.1 responses: status lines, error responses, informational responses.
+
+Pre-encoded once at import so the hot path only joins ready-made pieces.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+STATUS_LINES: dict[int, bytes] = {
+    status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode("ascii")
+    for status in HTTPStatus
+}
+
+
+def status_line(status: int) -> bytes:
+    """``HTTP/1.1 <status> <reason>\\r\\n``; unknown codes get an empty reason phrase."""
+    line = STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d \r\n" % status
+    return line
+
+
+#: Statuses whose responses never have a body (RFC 9110 §6.4.1).
+NO_BODY_STATUSES = frozenset({204, 304})
+
+CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
+CHUNKED_END = b"0\r\n\r\n"
+
+
+def error_response(status: int, *, date_line: bytes = b"", static_head: bytes = b"") -> bytes:
+    """A complete, closing plain-text response for errors raised by the server itself."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    body = phrase.encode("ascii")
+    return b"".join(
+        (
+            status_line(status),
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n",
+            date_line,
+            static_head,
+            b"\r\n",
+            body,
+        )
+    )
+
+
+def early_hints_response(links: list[bytes]) -> bytes:
+    """A ``103 Early Hints`` response carrying one ``link`` field per link."""
+    return b"".join((b"HTTP/1.1 103 Early Hints\r\n", *(b"link: " + link + b"\r\n" for link in links), b"\r\n"))
+
+
+def trailer_block(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The last chunk plus trailer fields that end a chunked response."""
+    return b"".join((b"0\r\n", *(name + b": " + value + b"\r\n" for name, value in headers), b"\r\n"))

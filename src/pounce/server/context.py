@@ -1,0 +1,125 @@
+"""Per-worker state shared by every connection that worker serves.
+
+A worker is one event loop (in its own thread, or a process's main thread). Everything here is
+touched only from that loop's thread, so it needs no locks; what other threads read (counters
+for statistics) are plain ints whose reads are atomic even without a GIL. State shared by all
+workers — the app, the frozen config, the parsed proxy trust — is immutable or owned by the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any
+
+from pounce.protocols.http1.base import ParserLimits
+
+if TYPE_CHECKING:
+    from pounce.protocols.http1.base import RequestParser
+
+    from pounce.asgi.types import ASGIApp
+    from pounce.config import ServerConfig
+    from pounce.features.proxy_headers import ProxyTrust
+    from pounce.logs import AccessLogger
+
+
+class Connection:
+    """What the worker needs of any connection: timeouts and graceful shutdown."""
+
+    deadline: float
+
+    def on_deadline(self, now: float) -> None:
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        """Close now if idle; otherwise finish the current response and then close."""
+        raise NotImplementedError
+
+    def force_close(self) -> None:
+        raise NotImplementedError
+
+
+def parser_factory(config: ServerConfig) -> Callable[[], RequestParser]:
+    """Pick the HTTP/1.1 parser implementation once, at start-up."""
+    limits = ParserLimits(
+        max_request_line=config.limit_request_line,
+        max_header_size=config.h11_max_incomplete_event_size or config.limit_request_header_size,
+        max_header_count=config.limit_request_fields,
+        max_body_size=config.limit_request_body,
+        allow_bare_lf=config.allow_bare_lf,
+    )
+    if config.http == "h11":
+        from pounce.protocols.http1.h11_parser import H11Parser
+
+        return lambda: H11Parser(limits)
+    from pounce.protocols.http1.parser import FastParser
+
+    return lambda: FastParser(limits)
+
+
+class WorkerContext:
+    """Everything one worker's connections share."""
+
+    def __init__(
+        self,
+        *,
+        app: ASGIApp,
+        config: ServerConfig,
+        loop: asyncio.AbstractEventLoop,
+        access_log: AccessLogger,
+        proxy_trust: ProxyTrust | None,
+        state: dict[str, Any] | None = None,
+        base_context: contextvars.Context | None = None,
+        on_request_limit: Callable[[], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.loop = loop
+        self.access_log = access_log
+        self.proxy_trust = proxy_trust
+        self.state: dict[str, Any] = state if state is not None else {}
+        self.base_context = base_context if base_context is not None else contextvars.Context()
+        self.new_parser = parser_factory(config)
+        self.connections: set[Connection] = set()
+        self.debug_enabled = logging.getLogger("pounce.error").isEnabledFor(logging.DEBUG)
+        self.root_path = config.root_path
+        self.root_path_bytes = config.root_path.encode("utf-8")
+        self.limit_concurrency = config.limit_concurrency
+        self.shutting_down = False
+        self.requests_total = 0
+        self.active_requests = 0
+        self.on_request_limit = on_request_limit
+        self.max_requests = config.limit_max_requests
+        self.server_line = b"server: pounce\r\n" if config.server_header else b""
+        # --header defaults; an app's own header of the same name wins.
+        self.default_headers = config.encoded_headers
+        self.date_header = config.date_header
+        self.date_line = b""
+        self._date_second = -1
+        self.refresh_date()
+
+    def refresh_date(self) -> None:
+        """Recompute the Date header at most once per second (called by the worker's tick)."""
+        now = int(time.time())
+        if now != self._date_second:
+            self._date_second = now
+            if self.date_header:
+                self.date_line = b"date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+
+    def request_started(self) -> None:
+        self.requests_total += 1
+        self.active_requests += 1
+        limit = self.max_requests
+        if limit is not None and self.requests_total == limit and self.on_request_limit:
+            self.on_request_limit()
+
+    def request_finished(self) -> None:
+        self.active_requests -= 1
+
+    def over_concurrency_limit(self) -> bool:
+        limit = self.limit_concurrency
+        return limit is not None and self.active_requests >= limit

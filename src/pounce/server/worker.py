@@ -1,0 +1,204 @@
+"""One worker: an event loop serving connections with the shared app and config.
+
+A worker either listens on the shared sockets itself (one worker, or ``SO_REUSEPORT``-style
+setups) or adopts connections handed to it by an accept distributor via :meth:`Worker.adopt`,
+which is safe to call from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+from typing import TYPE_CHECKING, Any
+
+from pounce.protocols.http1.protocol import HTTP1Protocol
+from pounce.server.context import WorkerContext
+
+if TYPE_CHECKING:
+    import contextvars
+
+    from pounce.asgi.types import ASGIApp
+    from pounce.config import ServerConfig
+    from pounce.features.proxy_headers import ProxyTrust
+    from pounce.logs import AccessLogger
+
+logger = logging.getLogger("pounce.error")
+
+
+def tick_interval(config: ServerConfig) -> float:
+    """How often deadlines are checked: fine enough for the shortest timeout, at most 0.5 s."""
+    shortest = min(
+        config.timeout_keep_alive,
+        config.timeout_request_header,
+        config.timeout_request_body,
+        config.timeout_write,
+    )
+    return max(0.01, min(0.5, shortest / 4))
+
+
+class Worker:
+    """Serves connections on one event loop until asked to stop."""
+
+    def __init__(
+        self,
+        *,
+        app: ASGIApp,
+        config: ServerConfig,
+        access_log: AccessLogger,
+        proxy_trust: ProxyTrust | None,
+        state: dict[str, Any] | None = None,
+        base_context: contextvars.Context | None = None,
+        name: str = "worker",
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.access_log = access_log
+        self.proxy_trust = proxy_trust
+        self.state = state
+        self.base_context = base_context
+        self.name = name
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.ctx: WorkerContext | None = None
+        self.ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._force = False
+        self._servers: list[asyncio.Server] = []
+
+    # -- thread-safe controls -----------------------------------------------------------------
+
+    def request_stop(self, *, force: bool = False) -> None:
+        """Begin a graceful stop (or a forced one). Safe from any thread, idempotent."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._stop_now, force)
+        except RuntimeError:
+            pass  # the loop closed in the meantime
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Serve an already-accepted connection. Safe from any thread."""
+        loop = self.loop
+        assert loop is not None
+        loop.call_soon_threadsafe(self._adopt, sock)
+
+    @property
+    def connection_count(self) -> int:
+        ctx = self.ctx
+        return len(ctx.connections) if ctx is not None else 0
+
+    @property
+    def requests_total(self) -> int:
+        ctx = self.ctx
+        return ctx.requests_total if ctx is not None else 0
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def serve(self, sockets: list[socket.socket]) -> None:
+        """Serve until :meth:`request_stop`, then drain gracefully."""
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self._stop = asyncio.Event()
+        ctx = WorkerContext(
+            app=self.app,
+            config=self.config,
+            loop=loop,
+            access_log=self.access_log,
+            proxy_trust=self.proxy_trust,
+            state=self.state,
+            base_context=self.base_context,
+            on_request_limit=self._on_request_limit,
+        )
+        self.ctx = ctx
+        for sock in sockets:
+            server = await loop.create_server(
+                lambda: HTTP1Protocol(ctx), sock=sock, backlog=self.config.backlog
+            )
+            self._servers.append(server)
+        interval = tick_interval(self.config)
+        ticker = loop.call_later(interval, self._tick, interval)
+        self.ready.set()
+        try:
+            await self._stop.wait()
+            await self._drain()
+        finally:
+            ticker.cancel()
+            self.ready.clear()
+
+    def _adopt(self, sock: socket.socket) -> None:
+        ctx = self.ctx
+        loop = self.loop
+        if ctx is None or loop is None or ctx.shutting_down:
+            sock.close()
+            return
+
+        async def connect() -> None:
+            try:
+                await loop.connect_accepted_socket(lambda: HTTP1Protocol(ctx), sock)
+            except OSError:
+                sock.close()
+
+        loop.create_task(connect())
+
+    def _tick(self, interval: float) -> None:
+        self._check_deadlines()
+        if self._stop is not None and not self._stop.is_set() and self.loop is not None:
+            self.loop.call_later(interval, self._tick, interval)
+
+    def _check_deadlines(self) -> None:
+        ctx = self.ctx
+        loop = self.loop
+        assert ctx is not None and loop is not None
+        ctx.refresh_date()
+        now = loop.time()
+        for conn in list(ctx.connections):
+            if conn.deadline <= now:
+                conn.on_deadline(now)
+
+    def _on_request_limit(self) -> None:
+        logger.info(
+            "%s reached --limit-max-requests (%s); shutting down",
+            self.name,
+            self.config.limit_max_requests,
+        )
+        self._stop_now(False)
+
+    def _stop_now(self, force: bool) -> None:
+        self._force = self._force or force
+        if self._stop is not None:
+            self._stop.set()
+        ctx = self.ctx
+        if force and ctx is not None:
+            for conn in list(ctx.connections):
+                conn.force_close()
+
+    async def _drain(self) -> None:
+        """Stop accepting, close idle connections, give busy ones until the deadline."""
+        ctx = self.ctx
+        loop = self.loop
+        assert ctx is not None and loop is not None
+        ctx.shutting_down = True
+        for server in self._servers:
+            server.close()
+        for conn in list(ctx.connections):
+            conn.shutdown()
+        deadline = loop.time() + self.config.timeout_graceful_shutdown
+        interval = tick_interval(self.config)
+        while ctx.connections and not self._force:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                logger.warning(
+                    "Graceful shutdown timed out after %gs; closing %d connection(s)",
+                    self.config.timeout_graceful_shutdown,
+                    len(ctx.connections),
+                )
+                break
+            await asyncio.sleep(min(interval, remaining))
+            self._check_deadlines()
+        for conn in list(ctx.connections):
+            conn.force_close()
+        # Let cancelled app tasks unwind before the loop goes away.
+        await asyncio.sleep(0)
+        self._servers.clear()

@@ -1,0 +1,63 @@
+"""Serve an app on an ephemeral port for the duration of a test.
+
+::
+
+    from pounce.testing import serve
+
+    def test_homepage():
+        with serve(app) as url:
+            assert httpx.get(url + "/").status_code == 200
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from pounce.main import build_config
+from pounce.server.server import Server
+
+if TYPE_CHECKING:
+    from pounce.asgi.types import ASGIApp
+
+
+@contextmanager
+def serve(
+    app: str | ASGIApp, *, startup_timeout: float = 10.0, **options: Any
+) -> Iterator[str]:
+    """Run *app* in a background thread on 127.0.0.1 and yield its base URL.
+
+    Options are :class:`pounce.config.ServerConfig` fields. The server is stopped gracefully
+    when the block ends. Start-up errors (import, lifespan) are raised here.
+    """
+    options.setdefault("host", "127.0.0.1")
+    options.setdefault("port", 0)
+    options.setdefault("access_log", False)
+    config = build_config(app, **options)
+    server = Server(config, None if isinstance(app, str) else app)
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            server.serve()
+        except BaseException as exc:
+            failure.append(exc)
+            server.started.set()
+
+    thread = threading.Thread(target=target, name="pounce-test-server", daemon=True)
+    thread.start()
+    if not server.started.wait(startup_timeout):
+        server.shutdown(force=True)
+        raise TimeoutError(f"the test server did not start within {startup_timeout}s")
+    if failure:
+        thread.join(startup_timeout)
+        raise failure[0]
+    try:
+        yield server.bound_addresses[0]
+    finally:
+        server.shutdown()
+        thread.join(config.timeout_graceful_shutdown + 5)
+        if failure:
+            raise failure[0]
