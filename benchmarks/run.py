@@ -37,7 +37,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ HOST = "127.0.0.1"
 
 APPS = ("hello", "body64k", "echo", "stream", "cpu", "bigstate")
 ECHO_BODY_SIZE = 16 * 1024
+X = "\u00d7"  # multiplication sign for ratios
 BASELINE = "uvicorn"  # ratios are req/s divided by this server's req/s
 TARGET_SERVER = "pounce"
 # (app or "*", peer, minimum ratio of TARGET_SERVER req/s to peer req/s)
@@ -78,16 +79,38 @@ class Server:
         target = f"apps:{app}"
         w: list[str] = []
         if self.name.startswith("pounce"):
-            cmd = [python, "-m", "pounce", target, "--host", HOST, "--port", str(port),
-                   "--log-level", "warning", "--no-access-log"]
+            cmd = [
+                python,
+                "-m",
+                "pounce",
+                target,
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ]
             if self.name == "pounce-h11":
                 cmd += ["--http", "h11"]
             if workers:
                 w = ["--workers", str(workers)]
             return cmd + w
         if self.name.startswith("uvicorn"):
-            cmd = [python, "-m", "uvicorn", target, "--host", HOST, "--port", str(port),
-                   "--log-level", "warning", "--no-access-log"]
+            cmd = [
+                python,
+                "-m",
+                "uvicorn",
+                target,
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ]
             if self.name == "uvicorn":
                 cmd += ["--http", "httptools", "--loop", "uvloop"]
             else:
@@ -99,14 +122,38 @@ class Server:
             # Hypercorn has no access log unless --access-logfile is given.
             if workers:
                 w = ["--workers", str(workers)]
-            return [python, "-m", "hypercorn", "-k", "asyncio", "-b", f"{HOST}:{port}",
-                    "--log-level", "warning", *w, target]
+            return [
+                python,
+                "-m",
+                "hypercorn",
+                "-k",
+                "asyncio",
+                "-b",
+                f"{HOST}:{port}",
+                "--log-level",
+                "warning",
+                *w,
+                target,
+            ]
         if self.name == "granian":
             if workers:
                 w = ["--workers", str(workers)]
-            return [python, "-m", "granian", "--interface", "asgi", "--host", HOST,
-                    "--port", str(port), "--log-level", "warning", "--no-access-log",
-                    *w, target]
+            return [
+                python,
+                "-m",
+                "granian",
+                "--interface",
+                "asgi",
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+                *w,
+                target,
+            ]
         raise ValueError(self.name)
 
 
@@ -115,8 +162,9 @@ SERVERS: dict[str, Server] = {
     for s in (
         Server("pounce", "pounce, default HTTP/1 implementation", ("pounce",)),
         Server("pounce-h11", "pounce --http h11", ("pounce",)),
-        Server("uvicorn", "uvicorn --http httptools --loop uvloop",
-               ("uvicorn", "httptools", "uvloop")),
+        Server(
+            "uvicorn", "uvicorn --http httptools --loop uvloop", ("uvicorn", "httptools", "uvloop")
+        ),
         Server("uvicorn-h11", "uvicorn --http h11 --loop asyncio", ("uvicorn", "h11")),
         Server("hypercorn", "hypercorn -k asyncio", ("hypercorn",)),
         Server("granian", "granian --interface asgi (Rust core)", ("granian",)),
@@ -130,10 +178,14 @@ DISTS = ("pounce", "uvicorn", "httptools", "uvloop", "h11", "hypercorn", "grania
 
 
 def python_tag(python: str) -> str:
-    code = ("import sys, sysconfig; v = sys.version_info; "
-            "print(f'{v[0]}.{v[1]}' + ('t' if sysconfig.get_config_var('Py_GIL_DISABLED') else ''))")
-    return subprocess.run([python, "-c", code], check=True, capture_output=True, text=True,
-                          timeout=30).stdout.strip()
+    code = (
+        "import sys, sysconfig; v = sys.version_info; "
+        "ft = sysconfig.get_config_var('Py_GIL_DISABLED'); "
+        "print(f'{v[0]}.{v[1]}' + ('t' if ft else ''))"
+    )
+    return subprocess.run(
+        [python, "-c", code], check=True, capture_output=True, text=True, timeout=30
+    ).stdout.strip()
 
 
 def ensure_env(python: str, force_setup: bool) -> Path:
@@ -141,8 +193,12 @@ def ensure_env(python: str, force_setup: bool) -> Path:
     vpy = venv / "bin" / "python"
     if force_setup or not vpy.exists() or not _have_wrk():
         log(f"running setup.sh --python {python}")
-        subprocess.run(["bash", str(HERE / "setup.sh"), "--python", python], check=True,
-                       timeout=1800, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["bash", str(HERE / "setup.sh"), "--python", python],
+            check=True,
+            timeout=1800,
+            stdout=subprocess.DEVNULL,
+        )
     if not vpy.exists():
         raise SystemExit(f"no virtualenv at {venv}: run benchmarks/setup.sh --python {python}")
     if not _have_wrk():
@@ -182,15 +238,27 @@ print(json.dumps({
 
 def probe_venv(vpy: Path) -> dict[str, Any]:
     mods = sorted({m for s in SERVERS.values() for m in s.requires} | {"pounce.__main__"})
-    out = subprocess.run([str(vpy), "-c", _PROBE, ",".join(mods), ",".join(DISTS)],
-                         check=True, capture_output=True, text=True, timeout=60, cwd=HERE)
+    out = subprocess.run(
+        [str(vpy), "-c", _PROBE, ",".join(mods), ",".join(DISTS)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=HERE,
+    )
     return json.loads(out.stdout)
 
 
 def calibrate_cpu(vpy: Path) -> int:
-    out = subprocess.run([str(vpy), "-c", "import apps; print(apps.calibrate(0.001, 25))"],
-                         check=True, capture_output=True, text=True, timeout=60, cwd=HERE,
-                         env={**os.environ, "BENCH_BIGSTATE_MB": "0", "BENCH_CPU_ITERS": "1"})
+    out = subprocess.run(
+        [str(vpy), "-c", "import apps; print(apps.calibrate(0.001, 25))"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=HERE,
+        env={**os.environ, "BENCH_BIGSTATE_MB": "0", "BENCH_CPU_ITERS": "1"},
+    )
     return int(out.stdout.strip())
 
 
@@ -210,11 +278,19 @@ def machine_info() -> dict[str, Any]:
         mem_kb = int(Path("/proc/meminfo").read_text().split("\n")[0].split()[1])
     wrk_version = ""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        r = subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=10)
+        r = subprocess.run(
+            ["wrk", "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
         wrk_version = (r.stdout + r.stderr).splitlines()[0].split(" Copyright")[0].strip()
-    return {"nproc": nproc, "cpu_count": os.cpu_count(), "cpu_model": model,
-            "mem_total_mb": mem_kb // 1024, "kernel": platform.release(),
-            "hostname": platform.node(), "wrk": wrk_version}
+    return {
+        "nproc": nproc,
+        "cpu_count": os.cpu_count(),
+        "cpu_model": model,
+        "mem_total_mb": mem_kb // 1024,
+        "kernel": platform.release(),
+        "hostname": platform.node(),
+        "wrk": wrk_version,
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -231,7 +307,7 @@ def _children_map() -> dict[int, list[int]]:
                 data = f.read()
         except OSError:
             continue
-        rest = data[data.rfind(b")") + 2:].split()
+        rest = data[data.rfind(b")") + 2 :].split()
         kids.setdefault(int(rest[1]), []).append(int(entry.name))
     return kids
 
@@ -303,10 +379,12 @@ class MemorySampler(threading.Thread):
     def peak(self) -> dict[str, Any]:
         if not self.samples:
             return {"peak_rss_kb": None, "peak_pss_kb": None, "processes": None, "samples": 0}
-        return {"peak_rss_kb": max(s[2] for s in self.samples),
-                "peak_pss_kb": max(s[3] for s in self.samples),
-                "processes": max(s[1] for s in self.samples),
-                "samples": len(self.samples)}
+        return {
+            "peak_rss_kb": max(s[2] for s in self.samples),
+            "peak_pss_kb": max(s[3] for s in self.samples),
+            "processes": max(s[1] for s in self.samples),
+            "samples": len(self.samples),
+        }
 
 
 # ---------------------------------------------------------------------------
@@ -342,8 +420,13 @@ def parse_wrk(out: str) -> dict[str, Any]:
     if m:
         res["avg_ms"], res["stdev_ms"], res["max_ms"] = (_ms(g) for g in m.groups())
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    res["socket_errors"] = dict(zip(("connect", "read", "write", "timeout"),
-                                    (int(g) for g in m.groups()))) if m else {}
+    res["socket_errors"] = (
+        dict(
+            zip(("connect", "read", "write", "timeout"), (int(g) for g in m.groups()), strict=True)
+        )
+        if m
+        else {}
+    )
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     res["non_2xx"] = int(m.group(1)) if m else 0
     res["errors"] = res["non_2xx"] + sum(res["socket_errors"].values())
@@ -374,7 +457,7 @@ def wrk_argv(port: int, app: str, duration: float, threads: int, conns: int) -> 
 
 
 def run_wrk(argv: list[str], duration: float) -> str:
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
     if r.returncode != 0:
         raise RuntimeError(f"wrk exited {r.returncode}: {r.stderr.strip()[:300]}")
     return r.stdout
@@ -407,8 +490,9 @@ def check_response(port: int, app: str) -> None:
     try:
         if app == "echo":
             payload = os.urandom(ECHO_BODY_SIZE)
-            conn.request("POST", "/", body=payload,
-                         headers={"Content-Type": "application/octet-stream"})
+            conn.request(
+                "POST", "/", body=payload, headers={"Content-Type": "application/octet-stream"}
+            )
         else:
             payload = b""
             conn.request("GET", "/")
@@ -483,21 +567,35 @@ def measure(server: Server, app: str, vpy: Path, opt: Options) -> dict[str, Any]
     port = free_port()
     argv = server.argv(str(vpy), app, port, opt.workers)
     counts_dir = Path(tempfile.mkdtemp(prefix=f"counts-{server.name}-{app}-", dir=WORK))
-    env = {**os.environ,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
-           "PYTHONUNBUFFERED": "1",
-           "BENCH_CPU_ITERS": str(opt.cpu_iters),
-           "BENCH_BIGSTATE_MB": "100" if app == "bigstate" else "0",
-           "BENCH_COUNTS_DIR": str(counts_dir)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
+        "PYTHONUNBUFFERED": "1",
+        "BENCH_CPU_ITERS": str(opt.cpu_iters),
+        "BENCH_BIGSTATE_MB": "100" if app == "bigstate" else "0",
+        "BENCH_COUNTS_DIR": str(counts_dir),
+    }
     env.pop("VIRTUAL_ENV", None)
     logfile = opt.log_dir / f"{server.name}-{app}.log"
-    res: dict[str, Any] = {"server": server.name, "app": app, "port": port,
-                           "argv": [shlex.quote(a) for a in argv], "log": str(logfile),
-                           "status": "ok"}
+    res: dict[str, Any] = {
+        "server": server.name,
+        "app": app,
+        "port": port,
+        "argv": [shlex.quote(a) for a in argv],
+        "log": str(logfile),
+        "status": "ok",
+    }
     with open(logfile, "wb") as lf:
         t0 = time.monotonic()
-        proc = subprocess.Popen(argv, cwd=HERE, env=env, stdout=lf, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=HERE,
+            env=env,
+            stdout=lf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         sampler = MemorySampler(proc.pid)
         try:
             wait_listening(proc, port, opt.startup_timeout)
@@ -508,8 +606,7 @@ def measure(server: Server, app: str, vpy: Path, opt: Options) -> dict[str, Any]
             res["idle_rss_kb"], res["idle_pss_kb"] = rss, pss
             sampler.start()
             if opt.warmup > 0:
-                run_wrk(wrk_argv(port, app, opt.warmup, opt.threads, opt.connections),
-                        opt.warmup)
+                run_wrk(wrk_argv(port, app, opt.warmup, opt.threads, opt.connections), opt.warmup)
             if proc.poll() is not None:
                 raise RuntimeError(f"exited with status {proc.returncode} during warm-up")
             pids = process_tree(proc.pid)
@@ -519,7 +616,8 @@ def measure(server: Server, app: str, vpy: Path, opt: Options) -> dict[str, Any]
             out = run_wrk(wargv, opt.duration)
             wall = time.monotonic() - w0
             res["server_cpu_pct"] = round(
-                100 * (tree_cpu_seconds(process_tree(proc.pid)) - cpu0) / wall, 1)
+                100 * (tree_cpu_seconds(process_tree(proc.pid)) - cpu0) / wall, 1
+            )
             res["wrk_output"] = out
             res["wrk"] = parse_wrk(out)
             if proc.poll() is not None:
@@ -576,17 +674,24 @@ def target_checks(app: str, rows: dict[str, dict[str, Any]]) -> list[dict[str, A
     out = []
     for _, peer, minimum in checks:
         r = ratio_of(rows, TARGET_SERVER, peer)
-        out.append({"app": app, "server": TARGET_SERVER, "peer": peer, "min": minimum,
-                    "ratio": None if r is None else round(r, 3),
-                    "status": "n/a" if r is None else ("pass" if r >= minimum else "miss")})
+        out.append(
+            {
+                "app": app,
+                "server": TARGET_SERVER,
+                "peer": peer,
+                "min": minimum,
+                "ratio": None if r is None else round(r, 3),
+                "status": "n/a" if r is None else ("pass" if r >= minimum else "miss"),
+            }
+        )
     return out
 
 
 def _mark(check: dict[str, Any]) -> str:
     if check["status"] == "n/a":
-        return f"— ≥{check['min']:.1f}× {check['peer']} (not measured)"
+        return f"— ≥{check['min']:.1f}{X} {check['peer']} (not measured)"
     sym = "✅" if check["status"] == "pass" else "❌"
-    return f"{sym} {check['ratio']:.2f}× {check['peer']} (≥{check['min']:.1f})"
+    return f"{sym} {check['ratio']:.2f}{X} {check['peer']} (≥{check['min']:.1f})"
 
 
 def _errors(r: dict[str, Any]) -> str:
@@ -599,12 +704,16 @@ def _errors(r: dict[str, Any]) -> str:
     return f"{w['errors']} ({', '.join(parts)})"
 
 
-def render(meta: dict[str, Any], results: list[dict[str, Any]], servers: list[str],
-           apps: list[str]) -> tuple[str, list[dict[str, Any]]]:
+def render(
+    meta: dict[str, Any], results: list[dict[str, Any]], servers: list[str], apps: list[str]
+) -> tuple[str, list[dict[str, Any]]]:
     lines = ["# Pounce side-by-side benchmark", ""]
     env = meta["server_python"]
-    gil = "free-threaded, GIL disabled" if env["free_threaded_build"] and not env["gil_enabled"] \
+    gil = (
+        "free-threaded, GIL disabled"
+        if env["free_threaded_build"] and not env["gil_enabled"]
         else ("free-threaded build, GIL enabled" if env["free_threaded_build"] else "GIL build")
+    )
     m = meta["machine"]
     lines += [
         f"- date: {meta['date']}",
@@ -616,17 +725,27 @@ def render(meta: dict[str, Any], results: list[dict[str, Any]], servers: list[st
         f"- load: `wrk -t{meta['wrk_threads']} -c{meta['connections']} -d{meta['duration']:g}s "
         f"--latency` after a {meta['warmup']:g}s warm-up; echo POSTs {ECHO_BODY_SIZE // 1024} KiB; "
         f"client and servers share the same {m['nproc']} CPUs",
+        f"- load average before the run: {meta['loadavg']} (other work on the machine "
+        "skews absolute numbers)",
         f"- workers: {meta['workers'] or 'server default (flag not passed)'}; "
-        + (f"cpu app: {meta['cpu_iters']} loop iterations/request (~1 ms); "
-           if meta["cpu_iters"] else "")
-        + f"rounds: {meta['rounds']}" + (" (median req/s shown)" if meta["rounds"] > 1 else ""),
+        + (
+            f"cpu app: {meta['cpu_iters']} loop iterations/request (~1 ms); "
+            if meta["cpu_iters"]
+            else ""
+        )
+        + f"rounds: {meta['rounds']}"
+        + (" (median req/s shown)" if meta["rounds"] > 1 else ""),
         "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
     ]
     for name, why in meta["skipped"].items():
         lines.append(f"- **skipped {name}**: {why}")
-    lines += ["", f"Ratios are req/s divided by `{BASELINE}` (httptools+uvloop) from the same "
-              "run; absolute numbers on a shared machine are noise, ratios are the signal. "
-              f"Targets are checked for `{TARGET_SERVER}` only.", ""]
+    lines += [
+        "",
+        f"Ratios are req/s divided by `{BASELINE}` (httptools+uvloop) from the same "
+        "run; absolute numbers on a shared machine are noise, ratios are the signal. "
+        f"Targets are checked for `{TARGET_SERVER}` only.",
+        "",
+    ]
 
     checks_all: list[dict[str, Any]] = []
     for app in apps:
@@ -635,10 +754,13 @@ def render(meta: dict[str, Any], results: list[dict[str, Any]], servers: list[st
             continue
         checks = target_checks(app, rows)
         checks_all += checks
-        lines += [f"## {app}", "",
-                  "| server | req/s | × uvicorn | p50 | p99 | errors | peak RSS | peak PSS "
-                  "| server CPU | targets |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        lines += [
+            f"## {app}",
+            "",
+            f"| server | req/s | {X} uvicorn | p50 | p99 | errors | peak RSS | peak PSS "
+            "| server CPU | targets |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
         worker_notes = []
         for name in servers:
             r = rows.get(name)
@@ -649,31 +771,46 @@ def render(meta: dict[str, Any], results: list[dict[str, Any]], servers: list[st
                 continue
             w, mem = r["wrk"], r["memory"]
             ratio = ratio_of(rows, name, BASELINE)
-            marks = " · ".join(_mark(c) for c in checks) if name == TARGET_SERVER else ""
+            marks = ""
+            if name == TARGET_SERVER:  # unmeasured targets are listed in the summary only
+                marks = " · ".join(_mark(c) for c in checks if c["status"] != "n/a") or "—"
             lines.append(
-                f"| {name} | {w['rps']:,.0f} | {'—' if ratio is None else f'{ratio:.2f}×'} "
+                f"| {name} | {w['rps']:,.0f} | {'—' if ratio is None else f'{ratio:.2f}{X}'} "
                 f"| {_fmt_ms(w['p50_ms'])} | {_fmt_ms(w['p99_ms'])} | {_errors(r)} "
                 f"| {_fmt_mb(mem['peak_rss_kb'])} | {_fmt_mb(mem['peak_pss_kb'])} "
-                f"| {r.get('server_cpu_pct', 0):.0f}% | {marks} |")
+                f"| {r.get('server_cpu_pct', 0):.0f}% | {marks} |"
+            )
+            stop = r.get("stop", {})
+            if stop.get("signal") == "SIGKILL" or stop.get("stragglers_killed"):
+                worker_notes.append(
+                    f"- {name}: ⚠ did not exit cleanly after SIGTERM "
+                    f"(needed SIGKILL after {stop.get('seconds')} s)"
+                )
             seen = r.get("workers_seen") or []
             if len(seen) > 1:
                 total = sum(s["requests"] for s in seen) or 1
-                parts = [f"pid {s['pid']}/tid {s['thread']}: {s['requests']} "
-                         f"({100 * s['requests'] / total:.0f}%)" for s in seen]
+                parts = [
+                    f"pid {s['pid']}/tid {s['thread']}: {s['requests']} "
+                    f"({100 * s['requests'] / total:.0f}%)"
+                    for s in seen
+                ]
                 worker_notes.append(f"- {name}: " + ", ".join(parts))
         if worker_notes:
-            lines += ["", "Requests per worker (counted in the app, includes warm-up):",
-                      *worker_notes]
+            lines += [
+                "",
+                "Notes; requests per worker are counted in the app and include the warm-up:",
+                *worker_notes,
+            ]
         lines.append("")
 
     if checks_all:
-        lines += ["## Targets", "", "| app | target | measured | result |",
-                  "|---|---|---:|---|"]
+        lines += ["## Targets", "", "| app | target | measured | result |", "|---|---|---:|---|"]
         for c in checks_all:
-            got = "—" if c["ratio"] is None else f"{c['ratio']:.2f}×"
+            got = "—" if c["ratio"] is None else f"{c['ratio']:.2f}{X}"
             res = {"pass": "✅ pass", "miss": "❌ miss", "n/a": "— not measured"}[c["status"]]
-            lines.append(f"| {c['app']} | {c['server']} ≥ {c['min']:.1f}× {c['peer']} "
-                         f"| {got} | {res} |")
+            lines.append(
+                f"| {c['app']} | {c['server']} ≥ {c['min']:.1f}{X} {c['peer']} | {got} | {res} |"
+            )
         lines.append("")
     return "\n".join(lines), checks_all
 
@@ -691,32 +828,47 @@ def _split(value: str, allowed: tuple[str, ...] | list[str], what: str) -> list[
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--python", default="python3",
-                   help="interpreter for the servers (own venv per version), default python3")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--python",
+        default="python3",
+        help="interpreter for the servers (own venv per version), default python3",
+    )
     p.add_argument("--setup", action="store_true", help="(re)run setup.sh before measuring")
-    p.add_argument("--servers", default=",".join(SERVERS),
-                   help=f"comma list, default all: {','.join(SERVERS)}")
-    p.add_argument("--apps", default=",".join(APPS), help=f"comma list, default all: {','.join(APPS)}")
+    p.add_argument(
+        "--servers", default=",".join(SERVERS), help=f"comma list, default all: {','.join(SERVERS)}"
+    )
+    p.add_argument(
+        "--apps", default=",".join(APPS), help=f"comma list, default all: {','.join(APPS)}"
+    )
     p.add_argument("--workers", type=int, default=None, help="pass --workers N to every server")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of wrk per run (10)")
     p.add_argument("--quick", action="store_true", help="3 s runs")
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds (2)")
     p.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
-    p.add_argument("--rounds", type=int, default=1,
-                   help="repeat the whole matrix N times, report the median req/s (1)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the whole matrix N times, report the median req/s (1)",
+    )
     p.add_argument("--startup-timeout", type=float, default=20.0)
     p.add_argument("--stop-timeout", type=float, default=10.0)
     p.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/")
-    p.add_argument("--self-check", action="store_true",
-                   help="smoke-test the harness: one peer, hello, 1 s; validate the table")
+    p.add_argument(
+        "--self-check",
+        action="store_true",
+        help="smoke-test the harness: one peer, hello, 1 s; validate the table",
+    )
     return p.parse_args(argv)
 
 
-def run_matrix(args: argparse.Namespace, servers: list[str], apps: list[str],
-               vpy: Path, probe: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def run_matrix(
+    args: argparse.Namespace, servers: list[str], apps: list[str], vpy: Path, probe: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     skipped: dict[str, str] = {}
     runnable = []
     for name in servers:
@@ -726,14 +878,22 @@ def run_matrix(args: argparse.Namespace, servers: list[str], apps: list[str],
             log(f"SKIP {name}: {skipped[name]}")
         else:
             runnable.append(name)
+    load_before = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     cpu_iters = calibrate_cpu(vpy) if "cpu" in apps else 0
-    stamp = _dt.datetime.now(_dt.timezone.utc)
+    stamp = _dt.datetime.now(_dt.UTC)
     log_dir = WORK / "logs" / stamp.strftime("%Y%m%dT%H%M%SZ")
     log_dir.mkdir(parents=True, exist_ok=True)
-    opt = Options(duration=args.duration, warmup=args.warmup, threads=args.threads,
-                  connections=args.connections, workers=args.workers,
-                  startup_timeout=args.startup_timeout, stop_timeout=args.stop_timeout,
-                  cpu_iters=cpu_iters, log_dir=log_dir)
+    opt = Options(
+        duration=args.duration,
+        warmup=args.warmup,
+        threads=args.threads,
+        connections=args.connections,
+        workers=args.workers,
+        startup_timeout=args.startup_timeout,
+        stop_timeout=args.stop_timeout,
+        cpu_iters=cpu_iters,
+        log_dir=log_dir,
+    )
     all_rounds: list[dict[str, Any]] = []
     dead: set[str] = set()  # servers that failed to start: skip them for the rest
     for rnd in range(args.rounds):
@@ -747,9 +907,11 @@ def run_matrix(args: argparse.Namespace, servers: list[str], apps: list[str],
                 all_rounds.append(r)
                 if r["status"] == "ok":
                     w = r["wrk"]
-                    log(f"    {w['rps']:>10,.0f} req/s  p50 {_fmt_ms(w['p50_ms'])}  "
+                    log(
+                        f"    {w['rps']:>10,.0f} req/s  p50 {_fmt_ms(w['p50_ms'])}  "
                         f"p99 {_fmt_ms(w['p99_ms'])}  errors {w['errors']}  "
-                        f"peak RSS {_fmt_mb(r['memory']['peak_rss_kb'])}")
+                        f"peak RSS {_fmt_mb(r['memory']['peak_rss_kb'])}"
+                    )
                 else:
                     log(f"    FAILED: {r['error']}")
                     for line in r.get("log_tail", []):
@@ -766,8 +928,9 @@ def run_matrix(args: argparse.Namespace, servers: list[str], apps: list[str],
             ok = sorted((r for r in rs if r["status"] == "ok"), key=lambda r: r["wrk"]["rps"])
             if ok:
                 pick = ok[(len(ok) - 1) // 2]
-                pick = dict(pick, rounds_rps=[r["wrk"]["rps"] for r in ok],
-                            rounds_failed=len(rs) - len(ok))
+                pick = dict(
+                    pick, rounds_rps=[r["wrk"]["rps"] for r in ok], rounds_failed=len(rs) - len(ok)
+                )
                 if len(ok) > 1:
                     pick["rps_median"] = statistics.median(pick["rounds_rps"])
                 final.append(pick)
@@ -780,10 +943,19 @@ def run_matrix(args: argparse.Namespace, servers: list[str], apps: list[str],
         "runner_python": sys.version.split()[0],
         "server_python": probe,
         "machine": machine_info(),
-        "duration": args.duration, "warmup": args.warmup, "wrk_threads": args.threads,
-        "connections": args.connections, "workers": args.workers, "rounds": args.rounds,
-        "cpu_iters": cpu_iters, "skipped": skipped, "log_dir": str(log_dir),
-        "servers": servers, "apps": apps, "stamp": stamp.strftime("%Y%m%dT%H%M%SZ"),
+        "duration": args.duration,
+        "warmup": args.warmup,
+        "wrk_threads": args.threads,
+        "connections": args.connections,
+        "workers": args.workers,
+        "rounds": args.rounds,
+        "cpu_iters": cpu_iters,
+        "skipped": skipped,
+        "loadavg": load_before,
+        "log_dir": str(log_dir),
+        "servers": servers,
+        "apps": apps,
+        "stamp": stamp.strftime("%Y%m%dT%H%M%SZ"),
     }
     return meta, final if args.rounds > 1 else all_rounds
 
@@ -807,13 +979,25 @@ Requests/sec:  78000.00
 Transfer/sec:      9.00MB
 """
     w = parse_wrk(sample)
-    want = {"rps": 78000.0, "p50_ms": 0.8, "p99_ms": 1500.0, "requests": 78000,
-            "non_2xx": 4, "errors": 7}
+    want = {
+        "rps": 78000.0,
+        "p50_ms": 0.8,
+        "p99_ms": 1500.0,
+        "requests": 78000,
+        "non_2xx": 4,
+        "errors": 7,
+    }
     for k, v in want.items():
         if abs(w[k] - v) > 1e-9:
             problems.append(f"parse_wrk: {k}={w[k]!r}, expected {v!r}")
-    peer = next((s for s in ("uvicorn-h11", "uvicorn", "hypercorn", "granian")
-                 if all(probe["modules"].get(m) for m in SERVERS[s].requires)), None)
+    peer = next(
+        (
+            s
+            for s in ("uvicorn-h11", "uvicorn", "hypercorn", "granian")
+            if all(probe["modules"].get(m) for m in SERVERS[s].requires)
+        ),
+        None,
+    )
     if peer is None:
         problems.append("no peer server installed in the venv")
     else:

@@ -23,7 +23,8 @@ async def read_body(receive: Any) -> bytes:
 async def hello(scope: Scope, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    headers = [(b"content-type", b"text/plain")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b"Hello, world!"})
 
 
@@ -32,7 +33,8 @@ async def echo(scope: Scope, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
     body = await read_body(receive)
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"x-method", scope["method"].encode())]})
+    headers = [(b"x-method", scope["method"].encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -51,7 +53,8 @@ async def scope_json(scope: Scope, receive: Any, send: Any) -> None:
         return value
 
     body = json.dumps(plain(dict(scope))).encode()
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    headers = [(b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -59,9 +62,49 @@ def streamer(chunks: int, delay: float = 0.0, size: int = 10) -> Any:
     async def app(scope: Scope, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for i in range(chunks):
-            await send({"type": "http.response.body", "body": str(i % 10).encode() * size, "more_body": True})
+            body = str(i % 10).encode() * size
+            await send({"type": "http.response.body", "body": body, "more_body": True})
             if delay:
                 await asyncio.sleep(delay)
         await send({"type": "http.response.body", "body": b""})
 
     return app
+
+
+
+class Recorder:
+    """An app that records every request it is called with, then answers 200 with the target.
+
+    ``calls`` gets ``(method, raw target)`` as soon as the app is called, ``bodies`` the request
+    body once completely read (both appended from the server's thread; ``list.append`` is
+    atomic); a request whose body ends in ``http.disconnect`` only counts in ``disconnects``.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bytes]] = []
+        self.bodies: list[bytes] = []
+        self.disconnects = 0
+
+    @property
+    def paths(self) -> list[bytes]:
+        return [target for _, target in self.calls]
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        query = scope["query_string"]
+        target = scope["raw_path"] + (b"?" + query if query else b"")
+        self.calls.append((scope["method"], target))
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.disconnects += 1
+                return
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        self.bodies.append(body)
+        headers = [(b"content-type", b"text/plain")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"seen " + target})

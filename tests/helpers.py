@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -55,7 +56,14 @@ class RawClient:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def request(self, method: str = "GET", target: str = "/", headers: list[tuple[str, str]] | None = None, body: bytes = b"", version: str = "1.1") -> None:
+    def request(
+        self,
+        method: str = "GET",
+        target: str = "/",
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        version: str = "1.1",
+    ) -> None:
         lines = [f"{method} {target} HTTP/{version}"]
         hdrs = headers if headers is not None else [("host", "test")]
         lines += [f"{k}: {v}" for k, v in hdrs]
@@ -88,7 +96,9 @@ class RawClient:
             if isinstance(event, h11.InformationalResponse):
                 informational.append(event.status_code)
             elif isinstance(event, h11.Response):
-                response = Response(event.status_code, list(event.headers), informational=informational)
+                response = Response(
+                    event.status_code, list(event.headers), informational=informational
+                )
             elif isinstance(event, h11.Data):
                 assert response is not None
                 response.body += bytes(event.data)
@@ -129,3 +139,24 @@ class RawClient:
             return False
         finally:
             self.sock.settimeout(self.timeout)
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.005
+) -> bool:
+    """Poll *predicate* until it is truthy or *timeout* passes; returns its last truth value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return bool(predicate())
+        time.sleep(interval)
+
+
+def status_of(raw: bytes) -> int | None:
+    """The status code of the first response in *raw* (``None`` when there is none)."""
+    if not raw.startswith(b"HTTP/1.1 "):
+        return None
+    return int(raw[9:12])
+

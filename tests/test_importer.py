@@ -301,7 +301,8 @@ def test_asgi3_objects_are_returned_unchanged() -> None:
 
 
 def test_forced_interfaces() -> None:
-    assert load_app(asgi2_function, config=config(interface="asgi3")) is asgi2_function
+    forced: object = load_app(asgi2_function, config=config(interface="asgi3"))
+    assert forced is asgi2_function
     adapted = load_app(asgi3_function, config=config(interface="asgi2"))
     assert isinstance(adapted, ASGI2Adapter)
 
@@ -337,3 +338,35 @@ def test_import_string_with_explicit_config(tmp_path: Path) -> None:
     make_module(tmp_path, "imp_explicit", ASGI3_SOURCE)
     app = load_app("imp_explicit:create_app", config=config(factory=True))
     assert app is sys.modules["imp_explicit"].app
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("main.py:app", "leave out the .py suffix, as in 'main:app'"),
+        ("src/main:app", "not a path"),
+    ],
+)
+def test_common_import_string_mistakes(target: str, message: str) -> None:
+    with pytest.raises(AppImportError, match=message):
+        load_app(config(app=target))
+
+
+def test_missing_module_names_the_searched_directory(tmp_path: Path) -> None:
+    with pytest.raises(AppImportError, match=f"in {tmp_path} or on sys.path"):
+        load_app(config(app="imp_not_here:app"))
+
+
+def test_asgi2_with_optional_extra_parameter() -> None:
+    def app(scope: Any, debug: bool = False) -> Any:
+        return asgi2_function(scope)
+
+    assert detect_interface(app) == "asgi2"
+    assert isinstance(load_app(app), ASGI2Adapter)
+
+
+def test_asgi3_with_defaults_is_not_mistaken_for_asgi2() -> None:
+    async def app(scope: Any, receive: Any = None, send: Any = None) -> None:
+        return None
+
+    assert detect_interface(app) == "asgi3"

@@ -98,7 +98,7 @@ def _innermost_user_location(tb: TracebackType | None) -> str:
     return location
 
 
-def _import_module(module_name: str, import_string: str) -> Any:
+def _import_module(module_name: str, import_string: str, search_dir: str | None) -> Any:
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -107,11 +107,10 @@ def _import_module(module_name: str, import_string: str) -> Any:
         # the import string (or the directory) is wrong.  Any other missing
         # module was imported *by* the user's code.
         if missing == module_name or module_name.startswith(missing + "."):
-            where = os.getcwd()
+            where = f"in {search_dir} or on sys.path" if search_dir else "on sys.path"
             raise AppImportError(
-                f"cannot import {import_string!r}: no module named {missing!r} "
-                f"(searched {where} and sys.path); check the module name, "
-                "or point --app-dir at the directory that contains it"
+                f"cannot import {import_string!r}: no module named {missing!r} {where}; "
+                "check the module name, or point --app-dir at the directory that contains it"
             ) from None
         raise _inner_error(exc, import_string) from exc
     except Exception as exc:
@@ -133,13 +132,23 @@ def _public_names(obj: object) -> list[str]:
     return [name for name in dir(obj) if not name.startswith("_")]
 
 
-def import_from_string(import_string: str) -> tuple[Any, bool]:
+def import_from_string(import_string: str, *, search_dir: str | None = None) -> tuple[Any, bool]:
     """Import ``module:attr.path`` or ``module:factory()``.
 
     Returns ``(object, call_it)`` where ``call_it`` is true for the
-    ``factory()`` form.
+    ``factory()`` form.  ``search_dir`` is only used in error messages.
     """
     module_name, sep, attr_path = import_string.strip().partition(":")
+    if "/" in module_name or "\\" in module_name:
+        raise AppImportError(
+            f"invalid application {import_string!r}: give a module name, not a path -- "
+            "use dots between packages, and --app-dir for the directory it lives in"
+        )
+    if module_name.endswith(".py"):
+        raise AppImportError(
+            f"invalid application {import_string!r}: leave out the .py suffix, "
+            f"as in '{module_name.removesuffix('.py')}:{attr_path or 'app'}'"
+        )
     if not sep or not module_name or not attr_path:
         raise AppImportError(f"invalid application {import_string!r}: {_FORMAT_HINT}")
     call_it = False
@@ -157,7 +166,7 @@ def import_from_string(import_string: str) -> tuple[Any, bool]:
     ):
         raise AppImportError(f"invalid application {import_string!r}: {_FORMAT_HINT}")
 
-    obj = _import_module(module_name, import_string)
+    obj = _import_module(module_name, import_string, search_dir)
     owner_desc = f"module {module_name!r}"
     for index, part in enumerate(parts):
         try:
@@ -182,13 +191,13 @@ def import_from_string(import_string: str) -> tuple[Any, bool]:
 # --------------------------------------------------------------------------- interface
 
 
-def _positional_arity(obj: Any) -> int | None:
-    """Positional parameters ``obj`` accepts when called (``None`` = unknown/variadic)."""
+def _positional_arity(obj: Any) -> tuple[int, int] | None:
+    """``(required, total)`` positional parameters of ``obj``; ``None`` if unknown or variadic."""
     try:
         signature = inspect.signature(obj)
     except (TypeError, ValueError):
         return None
-    count = 0
+    required = total = 0
     for param in signature.parameters.values():
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
             return None
@@ -196,17 +205,22 @@ def _positional_arity(obj: Any) -> int | None:
             inspect.Parameter.POSITIONAL_ONLY,
             inspect.Parameter.POSITIONAL_OR_KEYWORD,
         ):
-            count += 1
-    return count
+            total += 1
+            if param.default is inspect.Parameter.empty:
+                required += 1
+    return required, total
 
 
 def detect_interface(app: Any) -> Literal["asgi3", "asgi2"]:
     """Guess whether ``app`` is ASGI 3 or an ASGI 2 double callable.
 
-    A class whose constructor takes only the scope, or any callable taking
-    exactly one positional argument, is ASGI 2; everything else is ASGI 3.
+    A class whose constructor takes only the scope, or any callable whose
+    only required positional argument is the scope (and that could not take
+    three), is ASGI 2.  Everything else -- including callables whose
+    signature cannot be inspected -- is treated as ASGI 3, the current spec.
     """
-    if _positional_arity(app) == 1:
+    arity = _positional_arity(app)
+    if arity is not None and arity[0] == 1 and arity[1] < 3:
         return "asgi2"
     return "asgi3"
 
@@ -226,7 +240,7 @@ def _check_callable(app: Any, name: str, interface: Interface, factory: bool) ->
     if interface == "asgi3":
         return cast(ASGI3App, app)
     arity = _positional_arity(app)
-    if arity == 0:
+    if arity == (0, 0):
         if factory:
             raise AppImportError(
                 f"{name} returned a callable that takes no arguments; the factory must "
@@ -236,7 +250,7 @@ def _check_callable(app: Any, name: str, interface: Interface, factory: bool) ->
             f"{name} takes no arguments, so it is not an ASGI application; if it is a "
             f"factory that returns the app, add --factory or write '{name}()'"
         )
-    if arity == 2:
+    if arity == (2, 2):
         raise AppImportError(
             f"{name} takes two arguments, like a WSGI application (environ, start_response); "
             "Pounce serves ASGI applications -- wrap it in a WSGI-to-ASGI adapter (e.g. a2wsgi)"
@@ -246,7 +260,8 @@ def _check_callable(app: Any, name: str, interface: Interface, factory: bool) ->
     return cast(ASGI3App, app)
 
 
-def _insert_app_dir(app_dir: str) -> None:
+def _insert_app_dir(app_dir: str) -> str:
+    """Put ``app_dir`` first on ``sys.path`` (as ``python -m`` would) and return it."""
     path = os.path.abspath(app_dir)
     if not os.path.isdir(path):
         raise AppImportError(
@@ -255,6 +270,7 @@ def _insert_app_dir(app_dir: str) -> None:
         )
     if not sys.path or sys.path[0] != path:
         sys.path.insert(0, path)
+    return path
 
 
 def load_app(
@@ -279,9 +295,9 @@ def load_app(
     config = config or ServerConfig()
     factory = config.factory
     if isinstance(target, str):
-        _insert_app_dir(config.app_dir)
+        search_dir = _insert_app_dir(config.app_dir)
         name = target.strip()
-        app, call_it = import_from_string(name)
+        app, call_it = import_from_string(name, search_dir=search_dir)
         factory = factory or call_it
         name = name.removesuffix("()")
     else:

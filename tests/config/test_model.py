@@ -82,7 +82,7 @@ def test_config_is_frozen_and_slotted() -> None:
 
 def test_keyword_only() -> None:
     with pytest.raises(TypeError):
-        ServerConfig("main:app")  # type: ignore[misc]
+        ServerConfig("main:app")  # type: ignore[call-arg]
 
 
 def test_replace_returns_new_validated_config() -> None:
@@ -112,22 +112,24 @@ def test_config_pickles() -> None:
 
 
 def test_text_values_are_normalised() -> None:
-    c = ServerConfig(
-        port="8001",  # type: ignore[arg-type]
-        timeout_keep_alive="5m",  # type: ignore[arg-type]
-        limit_request_body="1m",  # type: ignore[arg-type]
-        workers="auto",  # type: ignore[arg-type]
-        proxy_headers="no",  # type: ignore[arg-type]
-        use_colors="auto",
-        forwarded_allow_ips="10.0.0.0/8, 127.0.0.1",  # type: ignore[arg-type]
-        headers=["X-A: 1", ("X-B", "2")],  # type: ignore[arg-type]
-        log_level="WARNING",  # type: ignore[arg-type]
-        ws_ping_interval="off",
-        limit_concurrency="none",  # type: ignore[arg-type]
-        root_path="/api/",
-        ssl_certfile="c.pem",
-        ssl_cert_reqs="CERT_REQUIRED",  # type: ignore[arg-type]
-        ssl_version="PROTOCOL_TLS_SERVER",  # type: ignore[arg-type]
+    c = ServerConfig.from_mapping(
+        {
+            "port": "8001",
+            "timeout_keep_alive": "5m",
+            "limit_request_body": "1m",
+            "workers": "auto",
+            "proxy_headers": "no",
+            "use_colors": "auto",
+            "forwarded_allow_ips": "10.0.0.0/8, 127.0.0.1",
+            "headers": ["X-A: 1", ("X-B", "2")],
+            "log_level": "WARNING",
+            "ws_ping_interval": "off",
+            "limit_concurrency": "none",
+            "root_path": "/api/",
+            "ssl_certfile": "c.pem",
+            "ssl_cert_reqs": "CERT_REQUIRED",
+            "ssl_version": "PROTOCOL_TLS_SERVER",
+        }
     )
     assert c.port == 8001
     assert c.timeout_keep_alive == 300.0
@@ -384,13 +386,16 @@ def test_defaults_use_no_unsupported_option() -> None:
 
 
 def test_unsupported_options_lists_flags() -> None:
-    c = ServerConfig(reload=True, reload_dirs=["src"], workers=2, ws="wsproto",
-                     pid_file="p.pid", limit_max_requests=10, limit_max_requests_jitter=2,
-                     limit_max_rss="1g", worker_type="thread", accept="reuseport",
-                     ssl_certfile="c.pem", ssl_keyfile="k.pem")
+    c = ServerConfig.from_mapping(
+        {"reload": True, "reload_dirs": ["src"], "workers": 2, "ws": "wsproto",
+         "pid_file": "p.pid", "limit_max_requests": 10, "limit_max_requests_jitter": 2,
+         "limit_max_rss": "1g", "worker_type": "thread", "accept": "reuseport",
+         "ssl_certfile": "c.pem", "ssl_keyfile": "k.pem"}
+    )
     assert unsupported_options(c) == [
+        "--workers", "--worker-type", "--accept", "--pid-file",
         "--limit-max-requests", "--limit-max-requests-jitter", "--limit-max-rss",
-        "--workers", "--worker-type", "--accept", "--pid-file", "--reload", "--reload-dir",
+        "--reload", "--reload-dir",
         "--ssl-keyfile", "--ssl-certfile", "--ws",
     ]
 
@@ -405,3 +410,17 @@ def test_unsupported_set_names_real_fields() -> None:
 
 def test_workers_auto_counts_as_unsupported() -> None:
     assert unsupported_options(ServerConfig(workers=0)) == ["--workers"]
+
+
+def test_config_error_survives_pickling() -> None:
+    # Errors raised in worker processes travel back to the supervisor pickled.
+    err = ConfigError("expected an integer", option="port", value="x").with_source("cli --port")
+    copy = pickle.loads(pickle.dumps(err))
+    assert str(copy) == str(err) == "invalid port 'x' (from cli --port): expected an integer"
+    assert (copy.option, copy.source) == ("port", "cli --port")
+
+
+def test_startup_error_keeps_details_when_pickled() -> None:
+    err = StartupError("boom", details="Traceback ...")
+    copy = pickle.loads(pickle.dumps(err))
+    assert (copy.message, copy.details) == ("boom", "Traceback ...")

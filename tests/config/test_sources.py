@@ -83,7 +83,7 @@ def test_explicit_config_file_must_exist(tmp_path: Path) -> None:
 
 def test_invalid_toml(tmp_path: Path) -> None:
     write(tmp_path / "pounce.toml", "port = \n")
-    with pytest.raises(ConfigError, match="pounce.toml is not valid TOML"):
+    with pytest.raises(ConfigError, match=r"pounce\.toml is not valid TOML"):
         load_config({}, environ={}, cwd=tmp_path)
 
 
@@ -275,7 +275,7 @@ def test_env_file_from_config_file(tmp_path: Path) -> None:
 
 
 def test_missing_env_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="env file .* not found"):
+    with pytest.raises(ConfigError, match=r"env file .* not found"):
         load_config({"env_file": "missing.env"}, environ={}, cwd=tmp_path)
 
 

@@ -177,6 +177,10 @@ def test_parse_forwarded_ip(entry: str) -> None:
     assert parse_forwarded_ip(f" {entry} ") == entry
 
 
+def test_parse_forwarded_ip_unix() -> None:
+    assert parse_forwarded_ip("UNIX") == "unix"
+
+
 @pytest.mark.parametrize("entry", ["proxy.local", "10.0.0.300", "10.0.0.0/33", ""])
 def test_parse_forwarded_ip_rejects(entry: str) -> None:
     with pytest.raises(ValueError, match="not an IP address or network"):

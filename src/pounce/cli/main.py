@@ -43,7 +43,7 @@ from typing import Any, Final, NoReturn, cast
 
 from pounce._version import __version__
 from pounce.config.errors import ConfigError
-from pounce.config.model import FIELD_DOCS, GROUPS, ServerConfig, unsupported_options
+from pounce.config.model import FIELD_DOCS, GROUPS, FieldDoc, ServerConfig, unsupported_options
 from pounce.config.sources import LoadedConfig, load_config
 from pounce.config.values import BindSpec
 from pounce.errors import StartupError
@@ -125,13 +125,23 @@ def version_string() -> str:
 # --------------------------------------------------------------------------- parser
 
 
-def _format_default(value: object) -> str | None:
+def _format_default(doc: FieldDoc) -> str | None:
+    """The default as a user would type it (``5s``, ``PROTOCOL_TLS_SERVER``, ``true``)."""
+    value = doc.default
     if value is None or value in ((), ""):
         return None
     if isinstance(value, bool):
+        if doc.style == "value":
+            return "true" if value else "false"
         return "on" if value else "off"
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value)
+    if doc.metavar == "DURATION" and isinstance(value, float):
+        return f"{value:g}s"
+    if doc.name == "ssl_version":
+        return ssl.PROTOCOL_TLS_SERVER.__class__(value).name
+    if doc.name == "ssl_cert_reqs":
+        return ssl.VerifyMode(value).name
     return str(value)
 
 
@@ -162,7 +172,7 @@ def build_parser(prog: str = PROG, *, app_help: str | None = None) -> argparse.A
     for name, doc in FIELD_DOCS.items():
         group = groups[doc.group]
         help_text = doc.help
-        default = _format_default(doc.default)
+        default = _format_default(doc)
         if default is not None and doc.style != "positional":
             help_text += f" (default: {default})"
         help_text = help_text.replace("%", "%%")

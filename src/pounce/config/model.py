@@ -486,20 +486,6 @@ class ServerConfig:
         _optional(_int(1)), metavar="N",
     )
 
-    # Workers (recycling limits) -------------------------------------------------
-    limit_max_requests: int | None = _opt(
-        None, "restart a worker after it served this many requests", "Workers",
-        _optional(_int(1)), metavar="N",
-    )
-    limit_max_requests_jitter: int = _opt(
-        0, "add up to this many requests, at random, to --limit-max-requests per worker",
-        "Workers", _int(0), metavar="N",
-    )
-    limit_max_rss: int | None = _opt(
-        None, "restart a worker whose resident memory exceeds this size", "Workers",
-        _optional(_size(1)), metavar=_SIZE,
-    )
-
     # Timeouts -------------------------------------------------------------------
     timeout_keep_alive: float = _opt(
         5.0, "close idle keep-alive connections after this long (0 = do not keep alive)",
@@ -536,8 +522,9 @@ class ServerConfig:
         "Proxy", _bool, style="negatable",
     )
     forwarded_allow_ips: tuple[str, ...] = _opt(
-        ("127.0.0.1",), "comma-separated proxy IPs/networks to trust, or *", "Proxy",
-        _str_tuple(parse_forwarded_ip), metavar="IPS",
+        ("127.0.0.1",),
+        "comma-separated proxy IPs/networks to trust, unix (Unix-socket peers), or *",
+        "Proxy", _str_tuple(parse_forwarded_ip), metavar="IPS",
     )
     root_path: str = _opt(
         "", "ASGI root_path, for applications mounted below a URL prefix", "Proxy",
@@ -581,6 +568,19 @@ class ServerConfig:
     pid_file: str | None = _opt(
         None, "write the server's process id to this file", "Workers", _opt_str,
         metavar="FILE",
+    )
+
+    limit_max_requests: int | None = _opt(
+        None, "restart a worker after it served this many requests", "Workers",
+        _optional(_int(1)), metavar="N",
+    )
+    limit_max_requests_jitter: int = _opt(
+        0, "add up to this many requests, at random, to --limit-max-requests per worker",
+        "Workers", _int(0), metavar="N",
+    )
+    limit_max_rss: int | None = _opt(
+        None, "restart a worker whose resident memory exceeds this size", "Workers",
+        _optional(_size(1)), metavar=_SIZE,
     )
 
     # Reload ---------------------------------------------------------------------

@@ -176,10 +176,16 @@ def parse_header(text: str) -> tuple[str, str]:
 
 
 def parse_forwarded_ip(item: str) -> str:
-    """Validate one trusted proxy entry: ``*``, an IP address or a CIDR network."""
+    """Validate one trusted proxy entry: ``*``, ``unix``, an IP address or a CIDR network.
+
+    ``unix`` trusts peers connected through a Unix socket, which have no
+    address to list (the proxy-headers feature understands the same words).
+    """
     entry = item.strip()
     if entry == "*":
         return entry
+    if entry.lower() == "unix":
+        return "unix"
     try:
         if "/" in entry:
             ipaddress.ip_network(entry, strict=False)
@@ -188,7 +194,8 @@ def parse_forwarded_ip(item: str) -> str:
     except ValueError:
         raise ValueError(
             f"{entry!r} is not an IP address or network; "
-            "use addresses like 10.0.0.1, networks like 10.0.0.0/8, or * to trust everyone"
+            "use addresses like 10.0.0.1, networks like 10.0.0.0/8, unix for Unix-socket "
+            "peers, or * to trust everyone"
         ) from None
     return entry
 

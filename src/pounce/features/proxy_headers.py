@@ -319,12 +319,19 @@ def _parse_forwarded_element(element: str) -> dict[str, str] | None:
     return params
 
 
+_WANTED_HEADERS = frozenset(
+    (b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
+)
+
+
 def _header_values(headers: Iterable[tuple[bytes, bytes]]) -> dict[bytes, list[str]]:
-    wanted = (b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
+    # ASGI scopes carry lower-cased names, so this runs on every request from a trusted
+    # proxy without a per-header lower().
+    wanted = _WANTED_HEADERS
     found: dict[bytes, list[str]] = {}
     for name, value in headers:
-        lowered = name.lower()
-        if lowered in wanted:
+        if name in wanted:
+            lowered = name
             # latin-1 maps bytes 1:1, so nothing can fail to decode; validation
             # later rejects anything non-ASCII where it matters.
             found.setdefault(lowered, []).append(value.decode("latin-1"))

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,32 @@ def parser_factory(config: ServerConfig) -> Callable[[], RequestParser]:
     return lambda: FastParser(limits)
 
 
+TaskStarter = Callable[[Coroutine[Any, Any, None], contextvars.Context], "asyncio.Task[None]"]
+
+
+def task_starter(loop: asyncio.AbstractEventLoop) -> TaskStarter:
+    """How request tasks are started.
+
+    On 3.12+ the app's coroutine starts eagerly: it runs inside the protocol callback up to its
+    first real suspension, so a simple response is written without a trip through the event
+    loop's ready queue. Only the server's own request tasks are eager; the app's own
+    ``create_task`` calls keep the loop's normal behaviour.
+    """
+    if sys.version_info >= (3, 12):
+
+        def start_eagerly(
+            coro: Coroutine[Any, Any, None], context: contextvars.Context
+        ) -> asyncio.Task[None]:
+            return asyncio.Task(coro, loop=loop, context=context, eager_start=True)
+
+        return start_eagerly
+
+    def start(coro: Coroutine[Any, Any, None], context: contextvars.Context) -> asyncio.Task[None]:
+        return loop.create_task(coro, context=context)
+
+    return start
+
+
 class WorkerContext:
     """Everything one worker's connections share."""
 
@@ -84,6 +111,7 @@ class WorkerContext:
         self.state: dict[str, Any] = state if state is not None else {}
         self.base_context = base_context if base_context is not None else contextvars.Context()
         self.new_parser = parser_factory(config)
+        self.start_task = task_starter(loop)
         self.connections: set[Connection] = set()
         self.debug_enabled = logging.getLogger("pounce.error").isEnabledFor(logging.DEBUG)
         self.root_path = config.root_path

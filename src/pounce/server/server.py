@@ -1,8 +1,14 @@
-"""The Server: binds, runs the app's lifespan, serves, and shuts down gracefully."""
+"""The Server: imports the app, binds, runs the worker pool, and shuts down gracefully.
+
+Every configuration goes through the same path -- import the app once, choose the worker model
+(:func:`pounce.workers.model.choose_model`), bind the sockets once, hand everything to the
+:class:`~pounce.workers.supervisor.Supervisor`. With one worker (the default) that is a single
+event loop in a thread of this process listening on the socket itself: no distributor, no
+extra hop on the request path.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -10,15 +16,12 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pounce.asgi.lifespan import Lifespan
-from pounce.features.proxy_headers import ProxyTrust
-from pounce.importer import load_app
-from pounce.logs import AccessLogger
-from pounce.server.loops import loop_factory
 from pounce.server.sockets import bind_sockets, describe
-from pounce.server.worker import Worker
+from pounce.workers.model import choose_model
+from pounce.workers.reload import AppLoader
+from pounce.workers.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -32,8 +35,8 @@ logger = logging.getLogger("pounce.error")
 class Server:
     """A Pounce server for one config and one app.
 
-    ``serve()`` blocks until the server has stopped; ``shutdown()`` may be called from any
-    thread (or a signal handler) to stop it gracefully.
+    ``serve()`` blocks until the server has stopped; ``shutdown()``, ``reload()`` and
+    ``scale()`` may be called from any thread (or a signal handler).
     """
 
     def __init__(self, config: ServerConfig, app: ASGIApp | None = None) -> None:
@@ -48,74 +51,101 @@ class Server:
         #: True when a second signal forced the exit without draining.
         self.forced = False
         self._lock = threading.Lock()
-        self._worker: Worker | None = None
-        self._stop_requested = False
+        self._supervisor: Supervisor | None = None
+        self._stop_requested: bool | None = None
         self._signals_seen = 0
         self._sockets: list[socket.socket] = []
 
-    # -- control ------------------------------------------------------------------------------
+    # -- control (any thread) -------------------------------------------------------------------
 
     def serve(self) -> None:
         """Run the server in this thread until it stops. Raises ``StartupError`` subclasses."""
-        with asyncio.Runner(loop_factory=loop_factory(self.config.loop)) as runner:
-            runner.run(self.serve_async())
-
-    def shutdown(self, *, force: bool = False) -> None:
-        """Stop gracefully (or at once with *force*). Thread-safe and idempotent."""
-        with self._lock:
-            self._stop_requested = True
-            worker = self._worker
-        if worker is not None:
-            worker.request_stop(force=force)
-
-    # -- serving ------------------------------------------------------------------------------
-
-    async def serve_async(self) -> None:
         config = self.config
+        loader = AppLoader(config, self._app)
         try:
-            app = load_app(self._app if self._app is not None else config, config=config)
-            self._sockets = bind_sockets(config)
+            app = loader.load()
+            model = choose_model(config)
+            self._sockets = bind_sockets(config, reuse_port=model.accept == "reuseport")
             self.bound_addresses = [describe(sock) for sock in self._sockets]
-            lifespan = Lifespan(
-                app,
-                config.lifespan,
-                startup_timeout=config.timeout_startup,
-                shutdown_timeout=config.timeout_graceful_shutdown,
-            )
-            await lifespan.startup()
+            supervisor = Supervisor(config, model, loader, app, self._sockets)
         except BaseException as exc:
             self.startup_error = exc
             self._close_sockets()
             self.started.set()
             raise
-        worker = Worker(
-            app=app,
-            config=config,
-            access_log=AccessLogger.from_config(config),
-            proxy_trust=ProxyTrust.from_config(config) if config.proxy_headers else None,
-            state=lifespan.state,
-            base_context=None if config.reset_contextvars else lifespan.context,
-        )
         with self._lock:
-            self._worker = worker
+            self._supervisor = supervisor
             stop_early = self._stop_requested
+        if stop_early is not None:
+            supervisor.request_stop(force=stop_early)
         restore_signals = self._install_signal_handlers()
+        self._write_pid_file()
         try:
-            serving = asyncio.get_running_loop().create_task(worker.serve(self._sockets))
-            while not worker.ready.is_set() and not serving.done():
-                await asyncio.sleep(0)
-            if stop_early:
-                worker.request_stop()
-            for address in self.bound_addresses:
-                logger.info("Pounce running on %s (Press CTRL+C to quit)", address)
-            self.started.set()
-            await serving
+            logger.info("Worker model: %s", model.describe())
+            supervisor.run(on_started=self._on_started)
+        except BaseException as exc:
+            if not self.started.is_set():
+                self.startup_error = exc
+            raise
         finally:
+            self.started.set()
             restore_signals()
-            if not self.forced:
-                await lifespan.shutdown()
+            self._remove_pid_file()
             self._close_sockets()
             logger.info("Finished server process [%d]", os.getpid())
+
+    def shutdown(self, *, force: bool = False) -> None:
+        """Stop gracefully (or at once with *force*). Thread-safe and idempotent."""
+        with self._lock:
+            self._stop_requested = force or bool(self._stop_requested)
+            supervisor = self._supervisor
+        if force:
+            self.forced = True
+        if supervisor is not None:
+            supervisor.request_stop(force=force)
+
+    def reload(self) -> None:
+        """Rolling reload: a new generation with freshly imported code takes over."""
+        supervisor = self._supervisor
+        if supervisor is not None:
+            supervisor.request_reload()
+
+    def scale(self, delta: int) -> None:
+        """Add (``+1``) or remove (``-1``) a worker, as SIGTTIN/SIGTTOU do."""
+        supervisor = self._supervisor
+        if supervisor is not None:
+            supervisor.request_scale(delta)
+
+    def stats(self) -> dict[str, Any]:
+        """Per-worker request and connection counts, merged when read."""
+        supervisor = self._supervisor
+        return supervisor.stats() if supervisor is not None else {"workers": []}
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _on_started(self) -> None:
+        for address in self.bound_addresses:
+            logger.info("Pounce running on %s (Press CTRL+C to quit)", address)
+        self.started.set()
+
+    def _write_pid_file(self) -> None:
+        path = self.config.pid_file
+        if path is None:
+            return
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(tmp, path)
+
+    def _remove_pid_file(self) -> None:
+        path = self.config.pid_file
+        if path is None:
+            return
+        with contextlib.suppress(OSError), open(path, encoding="ascii") as f:
+            if f.read().strip() != str(os.getpid()):
+                return  # another server owns it now
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
     def _close_sockets(self) -> None:
         for sock in self._sockets:
@@ -127,23 +157,36 @@ class Server:
             sock.close()
         self._sockets = []
 
-    # -- signals ------------------------------------------------------------------------------
+    # -- signals (main thread only) -------------------------------------------------------------
 
     def _install_signal_handlers(self) -> Callable[[], None]:
-        """SIGINT/SIGTERM: first drains gracefully, second exits at once. Main thread only."""
+        """SIGINT/SIGTERM drain (a second one exits at once); SIGHUP reloads; SIGTTIN/SIGTTOU
+        add/remove a worker. Handlers only enqueue work for the supervisor."""
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        for sig in previous:
-            signal.signal(sig, self._on_signal)
+        wanted: dict[int, Callable[[int, FrameType | None], None]] = {
+            signal.SIGINT: self._on_stop_signal,
+            signal.SIGTERM: self._on_stop_signal,
+        }
+        for name, handler in (
+            ("SIGHUP", self._on_hup),
+            ("SIGTTIN", self._on_ttin),
+            ("SIGTTOU", self._on_ttou),
+        ):
+            number = getattr(signal, name, None)
+            if number is not None:
+                wanted[number] = handler
+        previous = {sig: signal.getsignal(sig) for sig in wanted}
+        for sig, handler in wanted.items():
+            signal.signal(sig, handler)
 
         def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
         return restore
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals_seen += 1
         if self._signals_seen == 1:
             logger.info(
@@ -153,8 +196,14 @@ class Server:
             self.shutdown()
         else:
             logger.warning("Received %s again: exiting now", signal.Signals(signum).name)
-            self.forced = True
             self.shutdown(force=True)
 
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        logger.info("Received SIGHUP: rolling reload")
+        self.reload()
 
+    def _on_ttin(self, signum: int, frame: FrameType | None) -> None:
+        self.scale(+1)
 
+    def _on_ttou(self, signum: int, frame: FrameType | None) -> None:
+        self.scale(-1)

@@ -22,8 +22,12 @@ class BindError(StartupError):
     """A configured address could not be bound."""
 
 
-def bind_sockets(config: ServerConfig) -> list[socket.socket]:
-    """Bind and listen on every configured address, or raise :class:`BindError`."""
+def bind_sockets(config: ServerConfig, *, reuse_port: bool = False) -> list[socket.socket]:
+    """Bind and listen on every configured address, or raise :class:`BindError`.
+
+    *reuse_port* sets ``SO_REUSEPORT`` on TCP sockets so that more sockets (one per worker,
+    ``--accept reuseport``) can be bound to the same address afterwards.
+    """
     sockets: list[socket.socket] = []
     try:
         for spec in config.bind_specs:
@@ -35,7 +39,7 @@ def bind_sockets(config: ServerConfig) -> list[socket.socket]:
                 sock = _bind_unix(spec.path, config.backlog)
             else:
                 assert spec.host is not None and spec.port is not None
-                sock = _bind_tcp(spec.host, spec.port, config.backlog)
+                sock = _bind_tcp(spec.host, spec.port, config.backlog, reuse_port)
             sock.setblocking(False)
             sockets.append(sock)
     except BaseException:
@@ -45,7 +49,7 @@ def bind_sockets(config: ServerConfig) -> list[socket.socket]:
     return sockets
 
 
-def _bind_tcp(host: str, port: int, backlog: int) -> socket.socket:
+def _bind_tcp(host: str, port: int, backlog: int, reuse_port: bool = False) -> socket.socket:
     host = host.strip("[]")
     try:
         infos = socket.getaddrinfo(
@@ -57,6 +61,8 @@ def _bind_tcp(host: str, port: int, backlog: int) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
         sock.listen(backlog)
     except OSError as exc:

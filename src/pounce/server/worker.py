@@ -11,6 +11,8 @@ import asyncio
 import logging
 import socket
 import threading
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pounce.protocols.http1.protocol import HTTP1Protocol
@@ -51,6 +53,8 @@ class Worker:
         state: dict[str, Any] | None = None,
         base_context: contextvars.Context | None = None,
         name: str = "worker",
+        max_requests: int | None | bool = True,
+        on_request_limit: Callable[[], None] | None = None,
     ) -> None:
         self.app = app
         self.config = config
@@ -65,6 +69,25 @@ class Worker:
         self._stop: asyncio.Event | None = None
         self._force = False
         self._servers: list[asyncio.Server] = []
+        #: ``--limit-max-requests`` for this worker: True = the config's value; a supervisor
+        #: passes a jittered number, or None when it watches ``requests_total`` itself.
+        self.max_requests: int | None = (
+            config.limit_max_requests
+            if max_requests is True
+            else None
+            if max_requests is False
+            else max_requests
+        )
+        #: Called (on the worker's loop) when ``max_requests`` is reached; by default the worker
+        #: stops itself. A supervisor passes a hook that starts a replacement first.
+        self._on_limit = on_request_limit
+        #: ``time.monotonic()`` of the last tick of this worker's loop. A supervisor reading a
+        #: stale value knows the loop is stuck (a hung app blocking the thread).
+        self.heartbeat = time.monotonic()
+        #: Connections handed over by :meth:`adopt` and now attached to the loop. Only the
+        #: worker's loop writes it; the distributor compares it with its own hand-off count to
+        #: know how many connections are still queued for this worker (no shared lock).
+        self.adopted = 0
 
     # -- thread-safe controls -----------------------------------------------------------------
 
@@ -111,6 +134,7 @@ class Worker:
             base_context=self.base_context,
             on_request_limit=self._on_request_limit,
         )
+        ctx.max_requests = self.max_requests
         self.ctx = ctx
         for sock in sockets:
             server = await loop.create_server(
@@ -131,6 +155,7 @@ class Worker:
         ctx = self.ctx
         loop = self.loop
         if ctx is None or loop is None or ctx.shutting_down:
+            self.adopted += 1
             sock.close()
             return
 
@@ -139,10 +164,13 @@ class Worker:
                 await loop.connect_accepted_socket(lambda: HTTP1Protocol(ctx), sock)
             except OSError:
                 sock.close()
+            finally:
+                self.adopted += 1
 
         loop.create_task(connect())
 
     def _tick(self, interval: float) -> None:
+        self.heartbeat = time.monotonic()
         self._check_deadlines()
         if self._stop is not None and not self._stop.is_set() and self.loop is not None:
             self.loop.call_later(interval, self._tick, interval)
@@ -158,10 +186,13 @@ class Worker:
                 conn.on_deadline(now)
 
     def _on_request_limit(self) -> None:
+        if self._on_limit is not None:
+            self._on_limit()
+            return
         logger.info(
             "%s reached --limit-max-requests (%s); shutting down",
             self.name,
-            self.config.limit_max_requests,
+            self.max_requests,
         )
         self._stop_now(False)
 

@@ -40,6 +40,8 @@ from .base import (
     ParserLimits,
     RequestHead,
     SectionLocator,
+    _SIMPLE_CONNECTION,
+    _VALID_AUTHORITIES,
     build_head,
     max_chunk_line,
     parse_chunk_size_line,
@@ -103,6 +105,11 @@ for _name in list(_SPECIAL_NAMES.values()):
     _SPECIAL_NAMES[_name] = _name
 
 
+_HOST: Final = _SPECIAL_NAMES[b"host"]
+_CONNECTION: Final = _SPECIAL_NAMES[b"connection"]
+_DEFAULT_LIMITS: Final = ParserLimits()
+
+
 class FastParser:
     """Incremental HTTP/1.1 request parser; see :class:`~pounce.protocols.http1.base.RequestParser`."""
 
@@ -120,7 +127,7 @@ class FastParser:
     )
 
     def __init__(self, limits: ParserLimits | None = None) -> None:
-        self._limits = limits if limits is not None else ParserLimits()
+        self._limits = limits if limits is not None else _DEFAULT_LIMITS
         self._buf: bytes | bytearray = b""
         self._pos = 0
         self._state = _HEAD
@@ -177,7 +184,7 @@ class FastParser:
                 return self._head()
             if state == _END:
                 self._state = _PAUSED
-                return EndOfMessage()
+                return EndOfMessage([])
             if state == _PAUSED:
                 return PAUSED
             if state == _BODY:
@@ -195,18 +202,33 @@ class FastParser:
         """The common case in one straight line; anything unusual goes to ``_slow_head``."""
         buf = self._buf
         pos = self._pos
-        end = buf.find(b"\r\n\r\n", pos)
-        if end <= pos or buf[pos] < 0x21:
-            return self._slow_head()
-        head = buf[pos:end]
-        if type(head) is not bytes:
-            head = bytes(head)
-        lines = head.split(b"\r\n")
-        nlines = len(lines)
+        if pos == 0 and buf[-4:] == b"\r\n\r\n" and type(buf) is bytes:
+            # Most common of all: the read holds exactly one head and nothing else. Split the
+            # whole buffer and check that its first empty line is the final one.
+            lines = buf.split(b"\r\n")
+            nlines = len(lines) - 2
+            if lines.index(b"") != nlines or buf[0] < 0x21:
+                return self._slow_head()
+            del lines[nlines:]
+            head = buf
+            end = len(buf) - 4
+            separators = 2 * nlines + 2  # CR/LF bytes expected in `head`
+        else:
+            end = buf.find(b"\r\n\r\n", pos)
+            if end <= pos or buf[pos] < 0x21:
+                return self._slow_head()
+            head = buf[pos:end]
+            if type(head) is not bytes:
+                head = bytes(head)
+            lines = head.split(b"\r\n")
+            nlines = len(lines)
+            separators = 2 * nlines - 2
         limits = self._limits
         rl = lines[0]
+        # translate() deletes every byte allowed in a head except CR and LF; if what is left is
+        # exactly the CR/LF pairs we split on, there is no CTL and no bare CR or LF anywhere.
         if (
-            len(head.translate(None, _HEAD_CHARS)) != 2 * nlines - 2
+            len(head.translate(None, _HEAD_CHARS)) != separators
             or nlines > limits.max_header_count + 1
             or end + 4 - pos > limits.max_header_size
             or len(rl) > limits.max_request_line
@@ -226,41 +248,79 @@ class FastParser:
             return self._slow_head()
         headers: list[tuple[bytes, bytes]] = []
         append = headers.append
-        special: list[tuple[bytes, bytes]] = []
         get_name = _NAMES.get
-        for i in range(1, nlines):
-            name, sep, value = lines[i].partition(b":")
+        host: bytes | None = None
+        host_count = 0
+        connection: bytes | None = None
+        other_special = False
+        it = iter(lines)
+        next(it)
+        for line in it:
+            name, sep, value = line.partition(b":")
             lname = get_name(name)
-            if lname is None:
-                lname = _SPECIAL_NAMES.get(name)
-                if lname is None or not sep:
-                    return self._slow_head()
-                # Safe to strip all ASCII whitespace: the translate check proved the only
-                # whitespace present is SP and HTAB.
-                item = (lname, value.strip())
-                append(item)
-                special.append(item)
-            elif sep:
+            if lname is not None and sep:
+                # strip() may strip all ASCII whitespace: the translate check proved that the
+                # only whitespace left in the head is SP and HTAB.
                 append((lname, value.strip()))
-            else:
+                continue
+            lname = _SPECIAL_NAMES.get(name)
+            if lname is None or not sep:
                 return self._slow_head()
+            value = value.strip()
+            append((lname, value))
+            if lname is _HOST:
+                host = value
+                host_count += 1
+            elif lname is _CONNECTION and connection is None:
+                connection = value
+            else:
+                other_special = True
         path, _, query = target.partition(b"?")
-        request = build_head(
-            method, target, path, query, None, http_version, headers, special, limits
-        )
         end += 4
         self._pos = end
         self._fields = nlines - 1
         self._head_size = end - pos
-        if request.chunked:
-            self._state = _CHUNK_SIZE
-            self._body_total = 0
-        elif request.content_length:
-            self._state = _BODY
-            self._remaining = request.content_length
+        # Common case inline: one cached-valid Host, at most one simple Connection, no
+        # framing headers. Everything else goes through the shared build_head().
+        if (
+            other_special
+            or host_count != 1
+            or host not in _VALID_AUTHORITIES
+            or (connection is not None and connection not in _SIMPLE_CONNECTION)
+        ):
+            special = [h for h in headers if h[0] in SPECIAL_HEADERS]
+            request = build_head(
+                method, target, path, query, None, http_version, headers, special, limits
+            )
+            if request.chunked:
+                self._state = _CHUNK_SIZE
+                self._body_total = 0
+            elif request.content_length:
+                self._state = _BODY
+                self._remaining = request.content_length
+            else:
+                self._state = _END
+            return request
+        if connection is None:
+            keep_alive = http_version == "1.1"
         else:
-            self._state = _END
-        return request
+            token = _SIMPLE_CONNECTION[connection][0]
+            keep_alive = token != b"close" and (http_version == "1.1" or token == b"keep-alive")
+        self._state = _END
+        return RequestHead(
+            method,
+            target,
+            path,
+            query,
+            http_version,
+            headers,
+            keep_alive,
+            False,
+            None,
+            False,
+            None,
+            host,
+        )
 
     def _finish_head(self, head: RequestHead, end: int, fields: int, size: int) -> RequestHead:
         self._pos = end

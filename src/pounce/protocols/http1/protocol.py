@@ -91,7 +91,10 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
         self.read_paused = False
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
-        self.discarding = 0  # > 0: bytes of an abandoned request body discarded so far
+        self.message_done = False  # the parser has emitted the current request's end
+        self.discarding = False  # answered early: drop the rest of the request body
+        self.discarded = 0
+        self.processing = False  # inside _process: a finished response must not re-enter it
         self.head_bytes_seen = False
         # Response state of the current cycle.
         self.http_version = "1.1"
@@ -167,6 +170,15 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
 
     def _process(self) -> None:
         """Turn everything the parser can produce now into cycle events."""
+        if self.processing:
+            return  # the running _process loop picks up what is new
+        self.processing = True
+        try:
+            self._process_events()
+        finally:
+            self.processing = False
+
+    def _process_events(self) -> None:
         parser = self.parser
         ended_here = False
         while not self.closed:
@@ -195,12 +207,15 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
                 self._start_cycle(event)
             elif event_type is EndOfMessage:
                 ended_here = True
+                self.message_done = True
                 if cycle is not None:
                     cycle.feed_end()
                     if self.deadline_kind == BODY:
                         self.deadline_kind = NO_DEADLINE
-                else:
-                    self._discard_done()
+                elif self.discarding:
+                    # The response went out before the request was fully read; now it has
+                    # been, and the connection can carry the next request.
+                    self._next_request()
             else:
                 assert isinstance(event, bytes | bytearray | memoryview)
                 if cycle is not None:
@@ -210,8 +225,8 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
                     if cycle.buffered_body > BODY_HIGH_WATER:
                         self._pause_reading()
                 else:
-                    self.discarding += len(event)
-                    if self.discarding > DISCARD_LIMIT:
+                    self.discarded += len(event)
+                    if self.discarded > DISCARD_LIMIT:
                         self.keep_alive = False
                         self._close(linger=False)
                         return
@@ -220,6 +235,7 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
         ctx = self.ctx
         self.deadline_kind = NO_DEADLINE
         self.head_bytes_seen = False
+        self.message_done = False
         self.keep_alive = head.keep_alive and not ctx.shutting_down
         self.http_version = head.http_version
         self.head_request = head.method == "HEAD"
@@ -249,7 +265,9 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
             return
         ctx.request_started()
         self.task_cycle = cycle
-        self.task = self.loop.create_task(cycle.run(ctx.app), context=ctx.base_context.copy())
+        task = ctx.start_task(cycle.run(ctx.app), ctx.base_context.copy())
+        if self.task_cycle is cycle:  # not already finished by an eager start
+            self.task = task
 
     def _reject(self, exc: ProtocolError) -> None:
         """Answer a request the parser refused, and close: nothing after it is trusted."""
@@ -501,14 +519,14 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
         if not self.keep_alive or self.closed:
             self._close()
             return
-        if not cycle.request_complete:
-            if cycle.expect_continue:
-                # The client is still waiting for "100 Continue" and may never send the body.
-                self._close()
-                return
-            self.discarding = 1  # read and drop the rest of the body, then carry on
-        else:
+        if self.message_done:
             self._next_request()
+        elif cycle.expect_continue:
+            # The client still waits for "100 Continue" and may never send the body.
+            self._close()
+        else:
+            # Read and drop the rest of the request, then carry on with the next one.
+            self.discarding = True
 
     def app_finished(self, cycle: RequestCycle) -> None:
         """The app's coroutine returned (the response may have completed earlier)."""
@@ -521,7 +539,8 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
     # -- helpers ------------------------------------------------------------------------------
 
     def _next_request(self) -> None:
-        self.discarding = 0
+        self.discarding = False
+        self.discarded = 0
         self.parser.start_next_cycle()
         if self.ctx.shutting_down:
             self._close()
@@ -530,11 +549,6 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
         if self.read_paused:
             self._resume_reading()
         self._process()
-
-    def _discard_done(self) -> None:
-        """The abandoned request body has been read to its end: the connection is reusable."""
-        if self.discarding:
-            self._next_request()
 
     def _log_access(self, cycle: RequestCycle) -> None:
         access_log = self.ctx.access_log

@@ -1,0 +1,165 @@
+"""The accept distributor: one accept path hands each connection to exactly one worker.
+
+Without it every worker would poll the same listening socket and all of them would wake for
+each new connection (the thundering herd), and the kernel would favour whichever worker
+happened to be waiting, leaving others idle. The distributor thread accepts, picks the worker
+with the fewest in-flight connections (ties broken round-robin) and hands the socket over with
+``loop.call_soon_threadsafe``. Hand-offs per worker are bounded: when every worker is full
+(``--limit-concurrency`` connections, or :data:`HANDOFF_LIMIT` accepted but not yet
+attached), the distributor stops accepting and new connections wait in the kernel backlog
+instead of piling up in memory.
+
+TLS handshakes (when TLS is configured) happen in the worker's loop, after the hand-off, so a
+slow client can never stall the accept path.
+
+Thread-safety: the set of target workers is an immutable tuple replaced wholesale by the
+supervisor (a single reference store); ``handed`` counters are written only by this thread;
+workers' ``adopted``/connection counts are written only by their own loops. Nothing here takes
+a lock that a worker's request path also takes.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pounce.workers.handle import WorkerHandle
+
+logger = logging.getLogger("pounce.error")
+
+#: Accepted connections queued for one worker before it attaches them.
+HANDOFF_LIMIT = 128
+#: Connections accepted in one go before the selector is consulted again.
+ACCEPT_BATCH = 64
+#: How often a saturated distributor re-checks for room (connections wait in the backlog).
+FULL_RECHECK = 0.002
+
+
+class Distributor:
+    """Accepts on the listening sockets in a thread of its own and hands connections out."""
+
+    def __init__(self, sockets: Sequence[socket.socket], *, capacity: int | None) -> None:
+        self._sockets = list(sockets)
+        #: Maximum in-flight connections per worker (None = only the hand-off bound applies).
+        self.capacity = capacity
+        self._targets: tuple[int, tuple[WorkerHandle, ...]] = (0, ())
+        self._applied = 0
+        self._synced = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._rr = 0
+        #: Connections accepted in total (distributor thread only).
+        self.accepted = 0
+
+    # -- supervisor side ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="pounce-distributor", daemon=True)
+        self._thread.start()
+
+    def set_targets(self, workers: Sequence[WorkerHandle], *, wait: float = 5.0) -> None:
+        """Route new connections to *workers* only; returns once no hand-off to others can occur.
+
+        The supervisor calls this before draining workers, so a connection is never handed to
+        a worker that is already closing (which would drop it).
+        """
+        version = self._targets[0] + 1
+        self._targets = (version, tuple(workers))
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            self._applied = version
+            return
+        with self._synced:
+            self._synced.wait_for(lambda: self._applied >= version or self._stopping, wait)
+
+    @property
+    def targets(self) -> tuple[WorkerHandle, ...]:
+        return self._targets[1]
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting; connections not yet accepted stay in the kernel backlog."""
+        self._stopping = True
+        with self._synced:
+            self._synced.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    # -- distributor thread -----------------------------------------------------------------
+
+    def _pick(self, targets: tuple[WorkerHandle, ...]) -> WorkerHandle | None:
+        """Least in-flight connections, ties round-robin; None when every worker is full."""
+        count = len(targets)
+        if count == 0:
+            return None
+        capacity = self.capacity
+        best: WorkerHandle | None = None
+        best_load = 0
+        start = self._rr % count
+        for i in range(count):
+            worker = targets[(start + i) % count]
+            pending = worker.handed - worker.adopted
+            if pending >= HANDOFF_LIMIT:
+                continue
+            load = worker.connection_count + max(0, pending)
+            if capacity is not None and load >= capacity:
+                continue
+            if best is None or load < best_load:
+                best, best_load = worker, load
+        self._rr = start + 1
+        return best
+
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        for sock in self._sockets:
+            selector.register(sock, selectors.EVENT_READ)
+        try:
+            while not self._stopping:
+                version, targets = self._targets
+                self._mark_applied(version)
+                if self._pick(targets) is None:
+                    # Full (or no workers yet): leave connections in the kernel backlog.
+                    time.sleep(FULL_RECHECK)
+                    continue
+                for key, _ in selector.select(timeout=0.05):
+                    listener = key.fileobj
+                    assert isinstance(listener, socket.socket)
+                    self._accept_batch(listener, targets)
+        except Exception:
+            logger.exception("The accept distributor failed")
+        finally:
+            selector.close()
+            with self._synced:
+                self._stopping = True
+                self._synced.notify_all()
+
+    def _mark_applied(self, version: int) -> None:
+        if self._applied != version:
+            with self._synced:
+                self._applied = version
+                self._synced.notify_all()
+
+    def _accept_batch(self, listener: socket.socket, targets: tuple[WorkerHandle, ...]) -> None:
+        for _ in range(ACCEPT_BATCH):
+            worker = self._pick(targets)
+            if worker is None:
+                return
+            try:
+                conn, _addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # EMFILE/ENFILE/ECONNABORTED...: log, back off briefly, keep serving.
+                logger.error("accept() failed: %s", exc)
+                time.sleep(0.01)
+                return
+            conn.setblocking(False)
+            self.accepted += 1
+            worker.handed += 1
+            worker.adopt(conn)

@@ -1,0 +1,317 @@
+"""Process workers: the supervisor binds the sockets once and forks the workers.
+
+On Linux workers are forked after the app was imported, so its code and read-only data are
+shared copy-on-write; where fork is unsafe (macOS, Windows) they are spawned and import the app
+themselves. A worker either listens on the inherited sockets (``--accept listen`` / its own
+``reuseport`` socket) or receives accepted connections from the supervisor's distributor over
+a ``SOCK_SEQPACKET`` pair (``SCM_RIGHTS`` file-descriptor passing).
+
+A worker reports to the supervisor through a pipe, from its event loop: ``ready`` once it
+serves, then a heartbeat every :data:`REPORT_INTERVAL` with its counters. Because the
+heartbeat is sent by the loop itself, a loop blocked by the app stops sending and the
+supervisor replaces the worker (``--timeout-worker-healthcheck``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pounce.errors import StartupError
+from pounce.server.loops import loop_factory
+from pounce.workers.handle import WorkerHandle, process_rss
+from pounce.workers.threads import make_worker, run_worker
+
+if TYPE_CHECKING:
+    from pounce.asgi.lifespan import Lifespan
+    from pounce.asgi.types import ASGIApp
+    from pounce.config import ServerConfig
+    from pounce.server.worker import Worker
+
+logger = logging.getLogger("pounce.error")
+
+REPORT_INTERVAL = 0.1
+EXIT_STARTUP_FAILED = 3
+
+
+def mp_context() -> Any:
+    """fork on Linux (shares the imported app copy-on-write), spawn where fork is unsafe."""
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    return multiprocessing.get_context(method)
+
+
+@dataclass(slots=True)
+class ChildSpec:
+    """Everything a worker process needs (inherited by fork, pickled by spawn)."""
+
+    app: ASGIApp | None
+    config: ServerConfig
+    listen: list[socket.socket]
+    channel: socket.socket | None
+    name: str
+    max_requests: int | None
+    parent_pid: int
+
+
+def _child_main(spec: ChildSpec, report: multiprocessing.connection.Connection) -> None:
+    """Entry point of a worker process."""
+    # The supervisor owns SIGINT (a terminal sends it to the whole process group) and SIGHUP.
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        if spec.app is None:
+            from pounce.importer import load_app
+
+            spec.app = load_app(spec.config)
+        app = spec.app
+        with asyncio.Runner(loop_factory=loop_factory(spec.config.loop)) as runner:
+            runner.run(_child_serve(spec, app, report))
+    except StartupError as exc:
+        with contextlib.suppress(OSError):
+            report.send(("failed", exc.message, exc.details))
+        os._exit(EXIT_STARTUP_FAILED)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            report.send(("failed", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        os._exit(1)
+    with contextlib.suppress(OSError):
+        report.send(("exit",))
+    # Skip the parent's atexit handlers and inherited buffered state: this is a fork.
+    logging.shutdown()
+    os._exit(0)
+
+
+async def _child_serve(
+    spec: ChildSpec, app: ASGIApp, report: multiprocessing.connection.Connection
+) -> None:
+    loop = asyncio.get_running_loop()
+    holder: list[Worker] = []
+    forced = [False]
+
+    def factory(lifespan: Lifespan) -> Worker:
+        return make_worker(
+            app,
+            spec.config,
+            lifespan,
+            name=spec.name,
+            max_requests=False,  # the supervisor watches the count and recycles
+            on_request_limit=None,
+        )
+
+    def attach(worker: Worker) -> None:
+        holder.append(worker)
+        loop.add_signal_handler(signal.SIGTERM, worker.request_stop)
+        loop.add_signal_handler(signal.SIGQUIT, lambda: _force(worker))
+        if spec.channel is not None:
+            loop.add_reader(spec.channel.fileno(), _receive_fds, spec.channel, worker)
+
+    def _force(worker: Worker) -> None:
+        forced[0] = True
+        worker.request_stop(force=True)
+
+    def on_ready() -> None:
+        report.send(("ready",))
+        loop.call_later(REPORT_INTERVAL, heartbeat)
+
+    def heartbeat() -> None:
+        worker = holder[0]
+        if worker.ready.is_set():
+            try:
+                report.send(
+                    ("hb", worker.requests_total, worker.connection_count, worker.adopted)
+                )
+            except OSError:
+                worker.request_stop()  # the supervisor is gone
+                return
+            if os.getppid() != spec.parent_pid:
+                worker.request_stop()
+                return
+            loop.call_later(REPORT_INTERVAL, heartbeat)
+
+    await run_worker(factory, app, spec.config, spec.listen, attach, on_ready, lambda: forced[0])
+
+
+def _receive_fds(channel: socket.socket, worker: Worker) -> None:
+    """Adopt every connection the supervisor's distributor has sent (worker's loop)."""
+    while True:
+        try:
+            _msg, fds, _flags, _addr = socket.recv_fds(channel, 16, 16)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return
+        if not fds and not _msg:
+            # The supervisor closed its end: no more connections will come.
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(channel.fileno())
+            return
+        for fd in fds:
+            sock = socket.socket(fileno=fd)
+            sock.setblocking(False)
+            worker._adopt(sock)
+
+
+class ProcessWorker(WorkerHandle):
+    """A worker running in a child process."""
+
+    kind = "process"
+
+    def __init__(
+        self,
+        *,
+        app: ASGIApp | None,
+        config: ServerConfig,
+        listen: list[socket.socket],
+        distributed: bool,
+        name: str,
+        slot: int,
+        generation: int,
+        max_requests: int | None,
+    ) -> None:
+        super().__init__(name=name, slot=slot, generation=generation)
+        self.config = config
+        ctx = mp_context()
+        self._reader, writer = ctx.Pipe(duplex=False)
+        self._channel: socket.socket | None = None
+        child_channel: socket.socket | None = None
+        if distributed:
+            self._channel, child_channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            self._channel.settimeout(1.0)
+            child_channel.setblocking(False)
+        spec = ChildSpec(
+            app=app if ctx.get_start_method() == "fork" or config.app is None else None,
+            config=config,
+            listen=list(listen),
+            channel=child_channel,
+            name=name,
+            max_requests=max_requests,
+            parent_pid=os.getpid(),
+        )
+        self._writer = writer
+        self._child_channel = child_channel
+        self._process: Any = ctx.Process(
+            target=_child_main, args=(spec, writer), name=f"pounce-{name}", daemon=False
+        )
+        self._requests = 0
+        self._connections = 0
+        self._adopted = 0
+        self._heartbeat = time.monotonic()
+        self.pid: int | None = None
+
+    def start(self) -> None:
+        self._process.start()
+        self.pid = self._process.pid
+        self._heartbeat = time.monotonic()
+        # The child holds its ends now.
+        self._writer.close()
+        if self._child_channel is not None:
+            self._child_channel.close()
+
+    def poll(self) -> None:
+        try:
+            while self._reader.poll():
+                message = self._reader.recv()
+                self._handle(message)
+        except (EOFError, OSError):
+            pass
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "ready":
+            self._heartbeat = time.monotonic()
+            self.ready.set()
+        elif kind == "hb":
+            self._heartbeat = time.monotonic()
+            self._requests, self._connections, self._adopted = message[1:4]
+        elif kind == "failed":
+            self.error, self.error_details = message[1], message[2]
+
+    def request_stop(self, *, force: bool = False) -> None:
+        self.stopping = True
+        pid = self.pid
+        if pid is None or not self.alive():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGQUIT if force else signal.SIGTERM)
+        if self._channel is not None and not force:
+            # No more connections for this worker: its reader sees end-of-file.
+            with contextlib.suppress(OSError):
+                self._channel.shutdown(socket.SHUT_WR)
+
+    def alive(self) -> bool:
+        alive = bool(self._process.is_alive())
+        if not alive and not self.exited.is_set():
+            self.poll()
+            code = self._process.exitcode
+            if code not in (0, None) and self.error is None:
+                self.error = (
+                    f"killed by signal {signal.Signals(-code).name}"
+                    if code < 0
+                    else f"exited with status {code}"
+                )
+            self._close()
+            self.exited.set()
+        return alive
+
+    def _close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._reader.close()
+        if self._channel is not None:
+            with contextlib.suppress(OSError):
+                self._channel.close()
+
+    def abandon(self) -> None:
+        pid = self.pid
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def join(self, timeout: float) -> bool:
+        self._process.join(timeout)
+        return not self.alive()
+
+    @property
+    def requests_total(self) -> int:
+        return self._requests
+
+    @property
+    def connection_count(self) -> int:
+        return self._connections
+
+    @property
+    def adopted(self) -> int:
+        return self._adopted
+
+    @property
+    def heartbeat(self) -> float:
+        return self._heartbeat
+
+    def rss(self) -> int | None:
+        return process_rss(self.pid) if self.pid is not None else None
+
+    def adopt(self, sock: socket.socket) -> None:
+        channel = self._channel
+        try:
+            if channel is None:
+                raise OSError("no channel")
+            socket.send_fds(channel, [b"c"], [sock.fileno()])
+        except OSError as exc:
+            logger.debug("hand-off to %s failed: %s", self.name, exc)
+        finally:
+            sock.close()
+
+

@@ -1,0 +1,520 @@
+"""The supervisor: starts the workers, watches them, replaces, recycles, scales and reloads.
+
+It runs in the thread that called :meth:`Server.serve` (the main thread under the CLI, where
+signal handlers only enqueue an action). All of its own state is touched by that thread only;
+other threads talk to it through a ``queue.SimpleQueue`` (safe even from signal handlers).
+What other threads read -- the current workers, for statistics and for the distributor -- is
+published as immutable tuples replaced wholesale.
+
+Worker life cycle::
+
+    starting --ready--> serving --(recycle | reload | scale down | shutdown)--> draining --> gone
+        \\--exit before ready: start-up failure (retried with backoff, fatal after N in a row)
+    serving --exit without being asked: crash (replaced with backoff)
+    serving --no heartbeat for --timeout-worker-healthcheck: hung (replaced, then killed/abandoned)
+
+Replacements for recycling start first and take over before the old worker drains, one worker
+at a time, so capacity never drops and no request fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pounce.errors import StartupError
+from pounce.workers.distributor import Distributor
+from pounce.workers.handle import WorkerHandle
+from pounce.workers.processes import ProcessWorker
+from pounce.workers.threads import ThreadWorker
+
+if TYPE_CHECKING:
+    from pounce.asgi.types import ASGIApp
+    from pounce.config import ServerConfig
+    from pounce.workers.model import WorkerModel
+    from pounce.workers.reload import AppLoader
+
+logger = logging.getLogger("pounce.error")
+
+#: Consecutive start-up failures of one worker slot that stop the server.
+MAX_START_FAILURES = 5
+#: Supervisor poll period: bounds how late a crash, a limit or a signal is noticed.
+POLL = 0.05
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 5.0
+#: A thread worker is not recycled for memory more often than this (threads share one RSS).
+RSS_RECYCLE_MIN_AGE = 5.0
+
+
+class WorkerFailure(StartupError):
+    """Workers kept failing to start; the server stops with the last error."""
+
+
+class Supervisor:
+    """Owns the worker pool for one server."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        model: WorkerModel,
+        loader: AppLoader,
+        app: ASGIApp,
+        sockets: list[socket.socket],
+    ) -> None:
+        self.config = config
+        self.model = model
+        self._loader = loader
+        self._app = app
+        self._sockets = sockets
+        self._slot_sockets: dict[int, list[socket.socket]] = {}
+        self._actions: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        #: The serving generation, published for readers in other threads.
+        self.workers: tuple[WorkerHandle, ...] = ()
+        self._starting: dict[WorkerHandle, WorkerHandle | None] = {}  # new -> the one it replaces
+        self._draining: list[WorkerHandle] = []
+        self._retry: dict[int, float] = {}  # slot -> when to start it again
+        self._failures: dict[int, int] = {}
+        self._limits: dict[WorkerHandle, int] = {}
+        self._generation = 0
+        self._stopping = False
+        self._force = False
+        self.fatal: StartupError | None = None
+        #: Requests served by workers that are gone (merged into :meth:`stats`).
+        self.retired_requests = 0
+        self.distributor: Distributor | None = None
+        self.reloads = 0
+        self.recycles = 0
+        self.replacements = 0
+        self._busy = False
+        self._deferred: list[tuple[str, Any]] = []
+
+    # -- requests from any thread (and signal handlers) -----------------------------------------
+
+    def request_stop(self, *, force: bool = False) -> None:
+        self._actions.put(("stop", force))
+
+    def request_reload(self) -> None:
+        self._actions.put(("reload", None))
+
+    def request_scale(self, delta: int) -> None:
+        self._actions.put(("scale", delta))
+
+    def stats(self) -> dict[str, Any]:
+        """Per-worker counters, merged (safe from any thread: reads published snapshots)."""
+        workers = [
+            {
+                "name": w.name,
+                "kind": w.kind,
+                "generation": w.generation,
+                "requests": w.requests_total,
+                "connections": w.connection_count,
+            }
+            for w in self.workers
+        ]
+        return {
+            "model": self.model.describe(),
+            "workers": workers,
+            "requests_total": self.retired_requests + sum(w.requests_total for w in self.workers),
+            "generation": self._generation,
+        }
+
+    # -- running (supervisor thread) ------------------------------------------------------------
+
+    def run(self, on_started: Callable[[], None]) -> None:
+        """Start the first generation, supervise until stopped, then drain everything."""
+        try:
+            if self.model.accept == "distributor":
+                self.distributor = Distributor(self._sockets, capacity=self.config.limit_concurrency)
+                self.distributor.start()
+            first = self._start_generation(self._app, self.model.count)
+            if isinstance(first, StartupError):
+                raise first
+            if first is None:  # stopped during start-up
+                return
+            self._publish(first)
+            on_started()
+            while not self._stopping:
+                self._handle_actions(POLL)
+                if self._stopping:
+                    break
+                self._supervise()
+            if self.fatal is not None:
+                raise self.fatal
+        finally:
+            self._shutdown()
+
+    def _handle_actions(self, timeout: float) -> None:
+        try:
+            action, arg = self._actions.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            self._do(action, arg)
+            try:
+                action, arg = self._actions.get_nowait()
+            except queue.Empty:
+                return
+
+    def _do(self, action: str, arg: Any) -> None:
+        if self._busy and action != "stop":
+            self._deferred.append((action, arg))  # after the generation being started
+            return
+        if action == "stop":
+            self._stopping = True
+            self._force = self._force or bool(arg)
+        elif action == "reload" and not self._stopping:
+            self._reload()
+        elif action == "scale" and not self._stopping:
+            self._scale(int(arg))
+
+    # -- worker creation ----------------------------------------------------------------------
+
+    def _listen_for(self, slot: int) -> list[socket.socket]:
+        accept = self.model.accept
+        if accept == "distributor":
+            return []
+        if accept == "reuseport" and slot > 0:
+            # Slot 0 serves the sockets bound at start-up (with SO_REUSEPORT set); every
+            # other slot gets a twin bound to the same address.
+            sockets = self._slot_sockets.get(slot)
+            if sockets is None:
+                sockets = [_reuseport_twin(sock, self.config.backlog) for sock in self._sockets]
+                self._slot_sockets[slot] = sockets
+            return sockets
+        return self._sockets
+
+    def _spawn(self, slot: int, app: ASGIApp, generation: int) -> WorkerHandle:
+        name = f"worker-{generation}.{slot}"
+        handle: WorkerHandle
+        if self.model.kind == "thread":
+            handle = ThreadWorker(
+                app=app,
+                config=self.config,
+                listen=self._listen_for(slot),
+                name=name,
+                slot=slot,
+                generation=generation,
+                max_requests=False,
+            )
+        else:
+            handle = ProcessWorker(
+                app=app,
+                config=self.config,
+                listen=self._listen_for(slot),
+                distributed=self.model.accept == "distributor",
+                name=name,
+                slot=slot,
+                generation=generation,
+                max_requests=None,
+            )
+        limit = self.config.limit_max_requests
+        if limit is not None:
+            jitter = self.config.limit_max_requests_jitter
+            self._limits[handle] = limit + (random.randint(0, jitter) if jitter else 0)
+        handle.start()
+        return handle
+
+    def _start_generation(
+        self, app: ASGIApp, count: int
+    ) -> tuple[WorkerHandle, ...] | StartupError | None:
+        """Start *count* workers and wait until all serve; an error, or None if stopped."""
+        self._busy = True
+        try:
+            return self._start_generation_now(app, count)
+        finally:
+            self._busy = False
+            for item in self._deferred:
+                self._actions.put(item)
+            self._deferred.clear()
+
+    def _start_generation_now(
+        self, app: ASGIApp, count: int
+    ) -> tuple[WorkerHandle, ...] | StartupError | None:
+        generation = self._generation + 1
+        handles = [self._spawn(slot, app, generation) for slot in range(count)]
+        deadline = time.monotonic() + self.config.timeout_startup + 5.0
+        error: StartupError | None = None
+        while True:
+            for handle in handles:
+                handle.poll()
+                if not handle.ready.is_set() and not handle.alive():
+                    handle.poll()
+                    error = StartupError(
+                        f"{handle.name} failed to start: {handle.error or 'it exited'}",
+                        details=handle.error_details,
+                    )
+            if error is not None or all(h.ready.is_set() for h in handles):
+                break
+            if time.monotonic() >= deadline:
+                error = StartupError(
+                    f"workers did not start within {self.config.timeout_startup:g}s "
+                    "(raise --timeout-startup if the app needs longer)"
+                )
+                break
+            self._handle_actions(POLL / 5)
+            if self._stopping:
+                break
+        if error is not None or self._stopping:
+            for handle in handles:
+                handle.request_stop(force=True)
+            for handle in handles:
+                if not _join(handle, 5.0):
+                    handle.abandon()
+                self._limits.pop(handle, None)
+            return error
+        self._generation = generation
+        return tuple(handles)
+
+    def _publish(self, workers: tuple[WorkerHandle, ...]) -> None:
+        self.workers = tuple(sorted(workers, key=lambda w: w.slot))
+        if self.distributor is not None:
+            self.distributor.set_targets(self.workers)
+
+    def _retire(self, handle: WorkerHandle, *, force: bool = False) -> None:
+        """Stop routing to *handle* (already unpublished) and let it drain."""
+        handle.request_stop(force=force)
+        self._draining.append(handle)
+
+    # -- supervision --------------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        now = time.monotonic()
+        config = self.config
+        for handle in self.workers:
+            handle.poll()
+            if not handle.alive():
+                self._unpublish(handle)
+                self._account(handle)
+                self.replacements += 1
+                logger.error(
+                    "%s died unexpectedly (%s); replacing it",
+                    handle.name,
+                    handle.error or "no error reported",
+                )
+                self._schedule_retry(handle.slot, now)
+                continue
+            if now - handle.heartbeat > config.timeout_worker_healthcheck:
+                logger.error(
+                    "%s missed its heartbeat for %.1fs (--timeout-worker-healthcheck); "
+                    "replacing it",
+                    handle.name,
+                    now - handle.heartbeat,
+                )
+                self._unpublish(handle)
+                self._account(handle)
+                handle.abandon()
+                self.replacements += 1
+                self._schedule_retry(handle.slot, now, immediately=True)
+                continue
+        if not self._starting:
+            victim = self._recycle_candidate(now)
+            if victim is not None:
+                self.recycles += 1
+                self._starting[self._spawn(victim.slot, self._app, victim.generation)] = victim
+        for slot, when in list(self._retry.items()):
+            if now >= when:
+                del self._retry[slot]
+                self._starting[self._spawn(slot, self._app, self._generation)] = None
+        self._check_starting(now)
+        self._reap()
+
+    def _recycle_candidate(self, now: float) -> WorkerHandle | None:
+        limit_rss = self.config.limit_max_rss
+        for handle in self.workers:
+            limit = self._limits.get(handle)
+            if limit is not None and handle.requests_total >= limit:
+                logger.info(
+                    "%s served %d requests (--limit-max-requests %d); recycling it",
+                    handle.name,
+                    handle.requests_total,
+                    limit,
+                )
+                return handle
+        if limit_rss is not None:
+            candidates = [w for w in self.workers if now - w.started_at >= RSS_RECYCLE_MIN_AGE]
+            for handle in sorted(candidates, key=lambda w: w.started_at):
+                rss = handle.rss()
+                if rss is not None and rss > limit_rss:
+                    logger.info(
+                        "%s uses %d MiB of memory (--limit-max-rss %d MiB); recycling it",
+                        handle.name,
+                        rss >> 20,
+                        limit_rss >> 20,
+                    )
+                    return handle
+        return None
+
+    def _check_starting(self, now: float) -> None:
+        for new, old in list(self._starting.items()):
+            new.poll()
+            if new.ready.is_set():
+                del self._starting[new]
+                self._failures.pop(new.slot, None)
+                previous = self.workers
+                # The replacement serves before the worker it replaces starts draining.
+                self._publish((*[w for w in previous if w is not old], new))
+                if old is not None and old in previous:
+                    self._account(old)
+                    self._retire(old)
+            elif not new.alive():
+                del self._starting[new]
+                self._limits.pop(new, None)
+                failures = self._failures.get(new.slot, 0) + 1
+                self._failures[new.slot] = failures
+                logger.error(
+                    "%s failed to start (%d in a row): %s",
+                    new.name,
+                    failures,
+                    new.error or "it exited",
+                )
+                if new.error_details:
+                    logger.error("%s", new.error_details.rstrip())
+                if failures >= MAX_START_FAILURES:
+                    self.fatal = WorkerFailure(
+                        f"a worker failed to start {failures} times in a row; stopping: "
+                        f"{new.error or 'it exited'}",
+                        details=new.error_details,
+                    )
+                    self._stopping = True
+                    return
+                if old is not None and old.alive():
+                    continue  # recycling failed: the old worker keeps serving
+                self._schedule_retry(new.slot, now, failures=failures)
+
+    def _schedule_retry(
+        self, slot: int, now: float, *, failures: int | None = None, immediately: bool = False
+    ) -> None:
+        count = self._failures.get(slot, 0) if failures is None else failures
+        delay = 0.0 if immediately else min(BACKOFF_MAX, BACKOFF_FIRST * (2**count))
+        self._retry[slot] = now + delay
+
+    def _unpublish(self, handle: WorkerHandle) -> None:
+        self._publish(tuple(w for w in self.workers if w is not handle))
+
+    def _account(self, handle: WorkerHandle) -> None:
+        """Fold a departing worker's count into the retired total (read once, at departure)."""
+        self.retired_requests += handle.requests_total
+        self._limits.pop(handle, None)
+
+    def _reap(self) -> None:
+        if self._draining:
+            self._draining = [w for w in self._draining if _alive(w)]
+
+    # -- reload and scaling -------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        logger.info("Reloading: starting a new generation of workers")
+        try:
+            app = self._loader.reload()
+        except StartupError as exc:
+            logger.error("Reload failed, the current workers keep serving: %s", exc.message)
+            if exc.details:
+                logger.error("%s", exc.details.rstrip())
+            return
+        except Exception as exc:
+            logger.exception("Reload failed, the current workers keep serving", exc_info=exc)
+            return
+        result = self._start_generation(app, max(1, len(self.workers)))
+        if not isinstance(result, tuple):
+            if result is not None:
+                logger.error(
+                    "Reload failed, the current workers keep serving: %s", result.message
+                )
+                if result.details:
+                    logger.error("%s", result.details.rstrip())
+            return
+        old = [*self.workers, *self._starting]
+        self._starting.clear()
+        self._retry.clear()
+        self._app = app
+        self._publish(result)
+        for handle in old:
+            self._account(handle)
+            self._retire(handle)
+        self.reloads += 1
+        logger.info("Reload complete: generation %d serving", self._generation)
+
+    def _scale(self, delta: int) -> None:
+        if delta > 0:
+            used = {w.slot for w in (*self.workers, *self._starting)} | set(self._retry)
+            slot = next(i for i in range(len(used) + 1) if i not in used)
+            logger.info("Adding a worker (SIGTTIN): slot %d", slot)
+            self._starting[self._spawn(slot, self._app, self._generation)] = None
+        elif delta < 0:
+            if len(self.workers) <= 1:
+                logger.info("SIGTTOU ignored: at least one worker keeps serving")
+                return
+            victim = max(self.workers, key=lambda w: w.slot)
+            logger.info("Removing a worker (SIGTTOU): %s", victim.name)
+            self._unpublish(victim)
+            self._account(victim)
+            self._retire(victim)
+            sockets = self._slot_sockets.pop(victim.slot, None)
+            for sock in sockets or ():
+                sock.close()
+
+    # -- shutdown -----------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        if self.distributor is not None:
+            self.distributor.stop()
+        everyone = [*self.workers, *self._starting, *self._draining]
+        for handle in everyone:
+            handle.request_stop(force=self._force)
+        grace = self.config.timeout_graceful_shutdown + 5.0
+        deadline = time.monotonic() + grace
+        forced = self._force
+        while any(_alive(w) for w in everyone) and time.monotonic() < deadline:
+            try:
+                action, arg = self._actions.get(timeout=POLL)
+            except queue.Empty:
+                continue
+            if action == "stop" and arg and not forced:
+                forced = True
+                for handle in everyone:
+                    handle.request_stop(force=True)
+        for handle in everyone:
+            if _alive(handle):
+                logger.warning("%s did not stop in time; abandoning it", handle.name)
+                handle.abandon()
+                _join(handle, 1.0)
+        self.retired_requests += sum(w.requests_total for w in self.workers)
+        self.workers = ()
+        for sockets in self._slot_sockets.values():
+            for sock in sockets:
+                sock.close()
+        self._slot_sockets.clear()
+
+
+def _alive(handle: WorkerHandle) -> bool:
+    handle.poll()
+    return handle.alive()
+
+
+def _join(handle: WorkerHandle, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while _alive(handle):
+        if time.monotonic() >= deadline:
+            return False
+        handle.exited.wait(0.01)
+    return True
+
+
+def _reuseport_twin(sock: socket.socket, backlog: int) -> socket.socket:
+    """Another listening socket on *sock*'s address with ``SO_REUSEPORT`` (one per worker)."""
+    twin = socket.socket(sock.family, sock.type, sock.proto)
+    try:
+        twin.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        twin.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        twin.bind(sock.getsockname())
+        twin.listen(backlog)
+        twin.setblocking(False)
+    except OSError:
+        twin.close()
+        raise
+    return twin

@@ -1,0 +1,191 @@
+"""Timeouts on a live server: slowloris, idle keep-alive, silent connections, stalled bodies,
+clients that stop reading. Every test bounds how long the server may take, so a missing
+timeout fails instead of hanging.
+
+(``time.sleep`` below only paces a deliberately slow client; synchronisation is by polling.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from typing import Any
+
+import pytest
+from tests.apps import Recorder, hello
+from tests.helpers import RawClient, status_of, wait_until
+
+from pounce.testing import serve
+
+PARSERS = ["fast", "h11"]
+
+
+@pytest.fixture(params=PARSERS)
+def http(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_slowloris_head_is_cut_at_the_header_deadline_while_others_are_served(http: str) -> None:
+    app = Recorder()
+    head = b"GET /slow HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"p" * 200 + b"\r\n\r\n"
+    outcome: dict[str, Any] = {}
+    stop = threading.Event()
+
+    def trickle(url: str) -> None:
+        with RawClient(url, timeout=5.0) as client:
+            start = time.monotonic()
+            try:
+                for byte in head:
+                    if stop.is_set():
+                        break
+                    client.send(bytes([byte]))
+                    time.sleep(0.02)  # pacing: ~5 s for the whole head, far past the deadline
+            except OSError:
+                pass  # the server closed on us mid-trickle: that is the point
+            outcome["data"] = client.read_until_close(limit=3.0)
+            outcome["elapsed"] = time.monotonic() - start
+
+    with serve(app, http=http, timeout_request_header=0.5) as url:
+        thread = threading.Thread(target=trickle, args=(url,))
+        thread.start()
+        try:
+            # While the slow client dribbles, the worker keeps serving everybody else.
+            for _ in range(5):
+                with RawClient(url, timeout=2.0) as other:
+                    other.request(target="/fast")
+                    assert other.read_response().status == 200
+            thread.join(8.0)
+        finally:
+            stop.set()
+            thread.join(8.0)
+    assert not thread.is_alive()
+    data = outcome["data"]
+    assert data == b"" or status_of(data) == 408
+    # The deadline covers the whole head: it is not pushed back by every byte.
+    assert outcome["elapsed"] < 3.0
+    assert app.paths == [b"/fast"] * 5
+
+
+def test_fresh_connection_sending_nothing_is_closed_after_header_timeout(http: str) -> None:
+    with serve(hello, http=http, timeout_request_header=0.5) as url, RawClient(url) as client:
+        start = time.monotonic()
+        assert client.is_closed(wait=4.0)
+        elapsed = time.monotonic() - start
+        assert client.buffer == b""  # nothing was asked, so nothing (not even a 408) is sent
+    assert 0.4 <= elapsed < 3.0
+
+
+def test_partial_head_gets_408_after_header_timeout(http: str) -> None:
+    with serve(hello, http=http, timeout_request_header=0.5) as url, RawClient(url) as client:
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        start = time.monotonic()
+        data = client.read_until_close(limit=4.0)
+        elapsed = time.monotonic() - start
+    assert status_of(data) == 408
+    assert 0.4 <= elapsed < 3.0
+
+
+def test_idle_keep_alive_connection_is_closed_after_keep_alive_timeout(http: str) -> None:
+    with serve(
+        hello, http=http, timeout_keep_alive=0.3, timeout_request_header=10
+    ) as url, RawClient(url) as client:
+        client.request()
+        assert client.read_response().status == 200
+        start = time.monotonic()
+        assert client.is_closed(wait=4.0)
+        elapsed = time.monotonic() - start
+        assert client.buffer == b""
+    assert 0.2 <= elapsed < 2.5
+
+
+def test_keep_alive_connection_in_use_is_not_closed_early(http: str) -> None:
+    # Requests that keep coming within the idle timeout keep the connection alive past it.
+    with serve(hello, http=http, timeout_keep_alive=0.4) as url, RawClient(url) as client:
+        start = time.monotonic()
+        while time.monotonic() - start < 1.2:
+            client.request()
+            assert client.read_response().status == 200
+            time.sleep(0.1)  # pacing, well inside the idle timeout
+
+
+def test_stalled_request_body_gets_408_and_app_sees_disconnect(http: str) -> None:
+    received: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            received.append(message["type"])
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                break
+        if received[-1] == "http.request":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"complete"})
+
+    with serve(app, http=http, timeout_request_body=0.5) as url, RawClient(url) as client:
+        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"a" * 10)
+        start = time.monotonic()
+        data = client.read_until_close(limit=5.0)
+        elapsed = time.monotonic() - start
+        assert wait_until(lambda: "http.disconnect" in received, 3.0)
+    assert status_of(data) == 408
+    assert 0.4 <= elapsed < 3.0
+    assert received[-1] == "http.disconnect"
+
+
+def test_slow_but_steady_body_is_not_cut(http: str) -> None:
+    # The body timeout is between two pieces of body, not for the whole body.
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        size = 0
+        while True:
+            message = await receive()
+            size += len(message.get("body", b""))
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"%d" % size})
+
+    with serve(app, http=http, timeout_request_body=0.4) as url, RawClient(url) as client:
+        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        for _ in range(10):
+            time.sleep(0.1)  # pacing: 1 s in all, each gap well inside the timeout
+            client.send(b"b")
+        assert client.read_response().body == b"10"
+
+
+def test_client_that_stops_reading_is_aborted_after_write_timeout() -> None:
+    outcome: list[str] = []
+    sent: list[int] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        chunk = b"x" * (1024 * 1024)
+        try:
+            for _ in range(10_000):  # ~10 GB: far more than any buffer
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                sent.append(len(chunk))
+            await send({"type": "http.response.body", "body": b""})
+            outcome.append("finished")
+        except OSError as exc:
+            outcome.append(f"send raised {type(exc).__name__}")
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    with serve(app, timeout_write=0.5) as url:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        host, port = url.removeprefix("http://").split(":")
+        sock.connect((host, int(port)))
+        try:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.recv(100)  # the response started; now stop reading for good
+            start = time.monotonic()
+            assert wait_until(lambda: outcome, 10.0), "the app is still blocked in send()"
+            elapsed = time.monotonic() - start
+        finally:
+            sock.close()
+    assert outcome[0] in {"send raised ClientDisconnected", "cancelled"}
+    assert elapsed < 8.0
+    assert sum(sent) < 500 * 1024 * 1024  # backpressure held the app back until the abort
