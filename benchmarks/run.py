@@ -656,6 +656,14 @@ def _fmt_mb(kb: int | None) -> str:
     return "—" if kb is None else f"{kb / 1024:.0f} MB"
 
 
+def _spread(r: dict[str, Any]) -> str:
+    """' ±N%' (half the min-max range over the median) when several rounds ran."""
+    rps = r.get("rounds_rps") or []
+    if len(rps) < 2:
+        return ""
+    return f" ±{50 * (max(rps) - min(rps)) / statistics.median(rps):.0f}%"
+
+
 def ratio_of(rows: dict[str, dict[str, Any]], a: str, b: str) -> float | None:
     ra, rb = rows.get(a), rows.get(b)
     if not ra or not rb or ra["status"] != "ok" or rb["status"] != "ok":
@@ -774,8 +782,9 @@ def render(
             marks = ""
             if name == TARGET_SERVER:  # unmeasured targets are listed in the summary only
                 marks = " · ".join(_mark(c) for c in checks if c["status"] != "n/a") or "—"
+            shown = "—" if ratio is None else f"{ratio:.2f}{X}"
             lines.append(
-                f"| {name} | {w['rps']:,.0f} | {'—' if ratio is None else f'{ratio:.2f}{X}'} "
+                f"| {name} | {w['rps']:,.0f}{_spread(r)} | {shown} "
                 f"| {_fmt_ms(w['p50_ms'])} | {_fmt_ms(w['p99_ms'])} | {_errors(r)} "
                 f"| {_fmt_mb(mem['peak_rss_kb'])} | {_fmt_mb(mem['peak_pss_kb'])} "
                 f"| {r.get('server_cpu_pct', 0):.0f}% | {marks} |"
@@ -898,7 +907,9 @@ def run_matrix(
     dead: set[str] = set()  # servers that failed to start: skip them for the rest
     for rnd in range(args.rounds):
         for app in apps:
-            for name in runnable:
+            # Odd rounds run the servers in reverse order so slow drift in
+            # background load does not always favour the same server.
+            for name in runnable if rnd % 2 == 0 else runnable[::-1]:
                 if name in dead:
                     continue
                 log(f"round {rnd + 1}/{args.rounds} {app:8s} {name:12s} ...")
@@ -957,6 +968,7 @@ def run_matrix(
         "apps": apps,
         "stamp": stamp.strftime("%Y%m%dT%H%M%SZ"),
     }
+    meta["all_rounds"] = all_rounds if args.rounds > 1 else None
     return meta, final if args.rounds > 1 else all_rounds
 
 
@@ -1010,7 +1022,7 @@ Transfer/sec:      9.00MB
         else:
             cells = [c.strip() for c in row.strip("|").split("|")]
             try:
-                rps = float(cells[1].replace(",", ""))
+                rps = float(cells[1].split()[0].replace(",", ""))
                 p50 = cells[3].split()
                 float(p50[0])
                 assert p50[1] in ("µs", "ms"), p50
@@ -1046,7 +1058,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_save:
         RESULTS.mkdir(parents=True, exist_ok=True)
         base = RESULTS / meta["stamp"]
+        all_rounds = meta.pop("all_rounds", None)
         payload = {"meta": meta, "targets": checks, "results": results}
+        if all_rounds:
+            payload["all_rounds"] = all_rounds
         tmp = base.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
         tmp.replace(base.with_suffix(".json"))

@@ -250,16 +250,8 @@ def test_httptools_maps_to_fast_with_notice(
     ("argv", "flags"),
     [
         (["--reload"], "--reload"),
-        (["--workers", "4"], "--workers"),
-        (["--workers", "auto"], "--workers"),
-        (["--worker-type", "process"], "--worker-type"),
-        (["--accept", "distributor"], "--accept"),
-        (["--pid-file", "p.pid"], "--pid-file"),
-        (["--limit-max-requests", "10"], "--limit-max-requests"),
-        (["--limit-max-rss", "1g"], "--limit-max-rss"),
         (["--ws", "wsproto"], "--ws"),
         (["--ssl-certfile", "c.pem", "--ssl-keyfile", "k.pem"], "--ssl-keyfile, --ssl-certfile"),
-        (["--reload", "--workers", "2"], "--workers, --reload"),
     ],
 )
 def test_not_yet_supported_flags_exit_2(
@@ -274,10 +266,10 @@ def test_not_yet_supported_flags_exit_2(
 def test_not_yet_supported_from_env_names_the_source(
     capsys: pytest.CaptureFixture[str], fake_run: FakeRun, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("WEB_CONCURRENCY", "4")
+    monkeypatch.setenv("POUNCE_WS", "wsproto")
     code, _, err = run_cli(capsys, "main:app")
     assert code == 2
-    assert err == "pounce: error: not yet supported: --workers (from env WEB_CONCURRENCY)\n"
+    assert err == "pounce: error: not yet supported: --ws (from env POUNCE_WS)\n"
 
 
 def test_bad_values_exit_2_naming_the_flag(

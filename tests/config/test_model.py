@@ -392,11 +392,9 @@ def test_unsupported_options_lists_flags() -> None:
          "limit_max_rss": "1g", "worker_type": "thread", "accept": "reuseport",
          "ssl_certfile": "c.pem", "ssl_keyfile": "k.pem"}
     )
+    # Worker options are implemented (pounce.workers); dev reload, TLS and wsproto are not.
     assert unsupported_options(c) == [
-        "--workers", "--worker-type", "--accept", "--pid-file",
-        "--limit-max-requests", "--limit-max-requests-jitter", "--limit-max-rss",
-        "--reload", "--reload-dir",
-        "--ssl-keyfile", "--ssl-certfile", "--ws",
+        "--reload", "--reload-dir", "--ssl-keyfile", "--ssl-certfile", "--ws"
     ]
 
 
@@ -408,8 +406,9 @@ def test_unsupported_set_names_real_fields() -> None:
     assert set(UNSUPPORTED_OPTIONS) <= set(FIELD_DOCS)
 
 
-def test_workers_auto_counts_as_unsupported() -> None:
-    assert unsupported_options(ServerConfig(workers=0)) == ["--workers"]
+def test_worker_options_are_supported() -> None:
+    config = ServerConfig(workers=0, worker_type="thread", pid_file="p.pid")
+    assert unsupported_options(config) == []
 
 
 def test_config_error_survives_pickling() -> None:

@@ -164,3 +164,15 @@ def test_unlimited_body_by_default(http: str) -> None:
     with serve(app, http=http) as url, RawClient(url) as client:
         client.request("POST", body=b"z" * 3_000_000)
         assert client.read_response().body == b"3000000"
+
+
+def test_expect_continue_over_limit_gets_413_and_no_100(http: str) -> None:
+    app = Recorder()
+    with serve(app, http=http, limit_request_body=1000) as url, RawClient(url) as client:
+        client.send(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n"
+        )
+        data = client.read_until_close(limit=5.0)
+    assert status_of(data) == 413
+    assert b"100 Continue" not in data
+    assert app.calls == []

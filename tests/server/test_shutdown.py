@@ -15,41 +15,16 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers import RawClient, Response, address, wait_until
-
-from pounce.main import build_config
-from pounce.server.server import Server
+from tests.helpers import RawClient, Response, address, running, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- in-process server --------------------------------------------------------------------------
-
-
-@contextmanager
-def running(app: Any, **options: Any) -> Iterator[tuple[Server, str, threading.Thread]]:
-    """A Server in a thread; yields it with its URL and thread (force-stopped at the end)."""
-    options.setdefault("host", "127.0.0.1")
-    options.setdefault("port", 0)
-    options.setdefault("access_log", False)
-    config = build_config(app, **options)
-    server = Server(config, app)
-    thread = threading.Thread(target=server.serve, name="pounce-shutdown-test", daemon=True)
-    thread.start()
-    assert server.started.wait(10), "the server did not start"
-    if server.startup_error is not None:
-        thread.join(5)
-        raise server.startup_error
-    try:
-        yield server, server.bound_addresses[0], thread
-    finally:
-        server.shutdown(force=True)
-        thread.join(10)
 
 
 class Gate:

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 from tests.apps import Recorder, hello
-from tests.helpers import RawClient, status_of, wait_until
+from tests.helpers import RawClient, address, running, status_of, wait_until
 
+from pounce.server.server import Server
 from pounce.testing import serve
 
 PARSERS = ["fast", "h11"]
@@ -66,6 +67,21 @@ def test_slowloris_head_is_cut_at_the_header_deadline_while_others_are_served(ht
     # The deadline covers the whole head: it is not pushed back by every byte.
     assert outcome["elapsed"] < 3.0
     assert app.paths == [b"/fast"] * 5
+
+
+def test_slow_second_request_on_a_kept_alive_connection_gets_408(http: str) -> None:
+    # The head deadline applies to every request, not only the first on a connection.
+    with serve(
+        hello, http=http, timeout_request_header=0.5, timeout_keep_alive=30
+    ) as url, RawClient(url) as client:
+        client.request()
+        assert client.read_response().status == 200
+        client.send(b"GET /second HTTP/1.1\r\n")
+        start = time.monotonic()
+        data = client.read_until_close(limit=4.0)
+        elapsed = time.monotonic() - start
+    assert status_of(data) == 408
+    assert 0.4 <= elapsed < 3.0
 
 
 def test_fresh_connection_sending_nothing_is_closed_after_header_timeout(http: str) -> None:
@@ -189,3 +205,86 @@ def test_client_that_stops_reading_is_aborted_after_write_timeout() -> None:
     assert outcome[0] in {"send raised ClientDisconnected", "cancelled"}
     assert elapsed < 8.0
     assert sum(sent) < 500 * 1024 * 1024  # backpressure held the app back until the abort
+
+
+def connections(server: Server) -> int:
+    return sum(worker["connections"] for worker in server.stats()["workers"])
+
+
+# Regression: the WRITE deadline used to be overwritten while the transport was still paused,
+# by IDLE when the response completed inside the paused write (transport.close() then waited
+# for the unread buffer forever) and by _start_cycle() for a pipelined request (the app then
+# blocked in drain() with no deadline at all).
+@pytest.mark.parametrize("pipelined", [False, True], ids=["single", "pipelined"])
+def test_big_response_to_a_client_that_never_reads_is_aborted(pipelined: bool) -> None:
+    outcome: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        if scope["path"] == "/big":  # one send: the cycle completes while writing is paused
+            await send({"type": "http.response.body", "body": b"x" * (48 * 1024 * 1024)})
+            return
+        try:
+            for _ in range(1000):
+                await send({"type": "http.response.body", "body": b"y" * 65536, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            outcome.append("finished")
+        except OSError:
+            outcome.append("send raised")
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    with running(app, timeout_write=0.5, timeout_keep_alive=0.5) as (server, url, _):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(address(url))
+        try:
+            request = b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n"
+            if pipelined:
+                request += b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"
+            sock.sendall(request)
+            sock.recv(100)  # the response started; now stop reading for good
+            assert wait_until(lambda: connections(server) == 0, 3.0), "connection never aborted"
+            if pipelined:
+                assert wait_until(lambda: outcome, 2.0)
+                assert outcome[0] in {"send raised", "cancelled"}
+        finally:
+            sock.close()
+
+
+# Regression: the LINGER deadline (2 s) used to start as soon as write_eof() was queued behind
+# an unsent response, cutting off a Connection: close / HTTP/1.0 response under a slow reader.
+@pytest.mark.parametrize("closing", ["connection-close", "http10"])
+def test_closing_response_is_fully_delivered_to_a_slow_reader(closing: str) -> None:
+    size = 16 * 1024 * 1024
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        headers = [(b"content-length", b"%d" % size)] if closing == "connection-close" else []
+        if closing == "connection-close":
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"z" * size})
+
+    with serve(app) as url:
+        sock = socket.create_connection(address(url), timeout=10)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        version = b"1.1" if closing == "connection-close" else b"1.0"
+        sock.sendall(b"GET / HTTP/" + version + b"\r\nHost: x\r\n\r\n")
+        data = b""
+        deadline = time.monotonic() + 20
+        try:
+            while time.monotonic() < deadline:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                time.sleep(0.01)  # pacing: a steady ~4 MB/s reader, ~4 s for the body
+        except ConnectionResetError:
+            pass
+        finally:
+            sock.close()
+    body = data.partition(b"\r\n\r\n")[2]
+    assert len(body) == size

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable
+from time import perf_counter
+from typing import TYPE_CHECKING, NoReturn, Protocol, cast
 
 from pounce.asgi.headers import InvalidHeader, is_field_value, validate_response_headers
 
@@ -36,6 +38,9 @@ class ClientDisconnected(OSError):
 
 class ResponseChannel(Protocol):
     """What a protocol implements to carry one response. Called only from the cycle."""
+
+    #: True while the transport's write buffer is above its high-water mark.
+    write_paused: bool
 
     def start_response(
         self, cycle: RequestCycle, status: int, headers: Headers, trailers: bool
@@ -104,7 +109,8 @@ class RequestCycle:
         self.body_finished = False
         self.status = 0
         self.bytes_sent = 0
-        self.start_time = ctx.loop.time() if ctx.access_log.enabled else 0.0
+        # perf_counter, not loop.time(): uvloop's clock only has millisecond resolution.
+        self.start_time = perf_counter() if ctx.access_log.enabled else 0.0
 
     # -- fed by the protocol ------------------------------------------------------------------
 
@@ -207,9 +213,12 @@ class RequestCycle:
                         f"'http.response.body' body must be bytes, not {type(body).__name__}"
                     )
                 body = bytes(body)
-            self._write_body(body, more)
-            if more:
-                await self.channel.drain()
+            channel = self.channel
+            channel.write_body(self, body, more)
+            if not more:
+                self._body_finished()
+            elif channel.write_paused:  # checked here: no coroutine per chunk when not needed
+                await channel.drain()
         elif kind == "http.response.pathsend":
             if self.body_finished:
                 self.protocol_misuse("the app sent 'http.response.pathsend' after the final body")
@@ -261,11 +270,6 @@ class RequestCycle:
         if checked:
             self.channel.write_early_hint(self, checked)
 
-    def _write_body(self, body: bytes, more: bool) -> None:
-        self.channel.write_body(self, body, more)
-        if not more:
-            self._body_finished()
-
     def _body_finished(self) -> None:
         self.body_finished = True
         if not self.trailers_expected:
@@ -289,7 +293,7 @@ class RequestCycle:
         self.channel.response_complete(self)
         self._wake()
 
-    def protocol_misuse(self, problem: str) -> Any:
+    def protocol_misuse(self, problem: str) -> NoReturn:
         """Log *problem*, close the connection, and raise it into the app."""
         logger.error("ASGI protocol error: %s; closing the connection", problem)
         self.response_complete = True
@@ -302,7 +306,10 @@ class RequestCycle:
     async def run(self, app: ASGIApp) -> None:
         """Run the app for this request and make sure the client gets an answer."""
         try:
-            result: Any = await app(self.scope, self.receive, self.send)
+            # Typed as returning None, but an app that returns a value is worth a log line.
+            result: object = await cast("Callable[..., Awaitable[object]]", app)(
+                self.scope, self.receive, self.send
+            )
         except _ProtocolMisuse:
             pass  # already logged and the connection is closed
         except ClientDisconnected:

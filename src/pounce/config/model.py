@@ -852,13 +852,6 @@ _DERIVED: Final = frozenset(f.name for f in dataclasses.fields(ServerConfig) if 
 #: here when its feature lands.
 UNSUPPORTED_OPTIONS: frozenset[str] = frozenset(
     {
-        "workers",
-        "worker_type",
-        "accept",
-        "pid_file",
-        "limit_max_requests",
-        "limit_max_requests_jitter",
-        "limit_max_rss",
         "reload",
         "reload_dirs",
         "reload_includes",
@@ -879,7 +872,6 @@ UNSUPPORTED_OPTIONS: frozenset[str] = frozenset(
 # their value differs from the default.
 _USED_WHEN: Final[Mapping[str, Callable[[ServerConfig], bool]]] = MappingProxyType(
     {
-        "workers": lambda c: c.workers != 1,
         "ws": lambda c: c.ws == "wsproto",
     }
 )

@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING, Any
 from pounce.protocols.http1.base import ParserLimits
 
 if TYPE_CHECKING:
-    from pounce.protocols.http1.base import RequestParser
-
     from pounce.asgi.types import ASGIApp
     from pounce.config import ServerConfig
     from pounce.features.proxy_headers import ProxyTrust
     from pounce.logs import AccessLogger
+    from pounce.protocols.http1.base import RequestParser
 
 
 class Connection:
@@ -118,6 +117,9 @@ class WorkerContext:
         self.root_path_bytes = config.root_path.encode("utf-8")
         self.limit_concurrency = config.limit_concurrency
         self.shutting_down = False
+        #: During a retiring worker's idle grace, connections that fall idle stay open (their
+        #: next request is answered with ``Connection: close``) instead of closing at once.
+        self.linger_idle = False
         self.requests_total = 0
         self.active_requests = 0
         self.on_request_limit = on_request_limit

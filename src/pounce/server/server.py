@@ -67,7 +67,9 @@ class Server:
             model = choose_model(config)
             self._sockets = bind_sockets(config, reuse_port=model.accept == "reuseport")
             self.bound_addresses = [describe(sock) for sock in self._sockets]
-            supervisor = Supervisor(config, model, loader, app, self._sockets)
+            supervisor = Supervisor(
+                config, model, loader, app, self._sockets, close_listeners=self._close_sockets
+            )
         except BaseException as exc:
             self.startup_error = exc
             self._close_sockets()
@@ -164,15 +166,17 @@ class Server:
         add/remove a worker. Handlers only enqueue work for the supervisor."""
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
-        wanted: dict[int, Callable[[int, FrameType | None], None]] = {
-            signal.SIGINT: self._on_stop_signal,
-            signal.SIGTERM: self._on_stop_signal,
-        }
-        for name, handler in (
+        handlers: list[tuple[str, Callable[[int, FrameType | None], None]]] = [
+            ("SIGINT", self._on_stop_signal),
+            ("SIGTERM", self._on_stop_signal),
+        ]
+        handlers += [
             ("SIGHUP", self._on_hup),
             ("SIGTTIN", self._on_ttin),
             ("SIGTTOU", self._on_ttou),
-        ):
+        ]
+        wanted: dict[int, Callable[[int, FrameType | None], None]] = {}
+        for name, handler in handlers:
             number = getattr(signal, name, None)
             if number is not None:
                 wanted[number] = handler

@@ -8,6 +8,7 @@ which is safe to call from any thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import threading
@@ -53,7 +54,7 @@ class Worker:
         state: dict[str, Any] | None = None,
         base_context: contextvars.Context | None = None,
         name: str = "worker",
-        max_requests: int | None | bool = True,
+        max_requests: int | bool | None = True,
         on_request_limit: Callable[[], None] | None = None,
     ) -> None:
         self.app = app
@@ -68,6 +69,7 @@ class Worker:
         self.ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._force = False
+        self._idle_grace = 0.0
         self._servers: list[asyncio.Server] = []
         #: ``--limit-max-requests`` for this worker: True = the config's value; a supervisor
         #: passes a jittered number, or None when it watches ``requests_total`` itself.
@@ -91,15 +93,21 @@ class Worker:
 
     # -- thread-safe controls -----------------------------------------------------------------
 
-    def request_stop(self, *, force: bool = False) -> None:
-        """Begin a graceful stop (or a forced one). Safe from any thread, idempotent."""
+    def request_stop(self, *, force: bool = False, idle_grace: float = 0.0) -> None:
+        """Begin a graceful stop (or a forced one). Safe from any thread, idempotent.
+
+        *idle_grace* (used when a worker is retired by a reload or recycling, while other
+        workers keep serving): idle keep-alive connections are not closed at once but may send
+        one more request, answered with ``Connection: close``, for up to this long. Closing an
+        idle connection races with a client that is just sending its next request on it; busy
+        clients thus move to the new workers without a single failed request.
+        """
         loop = self.loop
         if loop is None or loop.is_closed():
             return
-        try:
+        self._idle_grace = max(self._idle_grace, idle_grace)
+        with contextlib.suppress(RuntimeError):  # the loop closed in the meantime
             loop.call_soon_threadsafe(self._stop_now, force)
-        except RuntimeError:
-            pass  # the loop closed in the meantime
 
     def adopt(self, sock: socket.socket) -> None:
         """Serve an already-accepted connection. Safe from any thread."""
@@ -213,10 +221,17 @@ class Worker:
         ctx.shutting_down = True
         for server in self._servers:
             server.close()
+        interval = tick_interval(self.config)
+        grace_end = loop.time() + min(self._idle_grace, self.config.timeout_graceful_shutdown)
+        ctx.linger_idle = self._idle_grace > 0
+        while ctx.connections and not self._force and loop.time() < grace_end:
+            # Connections close after their current/next response (shutting_down is set).
+            await asyncio.sleep(min(0.01, interval))
+            self._check_deadlines()
+        ctx.linger_idle = False
         for conn in list(ctx.connections):
             conn.shutdown()
         deadline = loop.time() + self.config.timeout_graceful_shutdown
-        interval = tick_interval(self.config)
         while ctx.connections and not self._force:
             remaining = deadline - loop.time()
             if remaining <= 0:

@@ -14,6 +14,9 @@ import threading
 import time
 from abc import ABC, abstractmethod
 
+#: How long a retired worker lets idle keep-alive connections send one more request.
+RETIRE_GRACE = 1.0
+
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -55,8 +58,13 @@ class WorkerHandle(ABC):
     def start(self) -> None: ...
 
     @abstractmethod
-    def request_stop(self, *, force: bool = False) -> None:
-        """Drain gracefully (or close everything with *force*). Idempotent."""
+    def request_stop(self, *, force: bool = False, retire: bool = False) -> None:
+        """Drain gracefully (or close everything with *force*). Idempotent.
+
+        *retire*: other workers keep serving (reload, recycling, scale-down), so idle
+        keep-alive connections get :data:`RETIRE_GRACE` to send one last request, answered
+        with ``Connection: close``, instead of being closed under a client's feet.
+        """
 
     @abstractmethod
     def alive(self) -> bool: ...
@@ -65,7 +73,7 @@ class WorkerHandle(ABC):
     def abandon(self) -> None:
         """Give up on a hung worker: kill it where possible (a process), else detach."""
 
-    def poll(self) -> None:
+    def poll(self) -> None:  # noqa: B027 - optional hook, a no-op for thread workers
         """Collect what the worker reported since the last call (process workers)."""
 
     # -- read by the supervisor and the distributor -------------------------------------------

@@ -101,9 +101,7 @@ def choose_model(config: ServerConfig) -> WorkerModel:
                 "use --accept distributor or auto"
             )
         accept = "reuseport"
-    elif config.accept == "distributor":
-        accept = "distributor"
-    elif kind == "thread":
+    elif config.accept == "distributor" or kind == "thread":
         accept = "distributor"
     else:
         accept = "listen"

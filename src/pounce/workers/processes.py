@@ -25,13 +25,12 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pounce.errors import StartupError
 from pounce.server.loops import loop_factory
-from pounce.workers.handle import WorkerHandle, process_rss
+from pounce.workers.handle import RETIRE_GRACE, WorkerHandle, process_rss
 from pounce.workers.threads import make_worker, run_worker
 
 if TYPE_CHECKING:
@@ -72,6 +71,8 @@ def _child_main(spec: ChildSpec, report: multiprocessing.connection.Connection) 
         with contextlib.suppress(OSError, ValueError):
             signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Until the loop installs its handlers, a retire request means plain termination.
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
     try:
         if spec.app is None:
             from pounce.importer import load_app
@@ -116,6 +117,8 @@ async def _child_serve(
         holder.append(worker)
         loop.add_signal_handler(signal.SIGTERM, worker.request_stop)
         loop.add_signal_handler(signal.SIGQUIT, lambda: _force(worker))
+        grace = min(RETIRE_GRACE, spec.config.timeout_keep_alive)
+        loop.add_signal_handler(signal.SIGUSR1, lambda: worker.request_stop(idle_grace=grace))
         if spec.channel is not None:
             loop.add_reader(spec.channel.fileno(), _receive_fds, spec.channel, worker)
 
@@ -240,13 +243,14 @@ class ProcessWorker(WorkerHandle):
         elif kind == "failed":
             self.error, self.error_details = message[1], message[2]
 
-    def request_stop(self, *, force: bool = False) -> None:
+    def request_stop(self, *, force: bool = False, retire: bool = False) -> None:
         self.stopping = True
         pid = self.pid
         if pid is None or not self.alive():
             return
+        sig = signal.SIGQUIT if force else signal.SIGUSR1 if retire else signal.SIGTERM
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGQUIT if force else signal.SIGTERM)
+            os.kill(pid, sig)
         if self._channel is not None and not force:
             # No more connections for this worker: its reader sees end-of-file.
             with contextlib.suppress(OSError):

@@ -65,16 +65,23 @@ class Supervisor:
         loader: AppLoader,
         app: ASGIApp,
         sockets: list[socket.socket],
+        *,
+        close_listeners: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.model = model
         self._loader = loader
         self._app = app
         self._sockets = sockets
+        #: Closes the shared listening sockets at shutdown, so new connections are refused at
+        #: once instead of waiting in a backlog nobody will accept from.
+        self._close_listeners = close_listeners
         self._slot_sockets: dict[int, list[socket.socket]] = {}
         self._actions: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         #: The serving generation, published for readers in other threads.
         self.workers: tuple[WorkerHandle, ...] = ()
+        #: Workers finishing their last requests (published like ``workers``).
+        self.draining: tuple[WorkerHandle, ...] = ()
         self._starting: dict[WorkerHandle, WorkerHandle | None] = {}  # new -> the one it replaces
         self._draining: list[WorkerHandle] = []
         self._retry: dict[int, float] = {}  # slot -> when to start it again
@@ -88,6 +95,7 @@ class Supervisor:
         self.retired_requests = 0
         self.distributor: Distributor | None = None
         self.reloads = 0
+        self.failed_reloads = 0
         self.recycles = 0
         self.replacements = 0
         self._busy = False
@@ -119,7 +127,8 @@ class Supervisor:
         return {
             "model": self.model.describe(),
             "workers": workers,
-            "requests_total": self.retired_requests + sum(w.requests_total for w in self.workers),
+            "requests_total": self.retired_requests
+            + sum(w.requests_total for w in (*self.workers, *self.draining)),
             "generation": self._generation,
         }
 
@@ -129,7 +138,8 @@ class Supervisor:
         """Start the first generation, supervise until stopped, then drain everything."""
         try:
             if self.model.accept == "distributor":
-                self.distributor = Distributor(self._sockets, capacity=self.config.limit_concurrency)
+                capacity = self.config.limit_concurrency
+                self.distributor = Distributor(self._sockets, capacity=capacity)
                 self.distributor.start()
             first = self._start_generation(self._app, self.model.count)
             if isinstance(first, StartupError):
@@ -277,8 +287,10 @@ class Supervisor:
 
     def _retire(self, handle: WorkerHandle, *, force: bool = False) -> None:
         """Stop routing to *handle* (already unpublished) and let it drain."""
-        handle.request_stop(force=force)
+        handle.request_stop(force=force, retire=True)
+        self._limits.pop(handle, None)
         self._draining.append(handle)
+        self.draining = tuple(self._draining)
 
     # -- supervision --------------------------------------------------------------------------
 
@@ -359,7 +371,6 @@ class Supervisor:
                 # The replacement serves before the worker it replaces starts draining.
                 self._publish((*[w for w in previous if w is not old], new))
                 if old is not None and old in previous:
-                    self._account(old)
                     self._retire(old)
             elif not new.alive():
                 del self._starting[new]
@@ -403,7 +414,12 @@ class Supervisor:
 
     def _reap(self) -> None:
         if self._draining:
-            self._draining = [w for w in self._draining if _alive(w)]
+            gone = [w for w in self._draining if not _alive(w)]
+            if gone:
+                # Counted only once it has exited: a draining worker still finishes requests.
+                self._draining = [w for w in self._draining if w not in gone]
+                self.retired_requests += sum(w.requests_total for w in gone)
+                self.draining = tuple(self._draining)
 
     # -- reload and scaling -------------------------------------------------------------------
 
@@ -412,15 +428,18 @@ class Supervisor:
         try:
             app = self._loader.reload()
         except StartupError as exc:
+            self.failed_reloads += 1
             logger.error("Reload failed, the current workers keep serving: %s", exc.message)
             if exc.details:
                 logger.error("%s", exc.details.rstrip())
             return
         except Exception as exc:
+            self.failed_reloads += 1
             logger.exception("Reload failed, the current workers keep serving", exc_info=exc)
             return
         result = self._start_generation(app, max(1, len(self.workers)))
         if not isinstance(result, tuple):
+            self.failed_reloads += 1
             if result is not None:
                 logger.error(
                     "Reload failed, the current workers keep serving: %s", result.message
@@ -434,7 +453,6 @@ class Supervisor:
         self._app = app
         self._publish(result)
         for handle in old:
-            self._account(handle)
             self._retire(handle)
         self.reloads += 1
         logger.info("Reload complete: generation %d serving", self._generation)
@@ -452,7 +470,6 @@ class Supervisor:
             victim = max(self.workers, key=lambda w: w.slot)
             logger.info("Removing a worker (SIGTTOU): %s", victim.name)
             self._unpublish(victim)
-            self._account(victim)
             self._retire(victim)
             sockets = self._slot_sockets.pop(victim.slot, None)
             for sock in sockets or ():
@@ -466,6 +483,12 @@ class Supervisor:
         everyone = [*self.workers, *self._starting, *self._draining]
         for handle in everyone:
             handle.request_stop(force=self._force)
+        for sockets in self._slot_sockets.values():
+            for sock in sockets:
+                sock.close()
+        self._slot_sockets.clear()
+        if self._close_listeners is not None:
+            self._close_listeners()
         grace = self.config.timeout_graceful_shutdown + 5.0
         deadline = time.monotonic() + grace
         forced = self._force
@@ -483,12 +506,10 @@ class Supervisor:
                 logger.warning("%s did not stop in time; abandoning it", handle.name)
                 handle.abandon()
                 _join(handle, 1.0)
-        self.retired_requests += sum(w.requests_total for w in self.workers)
+        self.retired_requests += sum(w.requests_total for w in (*self.workers, *self._draining))
         self.workers = ()
-        for sockets in self._slot_sockets.values():
-            for sock in sockets:
-                sock.close()
-        self._slot_sockets.clear()
+        self.draining = ()
+        self._draining.clear()
 
 
 def _alive(handle: WorkerHandle) -> bool:

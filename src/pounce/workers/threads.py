@@ -25,7 +25,7 @@ from pounce.features.proxy_headers import ProxyTrust
 from pounce.logs import AccessLogger
 from pounce.server.loops import loop_factory
 from pounce.server.worker import Worker
-from pounce.workers.handle import WorkerHandle, process_rss
+from pounce.workers.handle import RETIRE_GRACE, WorkerHandle, process_rss
 
 if TYPE_CHECKING:
     from pounce.asgi.types import ASGIApp
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("pounce.error")
 
 
-async def run_worker(
+async def run_worker(  # noqa: PLR0917 - internal, called from two places
     worker_factory: Callable[[Lifespan], Worker],
     app: ASGIApp,
     config: ServerConfig,
@@ -74,7 +74,7 @@ def make_worker(
     lifespan: Lifespan,
     *,
     name: str,
-    max_requests: int | None | bool,
+    max_requests: int | bool | None,
     on_request_limit: Callable[[], None] | None,
 ) -> Worker:
     return Worker(
@@ -104,7 +104,7 @@ class ThreadWorker(WorkerHandle):
         name: str,
         slot: int,
         generation: int,
-        max_requests: int | None | bool = True,
+        max_requests: int | bool | None = True,
         on_request_limit: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(name=name, slot=slot, generation=generation)
@@ -123,6 +123,7 @@ class ThreadWorker(WorkerHandle):
         self._lock = threading.Lock()  # start/stop hand-shake only, never on the request path
         self._forced = False
         self._serving = False
+        self._retire = False
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"pounce-{self.name}", daemon=True)
@@ -175,17 +176,21 @@ class ThreadWorker(WorkerHandle):
         self.ready.set()
         if pending is not None and self._worker is not None:
             # A stop was asked for during lifespan start-up; honour it now the loop serves.
-            self._worker.request_stop(force=pending)
+            self._worker.request_stop(force=pending, idle_grace=self._grace())
 
-    def request_stop(self, *, force: bool = False) -> None:
+    def request_stop(self, *, force: bool = False, retire: bool = False) -> None:
         self.stopping = True
+        self._retire = self._retire or retire
         if force:
             self._forced = True
         with self._lock:
             self._stop_requested = force or bool(self._stop_requested)
             worker = self._worker if self._serving else None
         if worker is not None:
-            worker.request_stop(force=force)
+            worker.request_stop(force=force, idle_grace=self._grace())
+
+    def _grace(self) -> float:
+        return min(RETIRE_GRACE, self.config.timeout_keep_alive) if self._retire else 0.0
 
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

@@ -20,14 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from time import perf_counter
 from typing import TYPE_CHECKING, BinaryIO, cast
-
-from pounce.protocols.http1.base import NEED_DATA, PAUSED, EndOfMessage, RequestHead
 
 from pounce.asgi.cycle import BODY_HIGH_WATER, RequestCycle
 from pounce.asgi.headers import InvalidHeader
 from pounce.asgi.scope import http_scope
 from pounce.logs import AccessInfo, escape_for_log
+from pounce.protocols.http1.base import NEED_DATA, PAUSED, EndOfMessage, RequestHead
 from pounce.protocols.http1.errors import ProtocolError
 from pounce.protocols.http1.response import (
     CHUNKED_END,
@@ -46,13 +46,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("pounce.error")
 
-# What the connection's single deadline currently guards.
+INFINITY = float("inf")
+
+# What the connection state's deadline currently guards.
 NO_DEADLINE = 0
 IDLE = 1  # keep-alive: waiting for the first byte of the next request
 HEADER = 2  # a request head is arriving (slowloris guard)
 BODY = 3  # the app awaits request body that is not arriving
-WRITE = 4  # the client is not reading the response
-LINGER = 5  # closing: draining what the client still sends so the response is not reset
+LINGER = 4  # closing: draining what the client still sends so the response is not reset
 
 # How the current response body is framed on the wire.
 FRAMING_LENGTH = 1
@@ -83,10 +84,16 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
         self.cycle: RequestCycle | None = None
         self.task: asyncio.Task[None] | None = None
         self.task_cycle: RequestCycle | None = None
-        self.deadline = 0.0
+        # Two independent deadlines: the connection state's (header, idle, body, linger) and,
+        # while the client is not reading, the write deadline. The worker's tick compares
+        # `deadline`, the earlier of the two, so it stays a single float comparison.
+        self.deadline = INFINITY
         self.deadline_kind = NO_DEADLINE
+        self.state_deadline = INFINITY
+        self.write_deadline = INFINITY
         self.keep_alive = True
         self.closed = False
+        self.closing = True  # no writes: not connected yet, closing, or closed
         self.peer_eof = False
         self.read_paused = False
         self.write_paused = False
@@ -94,6 +101,7 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
         self.message_done = False  # the parser has emitted the current request's end
         self.discarding = False  # answered early: drop the rest of the request body
         self.discarded = 0
+        self.linger_backlog = 0  # write-buffer size when the closing deadline was last armed
         self.processing = False  # inside _process: a finished response must not re-enter it
         self.head_bytes_seen = False
         # Response state of the current cycle.
@@ -113,6 +121,7 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
         # uvloop's transports implement the interface without subclassing asyncio.Transport.
         transport = cast("asyncio.Transport", transport)
         self.transport = transport
+        self.closing = False
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("sockname")
         if isinstance(peer, tuple):
@@ -148,8 +157,9 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.deadline_kind = NO_DEADLINE
+        self.closed = self.closing = True
+        self.write_deadline = INFINITY
+        self._clear_deadline()
         self.ctx.connections.discard(self)
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
@@ -158,12 +168,13 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        self._set_deadline(WRITE, self.ctx.config.timeout_write)
+        self.write_deadline = self.loop.time() + self.ctx.config.timeout_write
+        self.deadline = min(self.state_deadline, self.write_deadline)
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self.deadline_kind == WRITE:
-            self.deadline_kind = NO_DEADLINE
+        self.write_deadline = INFINITY
+        self.deadline = self.state_deadline
         self._wake_drain()
 
     # -- parsing ------------------------------------------------------------------------------
@@ -211,7 +222,7 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
                 if cycle is not None:
                     cycle.feed_end()
                     if self.deadline_kind == BODY:
-                        self.deadline_kind = NO_DEADLINE
+                        self._clear_deadline()
                 elif self.discarding:
                     # The response went out before the request was fully read; now it has
                     # been, and the connection can carry the next request.
@@ -233,7 +244,7 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
 
     def _start_cycle(self, head: RequestHead) -> None:
         ctx = self.ctx
-        self.deadline_kind = NO_DEADLINE
+        self._clear_deadline()
         self.head_bytes_seen = False
         self.message_done = False
         self.keep_alive = head.keep_alive and not ctx.shutting_down
@@ -289,9 +300,7 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
                 return
             cycle.response_started = True
             cycle.status = exc.status
-        self._write(
-            error_response(exc.status, date_line=self.ctx.date_line, static_head=self.ctx.server_line)
-        )
+        self._write_error(exc.status)
         self._close()
 
     # -- ResponseChannel ----------------------------------------------------------------------
@@ -300,7 +309,8 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
         self, cycle: RequestCycle, status: int, headers: Headers, trailers: bool
     ) -> None:
         ctx = self.ctx
-        keep_alive = self.keep_alive
+        # A drain that began while the request ran: say so, so the client does not reuse it.
+        keep_alive = self.keep_alive and not ctx.shutting_down
         content_length: int | None = None
         has_server = has_date = False
         parts: list[bytes] = []
@@ -403,7 +413,7 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
         elif framing == FRAMING_CHUNKED:
             if data:
                 cycle.bytes_sent += len(data)
-                out = head + b"%x\r\n" % len(data) + data + b"\r\n"
+                out = b"%b%x\r\n%b\r\n" % (head, len(data), data)
             else:
                 out = head
             if not more_body and not self.trailers_wanted:
@@ -481,9 +491,7 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
     def send_error_response(self, cycle: RequestCycle, status: int) -> None:
         self.keep_alive = False
         self.head_pending = False
-        self._write(
-            error_response(status, date_line=self.ctx.date_line, static_head=self.ctx.server_line)
-        )
+        self._write_error(status)
         cycle.response_complete = True
         self.response_complete(cycle)
 
@@ -509,7 +517,7 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
             if self.read_paused:
                 self._resume_reading()
         elif self.deadline_kind == BODY:
-            self.deadline_kind = NO_DEADLINE
+            self._clear_deadline()
 
     def response_complete(self, cycle: RequestCycle) -> None:
         if cycle is not self.cycle:
@@ -533,7 +541,12 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
         self.ctx.request_finished()
         if self.task_cycle is cycle:
             self.task = self.task_cycle = None
-        if self.ctx.shutting_down and self.cycle is None and not self.closed:
+        if (
+            self.ctx.shutting_down
+            and not self.ctx.linger_idle
+            and self.cycle is None
+            and not self.closed
+        ):
             self._close()
 
     # -- helpers ------------------------------------------------------------------------------
@@ -542,7 +555,7 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
         self.discarding = False
         self.discarded = 0
         self.parser.start_next_cycle()
-        if self.ctx.shutting_down:
+        if self.ctx.shutting_down and not self.ctx.linger_idle:
             self._close()
             return
         self._set_deadline(IDLE, self.ctx.config.timeout_keep_alive)
@@ -564,33 +577,50 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
                 http_version=scope["http_version"],
                 status=cycle.status,
                 bytes_sent=cycle.bytes_sent,
-                duration=self.loop.time() - cycle.start_time,
+                duration=perf_counter() - cycle.start_time,
                 request_headers=scope["headers"],
                 scheme=scope["scheme"],
             )
         )
 
     def _write(self, data: bytes) -> None:
-        transport = self.transport
-        if transport is not None and not self.closed and not transport.is_closing():
+        if not self.closing:
+            transport = self.transport
+            assert transport is not None
             transport.write(data)
+
+    def _write_error(self, status: int) -> None:
+        """A complete closing response for errors the server answers itself."""
+        ctx = self.ctx
+        self._write(error_response(status, date_line=ctx.date_line, static_head=ctx.server_line))
 
     def _set_deadline(self, kind: int, timeout: float) -> None:
         self.deadline_kind = kind
-        self.deadline = self.loop.time() + timeout
+        self.state_deadline = deadline = self.loop.time() + timeout
+        write_deadline = self.write_deadline
+        self.deadline = deadline if deadline < write_deadline else write_deadline
+
+    def _clear_deadline(self) -> None:
+        self.deadline_kind = NO_DEADLINE
+        self.state_deadline = INFINITY
+        self.deadline = self.write_deadline
 
     def on_deadline(self, now: float) -> None:
-        kind = self.deadline_kind
-        if kind == NO_DEADLINE or now < self.deadline:
+        if now >= self.write_deadline:
+            logger.info("Client %s stopped reading the response; aborting", self._peer())
+            self._abort()
             return
-        self.deadline_kind = NO_DEADLINE
+        kind = self.deadline_kind
+        if kind == NO_DEADLINE or now < self.state_deadline:
+            return
+        self._clear_deadline()
         if kind == IDLE:
             self._close(linger=False)
         elif kind == HEADER:
             if self.head_bytes_seen:
                 logger.info("Request head not received in time from %s; closing", self._peer())
                 self.keep_alive = False
-                self._write(error_response(408, date_line=self.ctx.date_line))
+                self._write_error(408)
             self._close(linger=False)
         elif kind == BODY:
             cycle = self.cycle
@@ -600,15 +630,26 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
                 cycle.status = 408
                 cycle.feed_disconnect()
                 self.keep_alive = False
-                self._write(error_response(408, date_line=self.ctx.date_line))
+                self._write_error(408)
                 self._close(linger=False)
             else:
                 self._abort()
-        elif kind == WRITE:
-            logger.info("Client %s stopped reading the response; aborting", self._peer())
-            self._abort()
         elif kind == LINGER:
-            self._abort()
+            self._linger_expired()
+
+    def _linger_expired(self) -> None:
+        """A closing connection's time is up: finish it without cutting off a slow reader."""
+        transport = self.transport
+        assert transport is not None
+        backlog = transport.get_write_buffer_size()
+        if backlog and backlog < self.linger_backlog:
+            # Still draining, just slowly: give it another period.
+            self.linger_backlog = backlog
+            self._set_deadline(LINGER, self.ctx.config.timeout_write)
+        elif backlog:
+            self._abort()  # no progress at all: the client stopped reading
+        else:
+            transport.close()  # everything is handed to the kernel; a FIN loses nothing
 
     def _peer(self) -> str:
         return f"{self.client[0]}:{self.client[1]}" if self.client else "unix socket"
@@ -635,27 +676,41 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
 
         With *linger*, the write side is shut first and what the client still sends is read
         and dropped for a moment: closing a socket with unread input makes the kernel send a
-        reset, which can destroy the response before the client reads it.
+        reset, which can destroy the response before the client reads it. Either way a
+        deadline follows, so a client that never reads cannot keep a closing connection (and
+        its buffered response) alive.
         """
         transport = self.transport
         if transport is None or self.closed or transport.is_closing():
             return
+        self.closing = True
         if linger and not self.peer_eof and transport.can_write_eof():
             try:
                 transport.write_eof()
             except OSError:
                 transport.close()
                 return
-            self._set_deadline(LINGER, LINGER_SECONDS)
+            self._arm_linger(LINGER_SECONDS)
             if self.read_paused:
                 self._resume_reading()
             return
         transport.close()
+        self._arm_linger(self.ctx.config.timeout_write)
+
+    def _arm_linger(self, timeout: float) -> None:
+        transport = self.transport
+        assert transport is not None
+        self.linger_backlog = transport.get_write_buffer_size()
+        # With a response still queued, the client gets at least the write timeout to read it.
+        if self.linger_backlog:
+            timeout = max(timeout, self.ctx.config.timeout_write)
+        self._set_deadline(LINGER, timeout)
 
     def _abort(self) -> None:
         self.keep_alive = False
         transport = self.transport
         if transport is not None and not self.closed:
+            self.closing = True
             transport.abort()
 
     # -- Connection (worker-facing) -----------------------------------------------------------

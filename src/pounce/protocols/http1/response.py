@@ -51,9 +51,11 @@ def error_response(status: int, *, date_line: bytes = b"", static_head: bytes = 
 
 def early_hints_response(links: list[bytes]) -> bytes:
     """A ``103 Early Hints`` response carrying one ``link`` field per link."""
-    return b"".join((b"HTTP/1.1 103 Early Hints\r\n", *(b"link: " + link + b"\r\n" for link in links), b"\r\n"))
+    fields = (b"link: " + link + b"\r\n" for link in links)
+    return b"".join((b"HTTP/1.1 103 Early Hints\r\n", *fields, b"\r\n"))
 
 
 def trailer_block(headers: list[tuple[bytes, bytes]]) -> bytes:
     """The last chunk plus trailer fields that end a chunked response."""
-    return b"".join((b"0\r\n", *(name + b": " + value + b"\r\n" for name, value in headers), b"\r\n"))
+    fields = (name + b": " + value + b"\r\n" for name, value in headers)
+    return b"".join((b"0\r\n", *fields, b"\r\n"))

@@ -1,4 +1,4 @@
-"""The example app from the README: ``pounce examples.hello:app``.
+"""The example app from the README: ``pounce pounce.examples.hello:app``.
 
 A plain ASGI 3 app with no framework: a greeting, a JSON echo of the request, and a streamed
 countdown, so a first run shows streaming without installing anything else.

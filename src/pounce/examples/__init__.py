@@ -1,0 +1,1 @@
+"""Example applications shipped with Pounce (``pounce pounce.examples.hello:app``)."""

@@ -1,0 +1,129 @@
+"""Supervisor: crash replacement, hung workers, start-up failures, recycling, stress."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from tests.workers.support import Load, get, running, wait_for
+from tests.workers.wapps import app
+
+from pounce.workers.supervisor import WorkerFailure
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_crashed_worker_is_replaced(kind: str) -> None:
+    with running(app, workers=2, worker_type=kind) as (server, address):
+        supervisor = server._supervisor
+        assert supervisor is not None
+        with pytest.raises(OSError):
+            get(address, "/crash", timeout=2)
+        assert wait_for(lambda: supervisor.replacements >= 1, 10)
+        assert wait_for(lambda: len(server.stats()["workers"]) == 2, 10)
+        for _ in range(10):
+            assert get(address) == (200, b"ok")
+
+
+def test_hung_worker_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WAPPS_HANG", "3")
+    with running(
+        app, workers=2, worker_type="thread", timeout_worker_healthcheck=0.5
+    ) as (server, address):
+        supervisor = server._supervisor
+        assert supervisor is not None
+        hung = threading.Thread(target=lambda: get(address, "/hang", timeout=6), daemon=True)
+        hung.start()
+        assert wait_for(lambda: supervisor.replacements >= 1, 10)
+        assert wait_for(lambda: len(server.stats()["workers"]) == 2, 10)
+        for _ in range(10):
+            assert get(address) == (200, b"ok")
+        hung.join(10)
+
+
+def test_repeated_startup_failures_stop_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flag = tmp_path / "fail"
+    monkeypatch.setenv("WAPPS_FAIL_FLAG", str(flag))
+    with (
+        pytest.raises(WorkerFailure, match="failed to start 5 times"),
+        running(app, workers=2, worker_type="thread") as (server, address),
+    ):
+        supervisor = server._supervisor
+        assert supervisor is not None
+        flag.write_text("1")  # every new worker's lifespan start-up now fails
+        with pytest.raises(OSError):
+            get(address, "/crash", timeout=2)
+        assert wait_for(lambda: supervisor.fatal is not None, 20)
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_max_requests_recycles_under_load_without_errors(kind: str) -> None:
+    with running(
+        app, workers=2, worker_type=kind, limit_max_requests=40, limit_max_requests_jitter=10
+    ) as (server, address):
+        supervisor = server._supervisor
+        assert supervisor is not None
+        load = Load(address, 8, max_requests=20_000, deadline=30).start()
+        assert wait_for(lambda: supervisor.recycles >= 4, 20)
+        result = load.stop()
+        assert result.errors == []
+        assert result.ok >= 4 * 40
+        assert wait_for(lambda: len(server.stats()["workers"]) == 2, 10)
+
+
+def test_rss_limit_recycles_one_worker_at_a_time() -> None:
+    with running(app, workers=2, worker_type="thread", limit_max_rss=1) as (server, address):
+        supervisor = server._supervisor
+        assert supervisor is not None
+        load = Load(address, 4, max_requests=5000, deadline=20).start()
+        # Every worker is over a 1-byte limit: they are recycled in turn, never both at once.
+        assert wait_for(lambda: supervisor.recycles >= 2, 20)
+        result = load.stop()
+        assert result.errors == []
+        assert len(server.stats()["workers"]) == 2
+
+
+def test_shared_structures_under_fast_switching(fast_switching: None) -> None:
+    """Distributor targets swapped (scale up/down) while many clients connect and others
+    read the merged statistics: no error, no lost connection, counts add up."""
+    with running(app, workers=3, worker_type="thread") as (server, address):
+        supervisor = server._supervisor
+        assert supervisor is not None
+        errors: list[str] = []
+        done = threading.Event()
+
+        def client() -> None:
+            for _ in range(25):
+                try:
+                    status, _ = get(address, timeout=10)
+                    if status != 200:
+                        errors.append(str(status))
+                except OSError as exc:
+                    errors.append(repr(exc))
+
+        def reader() -> None:
+            while not done.is_set():
+                stats = server.stats()
+                assert stats["requests_total"] >= 0
+
+        clients = [threading.Thread(target=client) for _ in range(12)]
+        readers = [threading.Thread(target=reader) for _ in range(2)]
+        for thread in clients + readers:
+            thread.start()
+        for i in range(6):
+            server.scale(+1 if i % 2 == 0 else -1)
+        for thread in clients:
+            thread.join(60)
+        done.set()
+        for thread in readers:
+            thread.join(10)
+        assert errors == []
+        assert wait_for(lambda: server.stats()["requests_total"] == 300, 10)
+        distributor = supervisor.distributor
+        assert distributor is not None
+        # Every hand-off was attached by its worker: nothing stuck between threads.
+        assert wait_for(
+            lambda: all(w.handed == w.adopted for w in supervisor.workers), 5
+        )
