@@ -71,7 +71,6 @@ def streamer(chunks: int, delay: float = 0.0, size: int = 10) -> Any:
     return app
 
 
-
 class Recorder:
     """An app that records every request it is called with, then answers 200 with the target.
 

@@ -43,4 +43,16 @@ def run(
     if unsupported:
         raise ConfigError(f"not yet supported: {', '.join(unsupported)}")
     configure_logging_from_config(config)
+    if config.reload:
+        # Dev reload restarts a child process that imports the app by name; an object
+        # cannot be re-imported, so it cannot pick up changed code.
+        if app is not None and not isinstance(app, str):
+            raise ConfigError(
+                "reload needs the application as an import string ('module:app'), "
+                "not an object; pass the string or drop reload"
+            )
+        from pounce.workers.devreload import run_reloader
+
+        run_reloader(config)
+        return
     Server(config, None if isinstance(app, str) or app is None else app).serve()

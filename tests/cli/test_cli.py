@@ -249,7 +249,6 @@ def test_httptools_maps_to_fast_with_notice(
 @pytest.mark.parametrize(
     ("argv", "flags"),
     [
-        (["--reload"], "--reload"),
         (["--ws", "wsproto"], "--ws"),
         (["--ssl-certfile", "c.pem", "--ssl-keyfile", "k.pem"], "--ssl-keyfile, --ssl-certfile"),
     ],
@@ -261,6 +260,13 @@ def test_not_yet_supported_flags_exit_2(
     assert code == 2
     assert err == f"pounce: error: not yet supported: {flags}\n"
     assert fake_run.configs == []
+
+
+def test_reload_is_served(capsys: pytest.CaptureFixture[str], fake_run: FakeRun) -> None:
+    code, _, _ = run_cli(capsys, "main:app", "--reload", "--reload-dir", "src")
+    assert code == 0
+    assert fake_run.config.reload is True
+    assert fake_run.config.reload_dirs == ("src",)
 
 
 def test_not_yet_supported_from_env_names_the_source(

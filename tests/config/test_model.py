@@ -392,10 +392,8 @@ def test_unsupported_options_lists_flags() -> None:
          "limit_max_rss": "1g", "worker_type": "thread", "accept": "reuseport",
          "ssl_certfile": "c.pem", "ssl_keyfile": "k.pem"}
     )
-    # Worker options are implemented (pounce.workers); dev reload, TLS and wsproto are not.
-    assert unsupported_options(c) == [
-        "--reload", "--reload-dir", "--ssl-keyfile", "--ssl-certfile", "--ws"
-    ]
+    # Worker options and dev reload are implemented (pounce.workers); TLS and wsproto are not.
+    assert unsupported_options(c) == ["--ssl-keyfile", "--ssl-certfile", "--ws"]
 
 
 def test_ws_auto_and_none_are_supported() -> None:

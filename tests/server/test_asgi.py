@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.apps import read_body, scope_json
+from tests.helpers import RawClient
 
 from pounce.testing import serve
-from tests.apps import hello, read_body, scope_json
-from tests.helpers import RawClient
 
 
 def get_scope(url: str, raw: bytes) -> dict[str, Any]:
@@ -24,7 +24,11 @@ def get_scope(url: str, raw: bytes) -> dict[str, Any]:
 
 def test_http_scope_is_complete() -> None:
     with serve(scope_json) as url:
-        scope = get_scope(url, b"GET /caf%C3%A9/a%2Fb?x=1&y=%20 HTTP/1.1\r\nHost: example.com\r\nX-A: 1\r\nx-a: 2\r\nAccept: */*\r\n\r\n")
+        scope = get_scope(
+            url,
+            b"GET /caf%C3%A9/a%2Fb?x=1&y=%20 HTTP/1.1\r\n"
+            b"Host: example.com\r\nX-A: 1\r\nx-a: 2\r\nAccept: */*\r\n\r\n",
+        )
     assert scope["type"] == "http"
     assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}
     assert scope["http_version"] == "1.1"
@@ -34,11 +38,20 @@ def test_http_scope_is_complete() -> None:
     assert scope["raw_path"] == "/caf%C3%A9/a%2Fb"
     assert scope["query_string"] == "x=1&y=%20"
     assert scope["root_path"] == ""
-    assert scope["headers"] == [["host", "example.com"], ["x-a", "1"], ["x-a", "2"], ["accept", "*/*"]]
+    assert scope["headers"] == [
+        ["host", "example.com"],
+        ["x-a", "1"],
+        ["x-a", "2"],
+        ["accept", "*/*"],
+    ]
     assert scope["client"][0] == "127.0.0.1" and isinstance(scope["client"][1], int)
     assert scope["server"][0] == "127.0.0.1"
     assert scope["state"] == {}
-    assert set(scope["extensions"]) >= {"http.response.pathsend", "http.response.trailers", "http.response.early_hint"}
+    assert set(scope["extensions"]) >= {
+        "http.response.pathsend",
+        "http.response.trailers",
+        "http.response.early_hint",
+    }
 
 
 def test_root_path_prefixes_path_and_raw_path() -> None:
@@ -51,7 +64,9 @@ def test_root_path_prefixes_path_and_raw_path() -> None:
 
 def test_absolute_form_target_uses_its_path() -> None:
     with serve(scope_json) as url:
-        scope = get_scope(url, b"GET http://example.com/p?q=1 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        scope = get_scope(
+            url, b"GET http://example.com/p?q=1 HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        )
     assert scope["path"] == "/p"
     assert scope["query_string"] == "q=1"
 
@@ -180,7 +195,9 @@ def test_send_backpressure_bounds_buffering_for_a_slow_client() -> None:
         await send({"type": "http.response.body", "body": b""})
 
     with serve(app) as url, RawClient(url) as client:
-        client.sock.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_RCVBUF, 65536)
+        client.sock.setsockopt(
+            __import__("socket").SOL_SOCKET, __import__("socket").SO_RCVBUF, 65536
+        )
         client.request()
         client.sock.recv(100)
         import time
@@ -194,12 +211,18 @@ def test_exception_before_start_gives_500_and_is_logged(caplog: pytest.LogCaptur
     async def app(scope: Any, receive: Any, send: Any) -> None:
         raise ValueError("boom")
 
-    with caplog.at_level(logging.ERROR, logger="pounce.error"), serve(app) as url, RawClient(url) as client:
+    with (
+        caplog.at_level(logging.ERROR, logger="pounce.error"),
+        serve(app) as url,
+        RawClient(url) as client,
+    ):
         client.request()
         response = client.read_response()
     assert response.status == 500
     assert b"boom" not in response.body and b"Traceback" not in response.body
-    assert any("Exception in ASGI application" in r.getMessage() and r.exc_info for r in caplog.records)
+    assert any(
+        "Exception in ASGI application" in r.getMessage() and r.exc_info for r in caplog.records
+    )
 
 
 def test_exception_after_start_truncates_the_response() -> None:
@@ -242,9 +265,25 @@ def test_invalid_response_headers_give_500_never_splitting(header: tuple[bytes, 
     ("messages", "problem"),
     [
         ([{"type": "http.response.body", "body": b"x"}], "expected 'http.response.start'"),
-        ([{"type": "http.response.start", "status": 200}, {"type": "http.response.start", "status": 200}], "unknown"),
-        ([{"type": "http.response.start", "status": 200}, {"type": "http.response.body"}, {"type": "http.response.body"}], "after the response was complete"),
-        ([{"type": "http.response.start", "status": 200}, {"type": "nonsense"}], "unknown message type"),
+        (
+            [
+                {"type": "http.response.start", "status": 200},
+                {"type": "http.response.start", "status": 200},
+            ],
+            "unknown",
+        ),
+        (
+            [
+                {"type": "http.response.start", "status": 200},
+                {"type": "http.response.body"},
+                {"type": "http.response.body"},
+            ],
+            "after the response was complete",
+        ),
+        (
+            [{"type": "http.response.start", "status": 200}, {"type": "nonsense"}],
+            "unknown message type",
+        ),
         ([{"type": "http.response.start", "status": "200"}], "invalid status"),
     ],
 )
@@ -255,7 +294,11 @@ def test_protocol_misuse_is_logged_and_the_connection_closed(
         for message in messages:
             await send(message)
 
-    with caplog.at_level(logging.ERROR, logger="pounce.error"), serve(app) as url, RawClient(url) as client:
+    with (
+        caplog.at_level(logging.ERROR, logger="pounce.error"),
+        serve(app) as url,
+        RawClient(url) as client,
+    ):
         client.request()
         client.read_until_close()
         assert client.is_closed()
@@ -265,7 +308,9 @@ def test_protocol_misuse_is_logged_and_the_connection_closed(
 
 def test_response_shorter_than_content_length_closes_the_connection() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]}
+        )
         await send({"type": "http.response.body", "body": b"short"})
 
     with serve(app) as url, RawClient(url) as client:
@@ -288,7 +333,13 @@ def test_trailers_extension() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
         await send({"type": "http.response.body", "body": b"data", "more_body": True})
         await send({"type": "http.response.body", "body": b""})
-        await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc")], "more_trailers": True})
+        await send(
+            {
+                "type": "http.response.trailers",
+                "headers": [(b"x-checksum", b"abc")],
+                "more_trailers": True,
+            }
+        )
         await send({"type": "http.response.trailers", "headers": [(b"x-count", b"1")]})
 
     with serve(app) as url, RawClient(url) as client:
@@ -300,7 +351,9 @@ def test_trailers_extension() -> None:
 
 def test_early_hints_extension() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.early_hint", "links": [b"</style.css>; rel=preload; as=style"]})
+        await send(
+            {"type": "http.response.early_hint", "links": [b"</style.css>; rel=preload; as=style"]}
+        )
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"page"})
 
@@ -346,3 +399,14 @@ def test_concurrency_limit_answers_503() -> None:
         assert fast.read_response().status == 503
         assert slow.read_response().status == 200
     del gate
+
+
+@pytest.mark.parametrize("headers", [None, 5, [(b"a", "str-value")], [b"not-a-pair"]])
+def test_malformed_header_containers_give_a_clean_500(headers: Any) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"body"})
+
+    with serve(app) as url, RawClient(url) as client:
+        client.request()
+        assert client.read_response().status == 500

@@ -6,10 +6,10 @@ import asyncio
 from typing import Any
 
 import pytest
-
-from pounce.testing import serve
 from tests.apps import echo, hello, read_body, streamer
 from tests.helpers import RawClient
+
+from pounce.testing import serve
 
 PARSERS = ["fast", "h11"]
 
@@ -32,9 +32,12 @@ def test_hello_has_length_date_and_server(http: str) -> None:
 
 
 def test_server_and_date_headers_can_be_turned_off_and_defaults_added() -> None:
-    with serve(
-        hello, server_header=False, date_header=False, headers=(("x-deploy", "blue"),)
-    ) as url, RawClient(url) as client:
+    with (
+        serve(
+            hello, server_header=False, date_header=False, headers=(("x-deploy", "blue"),)
+        ) as url,
+        RawClient(url) as client,
+    ):
         client.request()
         response = client.read_response()
     assert response.header(b"server") is None
@@ -44,7 +47,13 @@ def test_server_and_date_headers_can_be_turned_off_and_defaults_added() -> None:
 
 def test_app_header_wins_over_default_header() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-deploy", b"green"), (b"server", b"mine")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"x-deploy", b"green"), (b"server", b"mine")],
+            }
+        )
         await send({"type": "http.response.body", "body": b""})
 
     with serve(app, headers=(("x-deploy", "blue"),)) as url, RawClient(url) as client:
@@ -85,7 +94,9 @@ def test_connection_close_from_client_closes_after_response(http: str) -> None:
 
 def test_connection_close_from_app_closes_after_response() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"connection", b"close")]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"connection", b"close")]}
+        )
         await send({"type": "http.response.body", "body": b"bye"})
 
     with serve(app) as url, RawClient(url) as client:
@@ -130,7 +141,10 @@ def test_content_length_body_and_chunked_upload(http: str) -> None:
     with serve(echo, http=http) as url, RawClient(url) as client:
         client.request("POST", body=b"x" * 100_000)
         assert client.read_response().body == b"x" * 100_000
-        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-t: 1\r\n\r\n")
+        client.send(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-t: 1\r\n\r\n"
+        )
         assert client.read_response().body == b"hello world"
 
 
@@ -168,7 +182,13 @@ def test_head_keeps_length_and_sends_no_body(http: str) -> None:
 @pytest.mark.parametrize("status", [204, 304])
 def test_no_body_statuses_carry_no_body_or_framing(status: int) -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"5")] if status == 204 else []})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-length", b"5")] if status == 204 else [],
+            }
+        )
         await send({"type": "http.response.body", "body": b"hello"})
 
     with serve(app) as url, RawClient(url) as client:
@@ -183,7 +203,9 @@ def test_no_body_statuses_carry_no_body_or_framing(status: int) -> None:
 
 def test_expect_100_continue_is_sent_only_when_the_app_reads() -> None:
     with serve(echo) as url, RawClient(url) as client:
-        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        client.send(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
         interim = client.sock.recv(100)
         assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
         client.send(b"hello")
@@ -191,7 +213,9 @@ def test_expect_100_continue_is_sent_only_when_the_app_reads() -> None:
 
     with serve(hello) as url, RawClient(url) as client:
         # The app answers without reading: no 100, and the body is never needed.
-        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        client.send(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
         response = client.read_response()
         assert response.informational == []
         assert response.status == 200

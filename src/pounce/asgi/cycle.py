@@ -88,7 +88,6 @@ class RequestCycle:
         ctx: WorkerContext,
         channel: ResponseChannel,
         scope: Scope,
-        *,
         has_body: bool,
         expect_continue: bool,
     ) -> None:

@@ -39,7 +39,11 @@ def validate_response_headers(raw: Iterable[Any]) -> list[tuple[bytes, bytes]]:
     """
     result: list[tuple[bytes, bytes]] = []
     append = result.append
-    for item in raw:
+    try:
+        items = iter(raw)
+    except TypeError:
+        raise InvalidHeader(f"headers must be an iterable of pairs, not {raw!r}") from None
+    for item in items:
         try:
             name, value = item
         except (TypeError, ValueError):

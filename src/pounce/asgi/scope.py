@@ -27,7 +27,6 @@ def decode_path(raw_path: bytes) -> str:
 
 def http_scope(
     ctx: WorkerContext,
-    *,
     http_version: str,
     method: str,
     scheme: str,

@@ -852,11 +852,6 @@ _DERIVED: Final = frozenset(f.name for f in dataclasses.fields(ServerConfig) if 
 #: here when its feature lands.
 UNSUPPORTED_OPTIONS: frozenset[str] = frozenset(
     {
-        "reload",
-        "reload_dirs",
-        "reload_includes",
-        "reload_excludes",
-        "reload_delay",
         "ssl_keyfile",
         "ssl_certfile",
         "ssl_keyfile_password",

@@ -149,7 +149,3 @@ class WorkerContext:
 
     def request_finished(self) -> None:
         self.active_requests -= 1
-
-    def over_concurrency_limit(self) -> bool:
-        limit = self.limit_concurrency
-        return limit is not None and self.active_requests >= limit

@@ -150,9 +150,12 @@ class Server:
             os.unlink(path)
 
     def _close_sockets(self) -> None:
+        # An inherited socket (fd://N, e.g. from the --reload parent) belongs to whoever
+        # passed it: its unix path must survive us, or the next child would find no file.
+        inherited = {spec.fd for spec in self.config.bind_specs if spec.kind == "fd"}
         for sock in self._sockets:
             with contextlib.suppress(OSError):
-                if sock.family == socket.AF_UNIX:
+                if sock.family == socket.AF_UNIX and sock.fileno() not in inherited:
                     path = sock.getsockname()
                     if isinstance(path, str) and path:
                         os.unlink(path)

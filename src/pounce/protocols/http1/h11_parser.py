@@ -243,6 +243,9 @@ class H11Parser:
                 self._chunk_left -= count
                 if self._chunk_left == 0:
                     self._chunk_state = _CRLF
+                # Hand the data to h11 now: like FastParser, body bytes are delivered before
+                # framing further on is examined.
+                return pos
             elif state == _SIZE:
                 lf = buf.find(b"\n", pos)
                 if lf < 0:

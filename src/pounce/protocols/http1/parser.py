@@ -90,6 +90,16 @@ _SPECIAL_NAMES: dict[bytes, bytes] = {}
 _NAME_CACHE_MAX: Final = 2048
 
 
+#: Whole header line -> parsed ``(name, value)`` for lines seen before (non-special names only).
+#: Browsers repeat most lines verbatim (User-Agent, Accept*, Sec-Fetch-*...), and one dict
+#: lookup is far cheaper than partition + lookup + strip + tuple. Entries are only added after
+#: the line passed validation; the whole cache is dropped when full (cheap, adapts to traffic,
+#: and a client sending unique lines only costs itself the normal path).
+_LINES: dict[bytes, tuple[bytes, bytes]] = {}
+_LINE_CACHE_MAX: Final = 4096
+_LINE_CACHE_MAX_LEN: Final = 256
+
+
 def _remember_name(raw: bytes) -> None:
     lower = raw.lower()
     cache = _SPECIAL_NAMES if lower in SPECIAL_HEADERS else _NAMES
@@ -202,27 +212,49 @@ class FastParser:
         """The common case in one straight line; anything unusual goes to ``_slow_head``."""
         buf = self._buf
         pos = self._pos
-        if pos == 0 and buf[-4:] == b"\r\n\r\n" and type(buf) is bytes:
+        if pos == 0 and buf[-4:] == b"\r\n\r\n" and len(buf) <= 16384 and type(buf) is bytes:
             # Most common of all: the read holds exactly one head and nothing else. Split the
             # whole buffer and check that its first empty line is the final one.
             lines = buf.split(b"\r\n")
             nlines = len(lines) - 2
-            if lines.index(b"") != nlines or buf[0] < 0x21:
-                return self._slow_head()
-            del lines[nlines:]
-            head = buf
-            end = len(buf) - 4
-            separators = 2 * nlines + 2  # CR/LF bytes expected in `head`
+            if lines.index(b"") == nlines and buf[0] > 0x20:
+                del lines[nlines:]
+                head = buf
+                end = len(buf) - 4
+                separators = 2 * nlines + 2  # CR/LF bytes expected in `head`
+            else:
+                return self._general_head()
         else:
-            end = buf.find(b"\r\n\r\n", pos)
-            if end <= pos or buf[pos] < 0x21:
-                return self._slow_head()
-            head = buf[pos:end]
-            if type(head) is not bytes:
-                head = bytes(head)
-            lines = head.split(b"\r\n")
-            nlines = len(lines)
-            separators = 2 * nlines - 2
+            return self._general_head()
+        return self._parse_lines(buf, pos, head, end, lines, nlines, separators)
+
+    def _general_head(self) -> Event:
+        """Fast path for a head followed by more bytes (a body, pipelined requests...)."""
+        buf = self._buf
+        pos = self._pos
+        end = buf.find(b"\r\n\r\n", pos)
+        if end <= pos or buf[pos] < 0x21:
+            if pos >= len(buf):
+                return NEED_DATA
+            return self._slow_head()
+        head = buf[pos:end]
+        if type(head) is not bytes:
+            head = bytes(head)
+        lines = head.split(b"\r\n")
+        nlines = len(lines)
+        return self._parse_lines(buf, pos, head, end, lines, nlines, 2 * nlines - 2)
+
+    def _parse_lines(
+        self,
+        buf: bytes | bytearray,
+        pos: int,
+        head: bytes,
+        end: int,
+        lines: list[bytes],
+        nlines: int,
+        separators: int,
+    ) -> Event:
+        """Shared tail of the fast paths: validate and split the lines of a located head."""
         limits = self._limits
         rl = lines[0]
         # translate() deletes every byte allowed in a head except CR and LF; if what is left is
@@ -255,13 +287,23 @@ class FastParser:
         other_special = False
         it = iter(lines)
         next(it)
+        get_line = _LINES.get
         for line in it:
+            item = get_line(line)
+            if item is not None:
+                append(item)
+                continue
             name, sep, value = line.partition(b":")
             lname = get_name(name)
             if lname is not None and sep:
                 # strip() may strip all ASCII whitespace: the translate check proved that the
                 # only whitespace left in the head is SP and HTAB.
-                append((lname, value.strip()))
+                item = (lname, value.strip())
+                append(item)
+                if len(line) <= _LINE_CACHE_MAX_LEN:
+                    if len(_LINES) >= _LINE_CACHE_MAX:
+                        _LINES.clear()
+                    _LINES[line] = item
                 continue
             lname = _SPECIAL_NAMES.get(name)
             if lname is None or not sep:

@@ -252,24 +252,21 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
         self.head_request = head.method == "HEAD"
         scope = http_scope(
             ctx,
-            http_version=head.http_version,
-            method=head.method,
-            scheme=self.scheme,
-            raw_path=head.path,
-            query_string=head.query,
-            headers=head.headers,
-            client=self.client,
-            server=self.server,
+            head.http_version,
+            head.method,
+            self.scheme,
+            head.path,
+            head.query,
+            head.headers,
+            self.client,
+            self.server,
         )
         cycle = RequestCycle(
-            ctx,
-            self,
-            scope,
-            has_body=head.chunked or bool(head.content_length),
-            expect_continue=head.expect_continue,
+            ctx, self, scope, head.chunked or bool(head.content_length), head.expect_continue
         )
         self.cycle = cycle
-        if ctx.over_concurrency_limit():
+        limit = ctx.limit_concurrency
+        if limit is not None and ctx.active_requests >= limit:
             cycle.response_started = True
             cycle.status = 503
             self.send_error_response(cycle, 503)
