@@ -25,11 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import h11  # noqa: E402
+import h11
 
-from pounce.protocols.http1.base import EndOfMessage  # noqa: E402
-from pounce.protocols.http1.h11_parser import H11Parser  # noqa: E402
-from pounce.protocols.http1.parser import FastParser  # noqa: E402
+from pounce.protocols.http1.base import EndOfMessage
+from pounce.protocols.http1.h11_parser import H11Parser
+from pounce.protocols.http1.parser import FastParser
 
 GET = (
     b"GET /articles/2024/05/some-interesting-post?utm_source=news&page=2 HTTP/1.1\r\n"
@@ -123,7 +123,7 @@ def h11_reused(data: bytes) -> Callable[[], None]:
 
 def httptools_fresh(data: bytes) -> Callable[[], None] | None:
     try:
-        import httptools  # type: ignore[import-not-found]  # noqa: PLC0415
+        import httptools  # type: ignore[import-not-found]
     except ImportError:
         return None
 

@@ -572,3 +572,8 @@ def test_reload_reads_pid_file_from_config(
     code, _, err = run_cli(capsys, "reload")
     assert code == 1
     assert "'from-config.pid' does not exist" in err
+
+
+def test_mistyped_flag_gets_a_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["examples:app", "--prot", "9000"]) == 2
+    assert "did you mean '--port'" in capsys.readouterr().err

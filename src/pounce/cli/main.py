@@ -43,7 +43,14 @@ from typing import Any, Final, NoReturn, cast
 
 from pounce._version import __version__
 from pounce.config.errors import ConfigError
-from pounce.config.model import FIELD_DOCS, GROUPS, FieldDoc, ServerConfig, unsupported_options
+from pounce.config.model import (
+    FIELD_DOCS,
+    GROUPS,
+    FieldDoc,
+    ServerConfig,
+    did_you_mean,
+    unsupported_options,
+)
 from pounce.config.sources import LoadedConfig, load_config
 from pounce.config.values import BindSpec
 from pounce.errors import StartupError
@@ -99,8 +106,21 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        _error(message)
+        _error(message + self._suggestion(message))
         raise _Exit(EXIT_USAGE)
+
+    def _suggestion(self, message: str) -> str:
+        """A "did you mean" for mistyped flags, the most common CLI mistake."""
+        prefix = "unrecognized arguments: "
+        if not message.startswith(prefix):
+            return ""
+        known = [flag for action in self._actions for flag in action.option_strings]
+        for word in message[len(prefix) :].split():
+            if word.startswith("--"):
+                hint = did_you_mean(word.partition("=")[0], known)
+                if hint:
+                    return hint
+        return ""
 
 
 def _one_line(text: str) -> str:

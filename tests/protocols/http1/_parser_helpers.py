@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from typing import Any
 
@@ -64,7 +65,7 @@ def coalesce(events: list[object]) -> list[object]:
 def split_at(data: bytes, cuts: Iterable[int]) -> list[bytes]:
     points = sorted({c for c in cuts if 0 < c < len(data)})
     bounds = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def bytewise(data: bytes, step: int = 1) -> list[bytes]:

@@ -62,7 +62,7 @@ CASES: list[Case] = [
         req("GET / HTTP/1.1", H, "Connection: keep-alive, Close"),
         closes=True,
     ),
-    ok("method-lowercase-token", req("get / HTTP/1.1", H), note="methods are case-sensitive tokens"),
+    ok("method-lowercase-token", req("get / HTTP/1.1", H), note="case-sensitive token: valid"),
     ok("method-extension-token", req("PURGE /cache HTTP/1.1", H)),
     ok("options-asterisk", req("OPTIONS * HTTP/1.1", H)),
     ok("absolute-form-http", req("GET http://example.com/a/b?x=1 HTTP/1.1", H)),

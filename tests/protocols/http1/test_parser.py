@@ -209,9 +209,9 @@ def test_chunked_with_extensions_and_trailers(parser_cls: type[Any]) -> None:
 def test_chunked_body_limit_counts_total(parser_cls: type[Any]) -> None:
     limits = ParserLimits(max_body_size=10)
     ok = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n12345\r\n"
-    events, err = run(parser_cls, [ok + b"5\r\n12345\r\n0\r\n\r\n"], limits)
+    _, err = run(parser_cls, [ok + b"5\r\n12345\r\n0\r\n\r\n"], limits)
     assert err is None
-    events, err = run(parser_cls, [ok + b"6\r\n123456\r\n0\r\n\r\n"], limits)
+    _events, err = run(parser_cls, [ok + b"6\r\n123456\r\n0\r\n\r\n"], limits)
     assert err is not None and err.status == 413
 
 
@@ -262,7 +262,10 @@ def test_expect_continue(
 
 @parsers
 def test_upgrade_detection(parser_cls: type[Any]) -> None:
-    raw = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: WebSocket\r\n\r\n"
+    raw = (
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\n"
+        b"Upgrade: WebSocket\r\n\r\n"
+    )
     events, err = run(parser_cls, [raw])
     assert err is None
     assert heads(events)[0].upgrade == b"websocket"
@@ -347,27 +350,27 @@ def test_request_line_limit_is_exclusive_of_crlf(parser_cls: type[Any]) -> None:
     limits = ParserLimits(max_request_line=20)
     line = b"GET /" + b"a" * 6 + b" HTTP/1.1"  # exactly 20 bytes
     assert len(line) == 20
-    events, err = run(parser_cls, bytewise(line + b"\r\nHost: a\r\n\r\n"), limits)
+    _, err = run(parser_cls, bytewise(line + b"\r\nHost: a\r\n\r\n"), limits)
     assert err is None
-    events, err = run(parser_cls, [b"GET /" + b"a" * 7 + b" HTTP/1.1\r\n"], limits)
+    _events, err = run(parser_cls, [b"GET /" + b"a" * 7 + b" HTTP/1.1\r\n"], limits)
     assert err is not None and err.status == 414
 
 
 @parsers
 def test_header_size_limit_counts_whole_head(parser_cls: type[Any]) -> None:
     raw = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
-    events, err = run(parser_cls, [raw], ParserLimits(max_header_size=len(raw)))
+    _, err = run(parser_cls, [raw], ParserLimits(max_header_size=len(raw)))
     assert err is None
-    events, err = run(parser_cls, [raw], ParserLimits(max_header_size=len(raw) - 1))
+    _events, err = run(parser_cls, [raw], ParserLimits(max_header_size=len(raw) - 1))
     assert err is not None and err.status == 431
 
 
 @parsers
 def test_header_count_limit(parser_cls: type[Any]) -> None:
     limits = ParserLimits(max_header_count=2)
-    events, err = run(parser_cls, [b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n\r\n"], limits)
+    _, err = run(parser_cls, [b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n\r\n"], limits)
     assert err is None
-    events, err = run(parser_cls, [b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\nY: 2\r\n\r\n"], limits)
+    _events, err = run(parser_cls, [b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\nY: 2\r\n\r\n"], limits)
     assert err is not None and err.status == 431
 
 
@@ -386,9 +389,9 @@ def test_feed_empty_is_noop(parser_cls: type[Any]) -> None:
 @parsers
 def test_leading_empty_lines_are_bounded(parser_cls: type[Any]) -> None:
     request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
-    events, err = run(parser_cls, [b"\r\n" * 8 + request])
+    _, err = run(parser_cls, [b"\r\n" * 8 + request])
     assert err is None
-    events, err = run(parser_cls, [b"\r\n" * 9 + request])
+    _events, err = run(parser_cls, [b"\r\n" * 9 + request])
     assert err is not None and err.status == 400
 
 

@@ -383,8 +383,8 @@ def decide_framing(
     if content_lengths is not None:
         value: bytes | None = None
         for raw in content_lengths:
-            for part in raw.split(b","):
-                part = part.strip(b" \t")
+            for element in raw.split(b","):
+                part = element.strip(b" \t")
                 if not part.isdigit() or len(part) > MAX_CONTENT_LENGTH_DIGITS:
                     raise _bad(400, "invalid Content-Length")
                 if value is None:
@@ -409,6 +409,7 @@ def build_head(
     path: bytes,
     query: bytes,
     authority: bytes | None,
+    *,
     http_version: str,
     headers: list[tuple[bytes, bytes]],
     special: list[tuple[bytes, bytes]],
@@ -576,7 +577,15 @@ def parse_head(block: bytes, lf: int, limits: ParserLimits) -> tuple[RequestHead
     headers = parse_field_lines(lines[1:])
     special = [h for h in headers if h[0] in SPECIAL_HEADERS]
     head = build_head(
-        method, target, path, query, authority, http_version, headers, special, limits
+        method,
+        target,
+        path,
+        query,
+        authority,
+        http_version=http_version,
+        headers=headers,
+        special=special,
+        limits=limits,
     )
     return head, len(headers)
 

@@ -30,6 +30,8 @@ from __future__ import annotations
 from typing import Final
 
 from .base import (
+    _SIMPLE_CONNECTION,
+    _VALID_AUTHORITIES,
     NEED_DATA,
     PAUSED,
     SPECIAL_HEADERS,
@@ -40,8 +42,6 @@ from .base import (
     ParserLimits,
     RequestHead,
     SectionLocator,
-    _SIMPLE_CONNECTION,
-    _VALID_AUTHORITIES,
     build_head,
     max_chunk_line,
     parse_chunk_size_line,
@@ -72,15 +72,17 @@ _METHODS: Final[dict[bytes, str]] = {
     for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE")
 }
 
-_COMMON_NAMES: Final = (
-    "Host User-Agent Accept Accept-Language Accept-Encoding Accept-Charset Referer Connection "
-    "Cookie Upgrade-Insecure-Requests Cache-Control Pragma Content-Type Content-Length "
-    "Transfer-Encoding Authorization Origin If-None-Match If-Modified-Since Range DNT TE "
-    "Sec-Fetch-Dest Sec-Fetch-Mode Sec-Fetch-Site Sec-Fetch-User Sec-CH-UA Sec-CH-UA-Mobile "
-    "Sec-CH-UA-Platform Sec-GPC Priority Expect Upgrade Keep-Alive X-Forwarded-For "
-    "X-Forwarded-Proto X-Forwarded-Host X-Real-IP X-Requested-With Forwarded Via "
-    "Sec-WebSocket-Key Sec-WebSocket-Version Sec-WebSocket-Extensions Sec-WebSocket-Protocol"
-).split()
+_COMMON_NAMES: Final = [
+    "Host", "User-Agent", "Accept", "Accept-Language", "Accept-Encoding", "Accept-Charset",
+    "Referer", "Connection", "Cookie", "Upgrade-Insecure-Requests", "Cache-Control", "Pragma",
+    "Content-Type", "Content-Length", "Transfer-Encoding", "Authorization", "Origin",
+    "If-None-Match", "If-Modified-Since", "Range", "DNT", "TE", "Sec-Fetch-Dest", "Sec-Fetch-Mode",
+    "Sec-Fetch-Site", "Sec-Fetch-User", "Sec-CH-UA", "Sec-CH-UA-Mobile", "Sec-CH-UA-Platform",
+    "Sec-GPC", "Priority", "Expect", "Upgrade", "Keep-Alive", "X-Forwarded-For",
+    "X-Forwarded-Proto", "X-Forwarded-Host", "X-Real-IP", "X-Requested-With", "Forwarded", "Via",
+    "Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions",
+    "Sec-WebSocket-Protocol",
+]
 
 #: Raw (validated) header name -> lower-cased name, for names that are not special.
 _NAMES: dict[bytes, bytes] = {}
@@ -100,28 +102,33 @@ _LINE_CACHE_MAX: Final = 4096
 _LINE_CACHE_MAX_LEN: Final = 256
 
 
+#: Lower-case name -> one canonical bytes object, so that equal names are the *same* object:
+#: the fast path recognises Host/Connection by identity and dict lookups hit the cached hash.
+_CANONICAL: dict[bytes, bytes] = {}
+
+
 def _remember_name(raw: bytes) -> None:
+    """Cache a header name already known to be a valid token."""
     lower = raw.lower()
     cache = _SPECIAL_NAMES if lower in SPECIAL_HEADERS else _NAMES
     if len(cache) < _NAME_CACHE_MAX:
-        # Reuse the canonical lower-case object so equal names share one (hash-cached) bytes.
-        cache[raw] = _SPECIAL_NAMES.get(lower) or _NAMES.get(lower) or lower
+        canonical = _CANONICAL.get(lower)
+        if canonical is None:
+            canonical = _CANONICAL.setdefault(lower, lower)
+        cache[raw] = canonical
 
 
 for _name in _COMMON_NAMES:
-    for _variant in (_name, _name.lower()):
-        _remember_name(_variant.encode("ascii"))
-for _name in list(_SPECIAL_NAMES.values()):
-    _SPECIAL_NAMES[_name] = _name
+    _remember_name(_name.encode("ascii"))
+    _remember_name(_name.lower().encode("ascii"))
 
-
-_HOST: Final = _SPECIAL_NAMES[b"host"]
-_CONNECTION: Final = _SPECIAL_NAMES[b"connection"]
+_HOST: Final = _CANONICAL[b"host"]
+_CONNECTION: Final = _CANONICAL[b"connection"]
 _DEFAULT_LIMITS: Final = ParserLimits()
 
 
 class FastParser:
-    """Incremental HTTP/1.1 request parser; see :class:`~pounce.protocols.http1.base.RequestParser`."""
+    """Incremental HTTP/1.1 request parser (see ``base.RequestParser`` for the interface)."""
 
     __slots__ = (
         "_body_total",
@@ -212,51 +219,31 @@ class FastParser:
         """The common case in one straight line; anything unusual goes to ``_slow_head``."""
         buf = self._buf
         pos = self._pos
+        lines: list[bytes] | None = None
         if pos == 0 and buf[-4:] == b"\r\n\r\n" and len(buf) <= 16384 and type(buf) is bytes:
             # Most common of all: the read holds exactly one head and nothing else. Split the
-            # whole buffer and check that its first empty line is the final one.
+            # whole buffer (no find, no copy) and check its first empty line is the final one.
             lines = buf.split(b"\r\n")
             nlines = len(lines) - 2
-            if lines.index(b"") == nlines and buf[0] > 0x20:
+            if lines.index(b"") == nlines:
                 del lines[nlines:]
                 head = buf
                 end = len(buf) - 4
                 separators = 2 * nlines + 2  # CR/LF bytes expected in `head`
             else:
-                return self._general_head()
-        else:
-            return self._general_head()
-        return self._parse_lines(buf, pos, head, end, lines, nlines, separators)
-
-    def _general_head(self) -> Event:
-        """Fast path for a head followed by more bytes (a body, pipelined requests...)."""
-        buf = self._buf
-        pos = self._pos
-        end = buf.find(b"\r\n\r\n", pos)
-        if end <= pos or buf[pos] < 0x21:
-            if pos >= len(buf):
-                return NEED_DATA
-            return self._slow_head()
-        head = buf[pos:end]
-        if type(head) is not bytes:
-            head = bytes(head)
-        lines = head.split(b"\r\n")
-        nlines = len(lines)
-        return self._parse_lines(buf, pos, head, end, lines, nlines, 2 * nlines - 2)
-
-    def _parse_lines(
-        self,
-        buf: bytes | bytearray,
-        pos: int,
-        head: bytes,
-        end: int,
-        lines: list[bytes],
-        nlines: int,
-        separators: int,
-    ) -> Event:
-        """Shared tail of the fast paths: validate and split the lines of a located head."""
+                lines = None
+        if lines is None:
+            end = buf.find(b"\r\n\r\n", pos)
+            if end <= pos:
+                return NEED_DATA if pos >= len(buf) else self._slow_head()
+            head = buf[pos:end] if type(buf) is bytes else bytes(buf[pos:end])
+            lines = head.split(b"\r\n")
+            nlines = len(lines)
+            separators = 2 * nlines - 2
         limits = self._limits
         rl = lines[0]
+        if rl[:1] <= b" ":  # empty (leading CRLF) or starting with whitespace/CTL
+            return self._slow_head()
         # translate() deletes every byte allowed in a head except CR and LF; if what is left is
         # exactly the CR/LF pairs we split on, there is no CTL and no bare CR or LF anywhere.
         if (
@@ -332,7 +319,15 @@ class FastParser:
         ):
             special = [h for h in headers if h[0] in SPECIAL_HEADERS]
             request = build_head(
-                method, target, path, query, None, http_version, headers, special, limits
+                method,
+                target,
+                path,
+                query,
+                None,
+                http_version=http_version,
+                headers=headers,
+                special=special,
+                limits=limits,
             )
             if request.chunked:
                 self._state = _CHUNK_SIZE
