@@ -25,7 +25,7 @@ def decode_path(raw_path: bytes) -> str:
     return text
 
 
-def http_scope(
+def http_scope(  # noqa: PLR0917 - positional on purpose: called once per request
     ctx: WorkerContext,
     http_version: str,
     method: str,

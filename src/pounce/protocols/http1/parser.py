@@ -31,7 +31,6 @@ from typing import Final
 
 from .base import (
     _SIMPLE_CONNECTION,
-    _VALID_AUTHORITIES,
     NEED_DATA,
     PAUSED,
     SPECIAL_HEADERS,
@@ -43,6 +42,7 @@ from .base import (
     RequestHead,
     SectionLocator,
     build_head,
+    is_valid_authority,
     max_chunk_line,
     parse_chunk_size_line,
     parse_head,
@@ -105,6 +105,51 @@ _LINE_CACHE_MAX_LEN: Final = 256
 #: Lower-case name -> one canonical bytes object, so that equal names are the *same* object:
 #: the fast path recognises Host/Connection by identity and dict lookups hit the cached hash.
 _CANONICAL: dict[bytes, bytes] = {}
+
+
+#: Names whose values usually differ from request to request (caching them would only churn
+#: the cache) or carry credentials (which a process-wide cache should not retain).
+_VOLATILE: Final = frozenset(
+    [
+        b"cookie",
+        b"referer",
+        b"authorization",
+        b"if-none-match",
+        b"if-modified-since",
+        b"x-request-id",
+        b"traceparent",
+        b"tracestate",
+        b"sec-websocket-key",
+    ]
+)
+#: Request line -> (method, target, path, query, version) for origin-form lines seen before.
+_REQUEST_LINES: dict[bytes, tuple[str, bytes, bytes, bytes, str]] = {}
+#: Host / Connection line -> ((name, value), None for a Host whose value is a valid authority,
+#: else the single lower-cased Connection token). Only lines the fast path can fully decide.
+_SPECIAL_LINES: dict[bytes, tuple[tuple[bytes, bytes], bytes | None]] = {}
+
+
+def _classify_special(
+    line: bytes, item: tuple[bytes, bytes]
+) -> tuple[tuple[bytes, bytes], bytes | None] | None:
+    """Decide whether a Host/Connection line is simple enough for the fast path (and cache it).
+
+    Returns None for anything needing the full rules of ``build_head`` (an invalid Host,
+    a multi-token Connection, Content-Length, Transfer-Encoding, Expect, Upgrade...).
+    """
+    name, value = item
+    entry: tuple[tuple[bytes, bytes], bytes | None]
+    if name is _HOST and is_valid_authority(value):
+        entry = (item, None)
+    elif name is _CONNECTION and value in _SIMPLE_CONNECTION:
+        entry = (item, _SIMPLE_CONNECTION[value][0])
+    else:
+        return None
+    if len(line) <= _LINE_CACHE_MAX_LEN:
+        if len(_SPECIAL_LINES) >= _LINE_CACHE_MAX:
+            _SPECIAL_LINES.clear()
+        _SPECIAL_LINES[line] = entry
+    return entry
 
 
 def _remember_name(raw: bytes) -> None:
@@ -253,71 +298,83 @@ class FastParser:
             or len(rl) > limits.max_request_line
         ):
             return self._slow_head()
-        version = rl[-9:]
-        if version == b" HTTP/1.1":
-            http_version = "1.1"
-        elif version == b" HTTP/1.0":
-            http_version = "1.0"
+        cached = _REQUEST_LINES.get(rl)
+        if cached is None:
+            if rl.endswith(b" HTTP/1.1"):
+                http_version = "1.1"
+            elif rl.endswith(b" HTTP/1.0"):
+                http_version = "1.0"
+            else:
+                return self._slow_head()
+            sp = rl.find(b" ")
+            method = _METHODS.get(rl[:sp])
+            target = rl[sp + 1 : -9]
+            if method is None or target[:1] != b"/" or target.translate(None, TARGET_CHARS):
+                return self._slow_head()
+            path, _, query = target.partition(b"?")
+            # Query strings often carry tokens: they are not kept in a process-wide cache.
+            if len(rl) <= _LINE_CACHE_MAX_LEN and not query:
+                if len(_REQUEST_LINES) >= _LINE_CACHE_MAX:
+                    _REQUEST_LINES.clear()
+                _REQUEST_LINES[rl] = (method, target, path, query, http_version)
         else:
-            return self._slow_head()
-        sp = rl.find(b" ")
-        method = _METHODS.get(rl[:sp])
-        target = rl[sp + 1 : -9]
-        if method is None or target[:1] != b"/" or target.translate(None, TARGET_CHARS):
-            return self._slow_head()
+            method, target, path, query, http_version = cached
         headers: list[tuple[bytes, bytes]] = []
         append = headers.append
-        get_name = _NAMES.get
+        get_line = _LINES.get
+        get_special_line = _SPECIAL_LINES.get
         host: bytes | None = None
         host_count = 0
-        connection: bytes | None = None
+        connection: bytes | None = None  # the single token of a simple Connection header
         other_special = False
         it = iter(lines)
         next(it)
-        get_line = _LINES.get
         for line in it:
             item = get_line(line)
             if item is not None:
                 append(item)
                 continue
-            name, sep, value = line.partition(b":")
-            lname = get_name(name)
-            if lname is not None and sep:
-                # strip() may strip all ASCII whitespace: the translate check proved that the
-                # only whitespace left in the head is SP and HTAB.
+            special = get_special_line(line)
+            if special is None:
+                name, sep, value = line.partition(b":")
+                if not sep:
+                    return self._slow_head()
+                lname = _NAMES.get(name)
+                if lname is not None:
+                    # strip() may strip all ASCII whitespace: the translate check proved that
+                    # the only whitespace left in the head is SP and HTAB.
+                    item = (lname, value.strip())
+                    append(item)
+                    if len(line) <= _LINE_CACHE_MAX_LEN and lname not in _VOLATILE:
+                        if len(_LINES) >= _LINE_CACHE_MAX:
+                            _LINES.clear()
+                        _LINES[line] = item
+                    continue
+                lname = _SPECIAL_NAMES.get(name)
+                if lname is None:
+                    return self._slow_head()
                 item = (lname, value.strip())
-                append(item)
-                if len(line) <= _LINE_CACHE_MAX_LEN:
-                    if len(_LINES) >= _LINE_CACHE_MAX:
-                        _LINES.clear()
-                    _LINES[line] = item
-                continue
-            lname = _SPECIAL_NAMES.get(name)
-            if lname is None or not sep:
-                return self._slow_head()
-            value = value.strip()
-            append((lname, value))
-            if lname is _HOST:
-                host = value
+                special = _classify_special(line, item)
+                if special is None:
+                    append(item)
+                    other_special = True
+                    continue
+            item, token = special
+            append(item)
+            if token is None:
+                host = item[1]
                 host_count += 1
-            elif lname is _CONNECTION and connection is None:
-                connection = value
+            elif connection is None:
+                connection = token
             else:
                 other_special = True
-        path, _, query = target.partition(b"?")
         end += 4
         self._pos = end
         self._fields = nlines - 1
         self._head_size = end - pos
-        # Common case inline: one cached-valid Host, at most one simple Connection, no
-        # framing headers. Everything else goes through the shared build_head().
-        if (
-            other_special
-            or host_count != 1
-            or host not in _VALID_AUTHORITIES
-            or (connection is not None and connection not in _SIMPLE_CONNECTION)
-        ):
-            special = [h for h in headers if h[0] in SPECIAL_HEADERS]
+        # Common case inline: one valid Host, at most one single-token Connection, no
+        # framing/Expect/Upgrade headers. Everything else goes through the shared build_head().
+        if other_special or host_count != 1:
             request = build_head(
                 method,
                 target,
@@ -326,7 +383,7 @@ class FastParser:
                 None,
                 http_version=http_version,
                 headers=headers,
-                special=special,
+                special=[h for h in headers if h[0] in SPECIAL_HEADERS],
                 limits=limits,
             )
             if request.chunked:
@@ -341,8 +398,9 @@ class FastParser:
         if connection is None:
             keep_alive = http_version == "1.1"
         else:
-            token = _SIMPLE_CONNECTION[connection][0]
-            keep_alive = token != b"close" and (http_version == "1.1" or token == b"keep-alive")
+            keep_alive = connection != b"close" and (
+                http_version == "1.1" or connection == b"keep-alive"
+            )
         self._state = _END
         return RequestHead(
             method,
