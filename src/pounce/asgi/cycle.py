@@ -66,6 +66,7 @@ class RequestCycle:
         "_body",
         "_body_size",
         "_final_delivered",
+        "_streaming",
         "_waiter",
         "body_finished",
         "bytes_sent",
@@ -106,6 +107,7 @@ class RequestCycle:
         self.response_complete = False
         self.trailers_expected = False
         self.body_finished = False
+        self._streaming = False  # started, body under way: the fast path of send()
         self.status = 0
         self.bytes_sent = 0
         # perf_counter, not loop.time(): uvloop's clock only has millisecond resolution.
@@ -128,6 +130,7 @@ class RequestCycle:
     def feed_disconnect(self) -> None:
         """The connection is gone: ``receive`` says so and ``send`` raises."""
         self.disconnected = True
+        self._streaming = False
         self._wake()
 
     def feed_eof(self) -> None:
@@ -183,6 +186,19 @@ class RequestCycle:
                     self.channel.waiting_for_body(self, False)
 
     async def send(self, message: Message) -> None:
+        if self._streaming:
+            # The hot path of a streaming response: one more body chunk, nothing unusual.
+            try:
+                body = message["body"]
+                is_chunk = message["type"] == "http.response.body" and message["more_body"]
+            except (KeyError, TypeError):
+                is_chunk = False
+            if is_chunk and type(body) is bytes:
+                channel = self.channel
+                channel.write_body(self, body, True)
+                if channel.write_paused:
+                    await channel.drain()
+                return
         try:
             kind = message["type"]
         except (KeyError, TypeError):
@@ -252,6 +268,7 @@ class RequestCycle:
         try:
             headers = validate_response_headers(message.get("headers", ()))
             self.channel.start_response(self, status, headers, self.trailers_expected)
+            self._streaming = True
         except InvalidHeader as exc:
             # Never forward it (response splitting); the client gets a clean 500 instead.
             logger.error("Invalid response header from the application: %s", exc)
@@ -271,6 +288,7 @@ class RequestCycle:
 
     def _body_finished(self) -> None:
         self.body_finished = True
+        self._streaming = False
         if not self.trailers_expected:
             self._complete()
 
@@ -295,6 +313,7 @@ class RequestCycle:
     def protocol_misuse(self, problem: str) -> NoReturn:
         """Log *problem*, close the connection, and raise it into the app."""
         logger.error("ASGI protocol error: %s; closing the connection", problem)
+        self._streaming = False
         self.response_complete = True
         self.channel.abort(self)
         self._wake()

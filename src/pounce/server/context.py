@@ -15,16 +15,21 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pounce.protocols.http1.base import ParserLimits
 
 if TYPE_CHECKING:
+    from pounce.asgi.cycle import RequestCycle
     from pounce.asgi.types import ASGIApp
     from pounce.config import ServerConfig
     from pounce.features.proxy_headers import ProxyTrust
     from pounce.logs import AccessLogger
     from pounce.protocols.http1.base import RequestParser
+
+
+class HeadFlusher(Protocol):
+    def flush_head_alone(self, cycle: RequestCycle) -> None: ...
 
 
 class Connection:
@@ -112,6 +117,7 @@ class WorkerContext:
         self.new_parser = parser_factory(config)
         self.start_task = task_starter(loop)
         self.connections: set[Connection] = set()
+        self._pending_heads: list[tuple[HeadFlusher, RequestCycle]] = []
         self.debug_enabled = logging.getLogger("pounce.error").isEnabledFor(logging.DEBUG)
         self.root_path = config.root_path
         self.root_path_bytes = config.root_path.encode("utf-8")
@@ -131,6 +137,23 @@ class WorkerContext:
         self.date_line = b""
         self._date_second = -1
         self.refresh_date()
+
+    def flush_head_soon(self, conn: HeadFlusher, cycle: RequestCycle) -> None:
+        """Have *conn* write its pending response head at the next loop iteration.
+
+        One callback per loop iteration serves every connection of the worker, rather than
+        one timer handle per response: under load many responses start in one iteration.
+        """
+        pending = self._pending_heads
+        if not pending:
+            self.loop.call_soon(self._flush_pending_heads)
+        pending.append((conn, cycle))
+
+    def _flush_pending_heads(self) -> None:
+        pending = self._pending_heads
+        self._pending_heads = []
+        for conn, cycle in pending:
+            conn.flush_head_alone(cycle)
 
     def refresh_date(self) -> None:
         """Recompute the Date header at most once per second (called by the worker's tick)."""

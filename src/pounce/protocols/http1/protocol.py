@@ -348,9 +348,10 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
         self.head_pending = True
         # Send the head with the first body chunk (one write), or on its own if the app
         # awaits something else first.
-        self.loop.call_soon(self._flush_head_alone, cycle)
+        ctx.flush_head_soon(self, cycle)
 
-    def _flush_head_alone(self, cycle: RequestCycle) -> None:
+    def flush_head_alone(self, cycle: RequestCycle) -> None:
+        """Called at the next loop iteration: the app started a response but sent no body."""
         if self.head_pending and self.cycle is cycle and not self.closed:
             self._write(self._build_head(None))
 
