@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pounce.server.signals import install_signal_handlers
 from pounce.server.sockets import bind_sockets, describe
 from pounce.workers.model import choose_model
 from pounce.workers.reload import AppLoader
@@ -167,31 +168,15 @@ class Server:
     def _install_signal_handlers(self) -> Callable[[], None]:
         """SIGINT/SIGTERM drain (a second one exits at once); SIGHUP reloads; SIGTTIN/SIGTTOU
         add/remove a worker. Handlers only enqueue work for the supervisor."""
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        handlers: list[tuple[str, Callable[[int, FrameType | None], None]]] = [
-            ("SIGINT", self._on_stop_signal),
-            ("SIGTERM", self._on_stop_signal),
-        ]
-        handlers += [
-            ("SIGHUP", self._on_hup),
-            ("SIGTTIN", self._on_ttin),
-            ("SIGTTOU", self._on_ttou),
-        ]
-        wanted: dict[int, Callable[[int, FrameType | None], None]] = {}
-        for name, handler in handlers:
-            number = getattr(signal, name, None)
-            if number is not None:
-                wanted[number] = handler
-        previous = {sig: signal.getsignal(sig) for sig in wanted}
-        for sig, handler in wanted.items():
-            signal.signal(sig, handler)
-
-        def restore() -> None:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-
-        return restore
+        return install_signal_handlers(
+            {
+                "SIGINT": self._on_stop_signal,
+                "SIGTERM": self._on_stop_signal,
+                "SIGHUP": self._on_hup,
+                "SIGTTIN": self._on_ttin,
+                "SIGTTOU": self._on_ttou,
+            }
+        )
 
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals_seen += 1

@@ -47,6 +47,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Final
 
+from pounce.server.signals import install_signal_handlers
 from pounce.server.sockets import bind_sockets
 from pounce.workers.watchers import PathFilter, Watcher, make_watcher
 
@@ -246,20 +247,9 @@ class Reloader:
     # -- signals --------------------------------------------------------------------------
 
     def _install_signal_handlers(self) -> Callable[[], None]:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        wanted = {signal.SIGINT: self._on_stop, signal.SIGTERM: self._on_stop}
-        if hasattr(signal, "SIGHUP"):
-            wanted[signal.SIGHUP] = self._on_hup
-        previous = {sig: signal.getsignal(sig) for sig in wanted}
-        for sig, handler in wanted.items():
-            signal.signal(sig, handler)
-
-        def restore() -> None:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-
-        return restore
+        return install_signal_handlers(
+            {"SIGINT": self._on_stop, "SIGTERM": self._on_stop, "SIGHUP": self._on_hup}
+        )
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         if self._stop:

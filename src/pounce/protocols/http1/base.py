@@ -718,6 +718,22 @@ def max_chunk_line(limits: ParserLimits) -> int:
     return MAX_CHUNK_SIZE_DIGITS + limits.max_chunk_extension_size + 1
 
 
+def find_chunk_size_line(buf: bytes | bytearray, pos: int, limits: ParserLimits) -> int:
+    """Index of the LF ending the chunk-size line that starts at *pos*; -1 if not all here.
+
+    Raises for a line already longer than any valid one, and for a bare LF: chunk framing
+    is never lenient about line endings, whatever ``allow_bare_lf`` says.
+    """
+    lf = buf.find(b"\n", pos)
+    if lf < 0:
+        if len(buf) - pos > max_chunk_line(limits):
+            raise ProtocolError(400, "chunk size line too long")
+        return -1
+    if lf == pos or buf[lf - 1] != 0x0D:
+        raise ProtocolError(400, "bare LF in chunked framing")
+    return lf
+
+
 def _valid_chunk_extensions(ext: bytes) -> bool:
     """``*( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )``."""
     i, n = 0, len(ext)

@@ -39,7 +39,7 @@ from .base import (
     ParserLimits,
     RequestHead,
     SectionLocator,
-    max_chunk_line,
+    find_chunk_size_line,
     parse_chunk_size_line,
     parse_head,
     parse_trailers,
@@ -247,13 +247,9 @@ class H11Parser:
                 # framing further on is examined.
                 return pos
             elif state == _SIZE:
-                lf = buf.find(b"\n", pos)
+                lf = find_chunk_size_line(buf, pos, limits)
                 if lf < 0:
-                    if len(buf) - pos > max_chunk_line(limits):
-                        raise ProtocolError(400, "chunk size line too long")
                     return pos
-                if lf == pos or buf[lf - 1] != 0x0D:
-                    raise ProtocolError(400, "bare LF in chunked framing")
                 size = parse_chunk_size_line(bytes(buf[pos : lf - 1]), limits)
                 pos = lf + 1
                 if size == 0:

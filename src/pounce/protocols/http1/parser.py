@@ -42,8 +42,8 @@ from .base import (
     RequestHead,
     SectionLocator,
     build_head,
+    find_chunk_size_line,
     is_valid_authority,
-    max_chunk_line,
     parse_chunk_size_line,
     parse_head,
     parse_trailers,
@@ -489,13 +489,9 @@ class FastParser:
                     self._state = _CHUNK_CRLF
                 return chunk
             if state == _CHUNK_SIZE:
-                lf = buf.find(b"\n", pos)
+                lf = find_chunk_size_line(buf, pos, limits)
                 if lf < 0:
-                    if len(buf) - pos > max_chunk_line(limits):
-                        raise ProtocolError(400, "chunk size line too long")
                     return NEED_DATA
-                if lf == pos or buf[lf - 1] != 0x0D:
-                    raise ProtocolError(400, "bare LF in chunked framing")
                 line = buf[pos : lf - 1]
                 size = parse_chunk_size_line(
                     line if type(line) is bytes else bytes(line), limits
