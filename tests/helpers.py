@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 import h11
 
-from pounce.main import build_config
 from pounce.server.server import Server
+from pounce.testing import serve_in_thread
 
 
 def address(url: str) -> tuple[str, int]:
@@ -170,19 +170,5 @@ def status_of(raw: bytes) -> int | None:
 @contextmanager
 def running(app: Any, **options: Any) -> Iterator[tuple[Server, str, threading.Thread]]:
     """A Server in a thread; yields it with its URL and thread (force-stopped at the end)."""
-    options.setdefault("host", "127.0.0.1")
-    options.setdefault("port", 0)
-    options.setdefault("access_log", False)
-    config = build_config(app, **options)
-    server = Server(config, app)
-    thread = threading.Thread(target=server.serve, name="pounce-test-server", daemon=True)
-    thread.start()
-    assert server.started.wait(10), "the server did not start"
-    if server.startup_error is not None:
-        thread.join(5)
-        raise server.startup_error
-    try:
-        yield server, server.bound_addresses[0], thread
-    finally:
-        server.shutdown(force=True)
-        thread.join(10)
+    with serve_in_thread(app, force_stop=True, **options) as server:
+        yield server.server, server.url, server.thread

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pounce.main import build_config
@@ -23,14 +24,29 @@ if TYPE_CHECKING:
     from pounce.asgi.types import ASGIApp
 
 
-@contextmanager
-def serve(
-    app: str | ASGIApp, *, startup_timeout: float = 10.0, **options: Any
-) -> Iterator[str]:
-    """Run *app* in a background thread on 127.0.0.1 and yield its base URL.
+@dataclass(frozen=True)
+class RunningServer:
+    """A server started by :func:`serve_in_thread`."""
 
-    Options are :class:`pounce.config.ServerConfig` fields. The server is stopped gracefully
-    when the block ends. Start-up errors (import, lifespan) are raised here.
+    server: Server
+    thread: threading.Thread
+    #: The first bound address, e.g. ``http://127.0.0.1:54321``.
+    url: str
+
+
+@contextmanager
+def serve_in_thread(
+    app: str | ASGIApp,
+    *,
+    startup_timeout: float = 10.0,
+    force_stop: bool = False,
+    **options: Any,
+) -> Iterator[RunningServer]:
+    """Run *app* in a background thread on 127.0.0.1; yield the server, its thread and URL.
+
+    For tests that need the :class:`~pounce.Server` itself (``shutdown()``, ``reload()``,
+    ``stats()``). Options are :class:`pounce.config.ServerConfig` fields. The server stops
+    gracefully when the block ends (at once with *force_stop*); start-up errors are raised.
     """
     options.setdefault("host", "127.0.0.1")
     options.setdefault("port", 0)
@@ -55,9 +71,22 @@ def serve(
         thread.join(startup_timeout)
         raise failure[0]
     try:
-        yield server.bound_addresses[0]
+        yield RunningServer(server, thread, server.bound_addresses[0])
     finally:
-        server.shutdown()
+        server.shutdown(force=force_stop)
         thread.join(config.timeout_graceful_shutdown + 5)
         if failure:
             raise failure[0]
+
+
+@contextmanager
+def serve(
+    app: str | ASGIApp, *, startup_timeout: float = 10.0, **options: Any
+) -> Iterator[str]:
+    """Run *app* in a background thread on 127.0.0.1 and yield its base URL.
+
+    Options are :class:`pounce.config.ServerConfig` fields. The server is stopped gracefully
+    when the block ends. Start-up errors (import, lifespan) are raised here.
+    """
+    with serve_in_thread(app, startup_timeout=startup_timeout, **options) as running:
+        yield running.url

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from pounce.main import build_config
 from pounce.server.server import Server
+from pounce.testing import serve_in_thread
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.01) -> bool:
@@ -30,34 +30,11 @@ def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.01) 
 
 @contextmanager
 def running(app: Any, **options: Any) -> Iterator[tuple[Server, tuple[str, int]]]:
-    options.setdefault("host", "127.0.0.1")
-    options.setdefault("port", 0)
-    options.setdefault("access_log", False)
     options.setdefault("log_level", "warning")
-    config = build_config(app if isinstance(app, str) else None, **options)
-    server = Server(config, None if isinstance(app, str) else app)
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            server.serve()
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    assert server.started.wait(20), "server did not start"
-    if failure:
-        raise failure[0]
-    host, port = server.bound_addresses[0].removeprefix("http://").rsplit(":", 1)
-    try:
-        yield server, (host, int(port))
-    finally:
-        server.shutdown()
-        thread.join(20)
-        assert not thread.is_alive(), "server did not stop"
-        if failure:
-            raise failure[0]
+    with serve_in_thread(app, startup_timeout=20, **options) as server:
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        yield server.server, (host, int(port))
+    assert not server.thread.is_alive(), "server did not stop"
 
 
 def get(address: tuple[str, int], path: str = "/", timeout: float = 5.0) -> tuple[int, bytes]:
