@@ -231,7 +231,14 @@ class RequestCycle:
             channel = self.channel
             channel.write_body(self, body, more)
             if not more:
-                self._body_finished()
+                self.body_finished = True
+                self._streaming = False
+                if not self.trailers_expected and not self.response_complete:
+                    # _complete() inlined: the end of every response comes through here.
+                    self.response_complete = True
+                    channel.response_complete(self)
+                    if self._waiter is not None:
+                        self._wake()
             elif channel.write_paused:  # checked here: no coroutine per chunk when not needed
                 await channel.drain()
         elif kind == "http.response.pathsend":

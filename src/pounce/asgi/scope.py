@@ -10,19 +10,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from pounce.asgi.types import ASGI_VERSION, HTTP_SPEC_VERSION
-from pounce.features.proxy_headers import apply_proxy_headers
+from pounce.features.proxy_headers import apply_trusted_proxy_headers
 
 if TYPE_CHECKING:
     from pounce.asgi.types import Headers
+    from pounce.features.proxy_headers import ProxyTrust
     from pounce.server.context import WorkerContext
-
-
-def decode_path(raw_path: bytes) -> str:
-    """Percent-decode a raw path as UTF-8 (invalid sequences become U+FFFD, never an error)."""
-    text = raw_path.decode("latin-1")
-    if "%" in text:
-        return unquote(text)
-    return text
 
 
 def http_scope(  # noqa: PLR0917 - positional on purpose: called once per request
@@ -35,9 +28,17 @@ def http_scope(  # noqa: PLR0917 - positional on purpose: called once per reques
     headers: Headers,
     client: tuple[str, int] | None,
     server: tuple[str, int | None] | None,
+    proxy_trust: ProxyTrust | None,
 ) -> dict[str, Any]:
-    """The ``http`` scope of one request."""
-    path = decode_path(raw_path)
+    """The ``http`` scope of one request.
+
+    *proxy_trust* is given only when the connection's peer is a trusted proxy: the protocol
+    decides that once per connection, not per request.
+    """
+    # Percent-decoded as UTF-8; invalid sequences become U+FFFD, never an error.
+    path = raw_path.decode("latin-1")
+    if "%" in path:
+        path = unquote(path)
     if ctx.root_path:
         path = ctx.root_path + path
         raw_path = ctx.root_path_bytes + raw_path
@@ -61,7 +62,6 @@ def http_scope(  # noqa: PLR0917 - positional on purpose: called once per reques
             "http.response.early_hint": {},
         },
     }
-    trust = ctx.proxy_trust
-    if trust is not None:
-        apply_proxy_headers(scope, trust)
+    if proxy_trust is not None:
+        apply_trusted_proxy_headers(scope, proxy_trust)
     return scope

@@ -35,7 +35,12 @@ from typing import Any, Protocol
 
 from pounce.logs.escape import escape_for_log
 
-__all__ = ["ProxyHeaderSettings", "ProxyTrust", "apply_proxy_headers"]
+__all__ = [
+    "ProxyHeaderSettings",
+    "ProxyTrust",
+    "apply_proxy_headers",
+    "apply_trusted_proxy_headers",
+]
 
 _log = logging.getLogger("pounce.error")
 
@@ -324,20 +329,6 @@ _WANTED_HEADERS = frozenset(
 )
 
 
-def _header_values(headers: Iterable[tuple[bytes, bytes]]) -> dict[bytes, list[str]]:
-    # ASGI scopes carry lower-cased names, so this runs on every request from a trusted
-    # proxy without a per-header lower().
-    wanted = _WANTED_HEADERS
-    found: dict[bytes, list[str]] = {}
-    for name, value in headers:
-        if name in wanted:
-            lowered = name
-            # latin-1 maps bytes 1:1, so nothing can fail to decode; validation
-            # later rejects anything non-ASCII where it matters.
-            found.setdefault(lowered, []).append(value.decode("latin-1"))
-    return found
-
-
 def _debug(message: str, value: str) -> None:
     if _log.isEnabledFor(logging.DEBUG):
         _log.debug("proxy headers: %s: %s", message, escape_for_log(value))
@@ -445,13 +436,27 @@ def apply_proxy_headers(scope: dict[str, Any], trust: ProxyTrust) -> None:
     Never raises on header content; invalid values are simply not applied.
     """
     client = scope.get("client")
-    peer = client[0] if client else None
-    if not trust.trusts(peer):
-        return
+    if trust.trusts(client[0] if client else None):
+        apply_trusted_proxy_headers(scope, trust)
+
+
+def apply_trusted_proxy_headers(scope: dict[str, Any], trust: ProxyTrust) -> None:
+    """:func:`apply_proxy_headers` for a peer already known to be trusted.
+
+    A connection's peer does not change, so a protocol checks it once per connection and
+    calls this for each of its requests.
+    """
     headers = scope.get("headers") or ()
     if not isinstance(headers, list | tuple):  # ASGI allows any iterable
         headers = list(headers)
-    found = _header_values(headers)
+    # ASGI scopes carry lower-cased names, so there is no per-header lower() here. latin-1
+    # maps bytes 1:1, so nothing can fail to decode; validation later rejects anything
+    # non-ASCII where it matters.
+    wanted = _WANTED_HEADERS
+    found: dict[bytes, list[str]] = {}
+    for name, value in headers:
+        if name in wanted:
+            found.setdefault(name, []).append(value.decode("latin-1"))
     if not found:
         return
     if b"forwarded" in found:

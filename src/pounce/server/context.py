@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -66,30 +67,21 @@ def parser_factory(config: ServerConfig) -> Callable[[], RequestParser]:
     return lambda: FastParser(limits)
 
 
-TaskStarter = Callable[[Coroutine[Any, Any, None], contextvars.Context], "asyncio.Task[None]"]
+TaskStarter = Callable[..., "asyncio.Task[None]"]
 
 
 def task_starter(loop: asyncio.AbstractEventLoop) -> TaskStarter:
-    """How request tasks are started.
+    """How request tasks are started: ``start(coro, context=ctx)``.
 
     On 3.12+ the app's coroutine starts eagerly: it runs inside the protocol callback up to its
     first real suspension, so a simple response is written without a trip through the event
     loop's ready queue. Only the server's own request tasks are eager; the app's own
-    ``create_task`` calls keep the loop's normal behaviour.
+    ``create_task`` calls keep the loop's normal behaviour. Both starters are C callables (a
+    bound method, a ``partial``), not Python wrappers: this runs for every request.
     """
     if sys.version_info >= (3, 12):
-
-        def start_eagerly(
-            coro: Coroutine[Any, Any, None], context: contextvars.Context
-        ) -> asyncio.Task[None]:
-            return asyncio.Task(coro, loop=loop, context=context, eager_start=True)
-
-        return start_eagerly
-
-    def start(coro: Coroutine[Any, Any, None], context: contextvars.Context) -> asyncio.Task[None]:
-        return loop.create_task(coro, context=context)
-
-    return start
+        return functools.partial(asyncio.Task, loop=loop, eager_start=True)
+    return loop.create_task
 
 
 class WorkerContext:

@@ -156,8 +156,11 @@ class RequestParser(Protocol):
     def next_event(self) -> Event:
         """Return the next event; raise :class:`ProtocolError` on invalid input."""
 
-    def start_next_cycle(self) -> None:
-        """Start parsing the next (pipelined) request after ``EndOfMessage``."""
+    def start_next_cycle(self) -> bool:
+        """Start parsing the next (pipelined) request after ``EndOfMessage``.
+
+        Returns whether bytes of the next request are already buffered.
+        """
 
     def take_trailing_data(self) -> bytes:
         """Remove and return the buffered bytes not consumed as events (for upgrades)."""

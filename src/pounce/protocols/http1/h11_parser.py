@@ -111,13 +111,17 @@ class H11Parser:
         self._buf.clear()
         return data
 
-    def start_next_cycle(self) -> None:
-        """Allow the next pipelined request to be parsed (only valid after EndOfMessage)."""
+    def start_next_cycle(self) -> bool:
+        """Allow the next pipelined request to be parsed (only valid after EndOfMessage).
+
+        Returns whether bytes of a next request are already buffered.
+        """
         if self._state != _PAUSED:
             raise RuntimeError("start_next_cycle() called before the request was complete")
         self._state = _HEAD
         self._conn = None
         self._locator.reset()
+        return bool(self._buf)
 
     def next_event(self) -> Event:
         """Return the next event; raises :class:`ProtocolError` (again) after invalid input."""

@@ -63,6 +63,10 @@ _CHUNK_CRLF: Final = 6
 _TRAILERS: Final = 7
 _ERROR: Final = 8
 
+#: The end of every request without trailers: one shared, never-mutated instance, since a
+#: request without a body would otherwise allocate one for nothing.
+_END_WITHOUT_TRAILERS: Final = EndOfMessage([])
+
 #: Bytes acceptable somewhere in a head apart from CR/LF: VCHAR, SP, HTAB, obs-text.
 _HEAD_CHARS: Final = bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100)) + b"\t"
 
@@ -229,12 +233,17 @@ class FastParser:
         self._pos = 0
         return data
 
-    def start_next_cycle(self) -> None:
-        """Allow the next pipelined request to be parsed (only valid after EndOfMessage)."""
+    def start_next_cycle(self) -> bool:
+        """Allow the next pipelined request to be parsed (only valid after EndOfMessage).
+
+        Returns whether bytes of a next request are already buffered, so the caller can skip
+        asking for an event that would only be ``NEED_DATA``.
+        """
         if self._state != _PAUSED:
             raise RuntimeError("start_next_cycle() called before the request was complete")
         self._state = _HEAD
         self._locator.reset()
+        return self._pos < len(self._buf)
 
     # -- events ------------------------------------------------------------------------------
 
@@ -246,7 +255,7 @@ class FastParser:
                 return self._head()
             if state == _END:
                 self._state = _PAUSED
-                return EndOfMessage([])
+                return _END_WITHOUT_TRAILERS
             if state == _PAUSED:
                 return PAUSED
             if state == _BODY:
@@ -464,7 +473,7 @@ class FastParser:
         remaining = self._remaining
         if remaining == 0:
             self._state = _PAUSED
-            return EndOfMessage()
+            return _END_WITHOUT_TRAILERS
         if self._pos >= len(self._buf):
             return NEED_DATA
         chunk = self._take(remaining)

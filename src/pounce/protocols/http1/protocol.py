@@ -33,6 +33,7 @@ from pounce.protocols.http1.response import (
     CHUNKED_END,
     CONTINUE_RESPONSE,
     NO_BODY_STATUSES,
+    STATUS_LINES,
     early_hints_response,
     error_response,
     status_line,
@@ -42,6 +43,7 @@ from pounce.server.context import Connection
 
 if TYPE_CHECKING:
     from pounce.asgi.types import Headers
+    from pounce.features.proxy_headers import ProxyTrust
     from pounce.server.context import WorkerContext
 
 logger = logging.getLogger("pounce.error")
@@ -81,6 +83,8 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
         self.scheme = "http"
+        #: The worker's proxy trust when this connection's peer is a trusted proxy, else None.
+        self.proxy_trust: ProxyTrust | None = None
         self.cycle: RequestCycle | None = None
         self.task: asyncio.Task[None] | None = None
         self.task_cycle: RequestCycle | None = None
@@ -114,6 +118,9 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
         self.content_length: int | None = None
         self.trailers_wanted = False
         self.trailers: Headers = []
+        config = ctx.config
+        self.header_timeout = config.timeout_request_header
+        self.keep_alive_timeout = config.timeout_keep_alive
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -132,17 +139,32 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
             self.server = (sock, None)
         if transport.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
+        trust = self.ctx.proxy_trust
+        if trust is not None and trust.trusts(self.client[0] if self.client else None):
+            self.proxy_trust = trust
         self.ctx.connections.add(self)
         self._set_deadline(HEADER, self.ctx.config.timeout_request_header)
 
     def data_received(self, data: bytes) -> None:
-        if self.deadline_kind == IDLE:
-            self._set_deadline(HEADER, self.ctx.config.timeout_request_header)
-        elif self.deadline_kind == LINGER:
+        kind = self.deadline_kind
+        if kind == IDLE:
+            # _set_deadline(HEADER, ...) inlined: this runs for every request.
+            self.deadline_kind = HEADER
+            self.state_deadline = deadline = self.loop.time() + self.header_timeout
+            write_deadline = self.write_deadline
+            self.deadline = deadline if deadline < write_deadline else write_deadline
+        elif kind == LINGER:
             return
         self.head_bytes_seen = True
         self.parser.feed(data)
-        self._process()
+        # _process() inlined: this runs for every read.
+        if self.processing:
+            return
+        self.processing = True
+        try:
+            self._process_events()
+        finally:
+            self.processing = False
 
     def eof_received(self) -> bool | None:
         self.peer_eof = True
@@ -220,9 +242,14 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
                 ended_here = True
                 self.message_done = True
                 if cycle is not None:
-                    cycle.feed_end()
+                    if not cycle.request_complete:  # a request without a body already is
+                        cycle.feed_end()
                     if self.deadline_kind == BODY:
                         self._clear_deadline()
+                    if self.cycle is cycle:
+                        # The response is still to come; the parser has nothing more to say
+                        # until it is out (what arrived meanwhile is at most this one read).
+                        return
                 elif self.discarding:
                     # The response went out before the request was fully read; now it has
                     # been, and the connection can carry the next request.
@@ -244,7 +271,10 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
 
     def _start_cycle(self, head: RequestHead) -> None:
         ctx = self.ctx
-        self._clear_deadline()
+        # _clear_deadline() inlined: this runs for every request.
+        self.deadline_kind = NO_DEADLINE
+        self.state_deadline = INFINITY
+        self.deadline = self.write_deadline
         self.head_bytes_seen = False
         self.message_done = False
         self.keep_alive = head.keep_alive and not ctx.shutting_down
@@ -260,6 +290,7 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
             head.headers,
             self.client,
             self.server,
+            self.proxy_trust,
         )
         cycle = RequestCycle(
             ctx, self, scope, head.chunked or bool(head.content_length), head.expect_continue
@@ -273,7 +304,7 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
             return
         ctx.request_started()
         self.task_cycle = cycle
-        task = ctx.start_task(cycle.run(ctx.app), ctx.base_context.copy())
+        task = ctx.start_task(cycle.run(ctx.app), context=ctx.base_context.copy())
         if self.task_cycle is cycle:  # not already finished by an eager start
             self.task = task
 
@@ -386,7 +417,8 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
             connection = b"connection: keep-alive\r\n"
         else:
             connection = b""
-        return b"".join((status_line(status), self.fields, framing_field, connection, b"\r\n"))
+        line = STATUS_LINES.get(status) or status_line(status)
+        return b"".join((line, self.fields, framing_field, connection, b"\r\n"))
 
     def write_body(self, cycle: RequestCycle, data: bytes, more_body: bool) -> None:
         head = self._build_head(None if more_body else len(data)) if self.head_pending else b""
@@ -421,8 +453,10 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
             out = head + data
         else:
             out = head
-        if out:
-            self._write(out)
+        if out and not self.closing:
+            transport = self.transport
+            assert transport is not None
+            transport.write(out)
 
     async def write_file(self, cycle: RequestCycle, path: str) -> None:
         try:
@@ -520,7 +554,8 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
     def response_complete(self, cycle: RequestCycle) -> None:
         if cycle is not self.cycle:
             return
-        self._log_access(cycle)
+        if self.ctx.access_log.enabled:
+            self._log_access(cycle)
         self.cycle = None
         if not self.keep_alive or self.closed:
             self._close()
@@ -552,21 +587,24 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
     def _next_request(self) -> None:
         self.discarding = False
         self.discarded = 0
-        self.parser.start_next_cycle()
-        if self.ctx.shutting_down and not self.ctx.linger_idle:
+        buffered = self.parser.start_next_cycle()
+        ctx = self.ctx
+        if ctx.shutting_down and not ctx.linger_idle:
             self._close()
             return
-        self._set_deadline(IDLE, self.ctx.config.timeout_keep_alive)
+        # _set_deadline(IDLE, ...) inlined: this runs for every request.
+        self.deadline_kind = IDLE
+        self.state_deadline = deadline = self.loop.time() + self.keep_alive_timeout
+        write_deadline = self.write_deadline
+        self.deadline = deadline if deadline < write_deadline else write_deadline
         if self.read_paused:
             self._resume_reading()
-        self._process()
+        if buffered or self.peer_eof:  # a pipelined request to parse, or a close to notice
+            self._process()
 
     def _log_access(self, cycle: RequestCycle) -> None:
-        access_log = self.ctx.access_log
-        if not access_log.enabled:
-            return
         scope = cycle.scope
-        access_log.log(
+        self.ctx.access_log.log(
             AccessInfo(
                 client=scope["client"],
                 method=scope["method"],
