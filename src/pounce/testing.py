@@ -51,6 +51,8 @@ def serve_in_thread(
     options.setdefault("host", "127.0.0.1")
     options.setdefault("port", 0)
     options.setdefault("access_log", False)
+    # A test process starts many servers; each freeze would run a full collection of it.
+    options.setdefault("gc_freeze", False)
     config = build_config(app, **options)
     server = Server(config, None if isinstance(app, str) else app)
     failure: list[BaseException] = []

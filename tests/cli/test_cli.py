@@ -149,6 +149,8 @@ FLAG_TABLE: list[tuple[list[str], str, Any]] = [
     (["--limit-request-body", "1m"], "limit_request_body", 1048576),
     (["--limit-request-body", "off"], "limit_request_body", None),
     (["--limit-max-rss", "1g"], "limit_max_rss", 1024**3),
+    (["--no-gc-freeze"], "gc_freeze", False),
+    (["--gc-freeze"], "gc_freeze", True),
     (["--allow-bare-lf"], "allow_bare_lf", True),
     (["--worker-type", "thread"], "worker_type", "thread"),
     (["--accept", "reuseport"], "accept", "reuseport"),

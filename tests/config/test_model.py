@@ -36,7 +36,8 @@ def test_defaults_match_the_contract() -> None:
         "limit_request_line": 8190, "limit_request_header_size": 65536,
         "limit_request_fields": 100, "limit_request_body": None, "allow_bare_lf": False,
         "limit_concurrency": None, "limit_max_requests": None, "limit_max_requests_jitter": 0,
-        "limit_max_rss": None, "timeout_keep_alive": 5.0, "timeout_request_header": 10.0,
+        "limit_max_rss": None, "gc_freeze": True,
+        "timeout_keep_alive": 5.0, "timeout_request_header": 10.0,
         "timeout_request_body": 30.0, "timeout_write": 30.0, "timeout_graceful_shutdown": 30.0,
         "timeout_startup": 60.0, "timeout_worker_healthcheck": 30.0, "lifespan": "auto",
         "reset_contextvars": False, "root_path": "", "proxy_headers": True,
@@ -155,6 +156,7 @@ def test_short_ssl_names_and_numbers() -> None:
 # --------------------------------------------------------------------------- validation
 
 BAD_VALUES: list[tuple[str, object, str]] = [
+    ("gc_freeze", "sometimes", "expected a boolean"),
     ("port", 70000, "0 to 65535"),
     ("port", -1, "0 to 65535"),
     ("port", True, "0 to 65535"),

@@ -17,6 +17,19 @@ TOKEN_BYTES = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLM
 FIELD_VALUE_BYTES = bytes([0x09, *range(0x20, 0x7F), *range(0x80, 0x100)])
 
 
+#: Names the app sent before that proved valid, mapped to their lower-cased form, and values
+#: that proved valid. Bounded, process-wide, only ever holding validated immutable bytes: apps
+#: send the same few names and values on every response, and a lookup is several times cheaper
+#: than a translate(). Values that are long or may be secret are not kept.
+_VALID_NAMES: dict[bytes, bytes] = {}
+_VALID_VALUES: set[bytes] = set()
+_CACHE_MAX = 1024
+_VALUE_CACHE_MAX_LEN = 64
+_UNCACHED_VALUE_NAMES = frozenset(
+    (b"set-cookie", b"authorization", b"www-authenticate", b"location")
+)
+
+
 class InvalidHeader(ValueError):
     """An application tried to send a header that must never reach the wire."""
 
@@ -56,11 +69,22 @@ def validate_response_headers(raw: Iterable[Any]) -> list[tuple[bytes, bytes]]:
                     f"header {item!r} must be a pair of bytes, not "
                     f"({type(name).__name__}, {type(value).__name__})"
                 )
-        if not name or name.translate(None, TOKEN_BYTES):
-            raise InvalidHeader(f"header name {name!r} is not a valid token")
-        if value.translate(None, FIELD_VALUE_BYTES):
-            raise InvalidHeader(
-                f"value of header {name!r} contains CR, LF, NUL or another control character"
-            )
-        append((name.lower(), value))
+        lower = _VALID_NAMES.get(name)
+        if lower is None:
+            if not name or name.translate(None, TOKEN_BYTES):
+                raise InvalidHeader(f"header name {name!r} is not a valid token")
+            lower = name.lower()
+            if len(_VALID_NAMES) >= _CACHE_MAX:
+                _VALID_NAMES.clear()
+            _VALID_NAMES[name] = lower
+        if value not in _VALID_VALUES:
+            if value.translate(None, FIELD_VALUE_BYTES):
+                raise InvalidHeader(
+                    f"value of header {name!r} contains CR, LF, NUL or another control character"
+                )
+            if len(value) <= _VALUE_CACHE_MAX_LEN and lower not in _UNCACHED_VALUE_NAMES:
+                if len(_VALID_VALUES) >= _CACHE_MAX:
+                    _VALID_VALUES.clear()
+                _VALID_VALUES.add(value)
+        append((lower, value))
     return result

@@ -76,6 +76,9 @@ class Server:
             self._close_sockets()
             self.started.set()
             raise
+        # The supervisor owns the app from here; this frame lives as long as the server, and a
+        # reference here would keep the first app (and its modules) alive after a reload.
+        del app
         with self._lock:
             self._supervisor = supervisor
             stop_early = self._stop_requested

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from pounce.errors import StartupError
 from pounce.server.loops import loop_factory
 from pounce.workers.handle import RETIRE_GRACE, WorkerHandle, process_rss
+from pounce.workers.heap import HeapFreezer
 from pounce.workers.threads import make_worker, run_worker
 
 if TYPE_CHECKING:
@@ -127,6 +128,8 @@ async def _child_serve(
         worker.request_stop(force=True)
 
     def on_ready() -> None:
+        # This process's own start-up objects (its lifespan's) join the inherited frozen heap.
+        HeapFreezer(spec.config.gc_freeze).freeze()
         report.send(("ready",))
         loop.call_later(REPORT_INTERVAL, heartbeat)
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from pounce.errors import StartupError
 from pounce.workers.distributor import Distributor
 from pounce.workers.handle import WorkerHandle
+from pounce.workers.heap import HeapFreezer
 from pounce.workers.processes import ProcessWorker
 from pounce.workers.threads import ThreadWorker
 
@@ -98,6 +99,8 @@ class Supervisor:
         self.failed_reloads = 0
         self.recycles = 0
         self.replacements = 0
+        self._heap = HeapFreezer(config.gc_freeze)
+        self._refreeze = False  # after a reload, once the old generation has drained
         self._busy = False
         self._deferred: list[tuple[str, Any]] = []
 
@@ -141,12 +144,19 @@ class Supervisor:
                 capacity = self.config.limit_concurrency
                 self.distributor = Distributor(self._sockets, capacity=capacity)
                 self.distributor.start()
+            if self.model.kind == "process":
+                # Before forking: children share the frozen pages instead of copying them.
+                self._heap.freeze()
             first = self._start_generation(self._app, self.model.count)
             if isinstance(first, StartupError):
                 raise first
             if first is None:  # stopped during start-up
                 return
             self._publish(first)
+            # This frame lives as long as the server: holding the first generation here would
+            # keep its workers, and after a reload its app and modules, alive for ever.
+            del first
+            self._heap.freeze()
             on_started()
             while not self._stopping:
                 self._handle_actions(POLL)
@@ -334,6 +344,11 @@ class Supervisor:
                 self._starting[self._spawn(slot, self._app, self._generation)] = None
         self._check_starting(now)
         self._reap()
+        if self._refreeze and not self._draining and not self._starting:
+            # Not inside _reap(): its locals still reference the retired workers (and so the
+            # old app) until it returns.
+            self._refreeze = False
+            self._heap.freeze()
 
     def _recycle_candidate(self, now: float) -> WorkerHandle | None:
         limit_rss = self.config.limit_max_rss
@@ -425,6 +440,9 @@ class Supervisor:
 
     def _reload(self) -> None:
         logger.info("Reloading: starting a new generation of workers")
+        # The old generation's app is about to become garbage: let the collector see it.
+        self._heap.thaw()
+        self._refreeze = True
         try:
             app = self._loader.reload()
         except StartupError as exc:
@@ -510,6 +528,7 @@ class Supervisor:
         self.workers = ()
         self.draining = ()
         self._draining.clear()
+        self._heap.thaw()
 
 
 def _alive(handle: WorkerHandle) -> bool:
