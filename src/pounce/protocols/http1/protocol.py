@@ -421,7 +421,17 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
         return b"".join((line, self.fields, framing_field, connection, b"\r\n"))
 
     def write_body(self, cycle: RequestCycle, data: bytes, more_body: bool) -> None:
-        head = self._build_head(None if more_body else len(data)) if self.head_pending else b""
+        if self.head_pending:
+            head = self._build_head(None if more_body else len(data))
+        else:
+            head = b""
+            if more_body and self.framing == FRAMING_CHUNKED and data and not self.closing:
+                # The steady state of a streamed response, checked first: one chunk, one write.
+                transport = self.transport
+                assert transport is not None
+                cycle.bytes_sent += len(data)
+                transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+                return
         framing = self.framing
         if framing == FRAMING_LENGTH:
             size = len(data)
