@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import pytest
@@ -239,3 +240,29 @@ def test_body_over_limit_is_refused_before_reading() -> None:
 
 async def _noop(scope: Any, receive: Any, send: Any) -> None:
     await read_body(receive)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="asyncio.eager_task_factory is 3.12+")
+def test_an_eager_task_factory_set_by_the_app_still_serves_in_order(http: str) -> None:
+    """Request tasks then finish inside create_task(); keep-alive and pipelining hold."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    asyncio.get_running_loop().set_task_factory(
+                        asyncio.eager_task_factory  # type: ignore[attr-defined]
+                    )
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": scope["path"].encode()})
+
+    with serve(app, http=http) as url, RawClient(url) as client:
+        client.send(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in (1, 2, 3)))
+        assert [client.read_response().body for _ in range(3)] == [b"/1", b"/2", b"/3"]
+        client.request(headers=[("host", "x")], target="/4")
+        assert client.read_response().body == b"/4"

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import logging
-import sys
 import time
 from collections.abc import Callable
 from email.utils import formatdate
@@ -71,16 +69,14 @@ TaskStarter = Callable[..., "asyncio.Task[None]"]
 
 
 def task_starter(loop: asyncio.AbstractEventLoop) -> TaskStarter:
-    """How request tasks are started: ``start(coro, context=ctx)``.
+    """How request tasks are started: ``start(coro, context=ctx)``, the loop's bound method.
 
-    On 3.12+ the app's coroutine starts eagerly: it runs inside the protocol callback up to its
-    first real suspension, so a simple response is written without a trip through the event
-    loop's ready queue. Only the server's own request tasks are eager; the app's own
-    ``create_task`` calls keep the loop's normal behaviour. Both starters are C callables (a
-    bound method, a ``partial``), not Python wrappers: this runs for every request.
+    Not eagerly (3.12's ``eager_start``), although running the app inside the protocol
+    callback saves a trip through the ready queue: measured under wrk with uvloop on 3.12 and
+    3.13, eager request tasks served about a third fewer requests per second
+    (``benchmarks/run.py --apps hello``). A loop whose task factory is eager still works: the
+    protocol copes with a request that finished before ``create_task`` returned.
     """
-    if sys.version_info >= (3, 12):
-        return functools.partial(asyncio.Task, loop=loop, eager_start=True)
     return loop.create_task
 
 

@@ -305,7 +305,8 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
         ctx.request_started()
         self.task_cycle = cycle
         task = ctx.start_task(cycle.run(ctx.app), context=ctx.base_context.copy())
-        if self.task_cycle is cycle:  # not already finished by an eager start
+        # An eager task factory (set by the app on the loop) may have finished it already.
+        if self.task_cycle is cycle:
             self.task = task
 
     def _reject(self, exc: ProtocolError) -> None:
