@@ -86,3 +86,25 @@ def test_reload_lets_the_old_generation_be_collected(tmp_path: Path) -> None:
         assert wait_for(lambda: supervisor._heap.frozen and not supervisor.draining, 20)
         assert old_app() is None
         assert gc.get_freeze_count() > 0
+
+
+def test_a_recycled_thread_worker_leaves_nothing_frozen_behind() -> None:
+    """Its event loop was alive at freeze time; once it is garbage it must be collected."""
+    with running(
+        freeze_count_app, gc_freeze=True, worker_type="thread", loop="asyncio",
+        limit_max_requests=3,
+    ) as (server, address):
+        supervisor = server._supervisor
+        assert supervisor is not None
+        worker = supervisor.workers[0]._worker  # type: ignore[attr-defined]
+        assert worker is not None and worker.loop is not None
+        first_loop = weakref.ref(worker.loop)
+        del worker
+        for _ in range(4):
+            assert get(address)[0] == 200
+        assert wait_for(lambda: supervisor.recycles >= 1, 20)
+        assert wait_for(
+            lambda: supervisor._heap.frozen and not supervisor.draining and first_loop() is None,
+            20,
+        )
+        assert get(address)[0] == 200

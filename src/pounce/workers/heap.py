@@ -9,8 +9,9 @@ moment to a permanent generation the collector skips; objects created later are 
 usual.
 
 The cost: a frozen object that later becomes cyclic garbage is never reclaimed. That is why the
-heap is collected just before freezing, and why a rolling reload thaws it first (the old
-generation's app becomes garbage) and freezes again only once the old generation has drained.
+heap is collected just before freezing, and why the supervisor thaws it whenever workers come
+and go (a recycled thread worker leaves its event loop behind; a rolling reload, the old app)
+and freezes it again only once no worker is starting or draining.
 ``--no-gc-freeze`` turns all of this off.
 """
 
@@ -27,8 +28,9 @@ logger = logging.getLogger("pounce.error")
 class HeapFreezer:
     """Freezes the process heap after start-up and thaws it for reloads and shutdown.
 
-    One per process (the supervisor's, or a process worker's own). The lock matters on
-    free-threaded builds, where a reload and a shutdown may be decided on different threads.
+    One per process (the supervisor's, or a process worker's own). ``gc.freeze`` is
+    process-wide; the lock keeps a freeze and a thaw from interleaving if two threads ever
+    call them.
     """
 
     def __init__(self, enabled: bool) -> None:

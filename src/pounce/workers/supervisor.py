@@ -100,7 +100,7 @@ class Supervisor:
         self.recycles = 0
         self.replacements = 0
         self._heap = HeapFreezer(config.gc_freeze)
-        self._refreeze = False  # after a reload, once the old generation has drained
+        self._refreeze = False  # once workers stopped coming and going
         self._busy = False
         self._deferred: list[tuple[str, Any]] = []
 
@@ -297,6 +297,7 @@ class Supervisor:
 
     def _retire(self, handle: WorkerHandle, *, force: bool = False) -> None:
         """Stop routing to *handle* (already unpublished) and let it drain."""
+        self._thaw_heap()
         handle.request_stop(force=force, retire=True)
         self._limits.pop(handle, None)
         self._draining.append(handle)
@@ -319,6 +320,7 @@ class Supervisor:
                     handle.error or "no error reported",
                 )
                 self._schedule_retry(handle.slot, now)
+                self._thaw_heap()
                 continue
             if now - handle.heartbeat > config.timeout_worker_healthcheck:
                 logger.error(
@@ -332,6 +334,7 @@ class Supervisor:
                 handle.abandon()
                 self.replacements += 1
                 self._schedule_retry(handle.slot, now, immediately=True)
+                self._thaw_heap()
                 continue
         if not self._starting:
             victim = self._recycle_candidate(now)
@@ -344,11 +347,21 @@ class Supervisor:
                 self._starting[self._spawn(slot, self._app, self._generation)] = None
         self._check_starting(now)
         self._reap()
-        if self._refreeze and not self._draining and not self._starting:
+        if self._refreeze and not (self._draining or self._starting or self._retry):
             # Not inside _reap(): its locals still reference the retired workers (and so the
             # old app) until it returns.
             self._refreeze = False
             self._heap.freeze()
+
+    def _thaw_heap(self) -> None:
+        """Workers are coming and going: what they leave behind must stay collectable.
+
+        A thread worker's event loop, its lifespan state and, after a reload, the old app were
+        alive when the heap was frozen; frozen, they would never be collected once they become
+        garbage. The heap is frozen again when no worker is starting or draining.
+        """
+        self._heap.thaw()
+        self._refreeze = True
 
     def _recycle_candidate(self, now: float) -> WorkerHandle | None:
         limit_rss = self.config.limit_max_rss
@@ -440,9 +453,7 @@ class Supervisor:
 
     def _reload(self) -> None:
         logger.info("Reloading: starting a new generation of workers")
-        # The old generation's app is about to become garbage: let the collector see it.
-        self._heap.thaw()
-        self._refreeze = True
+        self._thaw_heap()  # the old generation's app is about to become garbage
         try:
             app = self._loader.reload()
         except StartupError as exc:
