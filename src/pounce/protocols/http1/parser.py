@@ -378,9 +378,6 @@ class FastParser:
             else:
                 other_special = True
         end += 4
-        self._pos = end
-        self._fields = nlines - 1
-        self._head_size = end - pos
         # Common case inline: one valid Host, at most one single-token Connection, no
         # framing/Expect/Upgrade headers. Everything else goes through the shared build_head().
         if other_special or host_count != 1:
@@ -395,15 +392,10 @@ class FastParser:
                 special=[h for h in headers if h[0] in SPECIAL_HEADERS],
                 limits=limits,
             )
-            if request.chunked:
-                self._state = _CHUNK_SIZE
-                self._body_total = 0
-            elif request.content_length:
-                self._state = _BODY
-                self._remaining = request.content_length
-            else:
-                self._state = _END
-            return request
+            return self._finish_head(request, end, nlines - 1, end - pos)
+        self._pos = end
+        self._fields = nlines - 1
+        self._head_size = end - pos
         if connection is None:
             keep_alive = http_version == "1.1"
         else:
