@@ -65,21 +65,6 @@ def parser_factory(config: ServerConfig) -> Callable[[], RequestParser]:
     return lambda: FastParser(limits)
 
 
-TaskStarter = Callable[..., "asyncio.Task[None]"]
-
-
-def task_starter(loop: asyncio.AbstractEventLoop) -> TaskStarter:
-    """How request tasks are started: ``start(coro, context=ctx)``, the loop's bound method.
-
-    Not eagerly (3.12's ``eager_start``), although running the app inside the protocol
-    callback saves a trip through the ready queue: measured under wrk with uvloop on 3.12 and
-    3.13, eager request tasks served about a third fewer requests per second
-    (``benchmarks/run.py --apps hello``). A loop whose task factory is eager still works: the
-    protocol copes with a request that finished before ``create_task`` returned.
-    """
-    return loop.create_task
-
-
 class WorkerContext:
     """Everything one worker's connections share."""
 
@@ -103,7 +88,13 @@ class WorkerContext:
         self.state: dict[str, Any] = state if state is not None else {}
         self.base_context = base_context if base_context is not None else contextvars.Context()
         self.new_parser = parser_factory(config)
-        self.start_task = task_starter(loop)
+        # Request tasks start through the loop's own create_task, not eagerly (3.12's
+        # eager_start), although running the app inside the protocol callback would save a
+        # trip through the ready queue: under wrk with uvloop on 3.12 and 3.13, eager request
+        # tasks served about a third fewer requests per second (benchmarks/run.py --apps
+        # hello). An eager task factory the app installs still works: the protocol copes with a
+        # request that finished before create_task() returned.
+        self.start_task = loop.create_task
         self.connections: set[Connection] = set()
         self._pending_heads: list[tuple[HeadFlusher, RequestCycle]] = []
         self.debug_enabled = logging.getLogger("pounce.error").isEnabledFor(logging.DEBUG)
