@@ -156,7 +156,10 @@ class Supervisor:
             # This frame lives as long as the server: holding the first generation here would
             # keep its workers, and after a reload its app and modules, alive for ever.
             del first
-            self._heap.freeze()
+            if self.model.kind == "thread":
+                # After the workers' lifespans, so what they set up is frozen too. (Process
+                # workers froze the heap before forking and freeze their own after start-up.)
+                self._heap.freeze()
             on_started()
             while not self._stopping:
                 self._handle_actions(POLL)
