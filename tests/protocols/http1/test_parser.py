@@ -143,12 +143,12 @@ def test_pipelining_pauses_between_requests(parser_cls: type[Any]) -> None:
     assert isinstance(parser.next_event(), EndOfMessage)
     assert parser.next_event() is PAUSED
     assert parser.next_event() is PAUSED
-    parser.start_next_cycle()
+    assert parser.start_next_cycle() is True  # the next request is already buffered
     second = parser.next_event()
     assert isinstance(second, RequestHead) and second.path == b"/b"
     assert isinstance(parser.next_event(), EndOfMessage)
     assert parser.next_event() is PAUSED
-    parser.start_next_cycle()
+    assert parser.start_next_cycle() is False
     assert parser.next_event() is NEED_DATA
 
 
