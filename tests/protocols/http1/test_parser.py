@@ -409,6 +409,64 @@ def test_many_requests_keep_caches_bounded(parser_cls: type[Any]) -> None:
     assert len(found) == 300
 
 
+def test_fast_parser_remembers_volatile_lines_per_connection_only() -> None:
+    # Cookie/Referer lines are not kept in the process-wide line cache; a connection that
+    # repeats them is served from its own bounded memo, with the same result every time.
+    request = b"GET / HTTP/1.1\r\nHost: a\r\nCookie: s=%d\r\nReferer: /r%d\r\n\r\n"
+    parser = FastParser()
+    found = []
+    for i in [1, 1, 2, *range(3, 20), 1]:
+        parser.feed(request % (i, i))
+        found.append(parser.next_event())
+        assert parser.next_event() is not NEED_DATA  # EndOfMessage
+        assert parser.next_event() is PAUSED
+        parser.start_next_cycle()
+        assert parser._memo is not None and len(parser._memo) <= 8
+    assert [h.headers for h in heads(found)][:2] == [
+        [(b"host", b"a"), (b"cookie", b"s=1"), (b"referer", b"/r1")]
+    ] * 2
+    assert heads(found)[-1].headers[1] == (b"cookie", b"s=1")
+    assert FastParser()._memo is None  # nothing is shared with another connection
+
+
+def test_fast_parser_does_not_remember_long_volatile_lines() -> None:
+    cookie = b"c=" + b"x" * 5000
+    parser = FastParser()
+    for _ in range(2):
+        parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\nCookie: " + cookie + b"\r\n\r\n")
+        head = parser.next_event()
+        assert isinstance(head, RequestHead) and head.headers[1] == (b"cookie", cookie)
+        parser.next_event()
+        parser.next_event()
+        parser.start_next_cycle()
+    assert not parser._memo
+
+
+@parsers
+@pytest.mark.parametrize(
+    ("value", "length"), [(b"5", 5), (b"005", 5), (b" 5 ", 5), (b"0", 0), (b"5, 5", 5)]
+)
+def test_content_length_spellings(parser_cls: type[Any], value: bytes, length: int) -> None:
+    body = b"hello"[:length]
+    raw = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: " + value + b"\r\n\r\n" + body
+    for _ in range(2):  # the second time the line comes from the fast path's cache
+        events, err = run(parser_cls, [raw + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"])
+        assert err is None
+        assert [h.content_length for h in heads(events)] == [length, None]
+        assert coalesce(events)[1:2] == ([body] if body else [EndOfMessage([])])
+
+
+@parsers
+def test_content_length_over_the_limit_is_413_on_every_path(parser_cls: type[Any]) -> None:
+    limits = ParserLimits(max_body_size=4)
+    raw = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
+    for _ in range(2):
+        _, err = run(parser_cls, [raw], limits)
+        assert err is not None and err.status == 413
+    events, err = run(parser_cls, [raw.replace(b": 5", b": 4")[:-1]], limits)
+    assert err is None and heads(events)[0].content_length == 4
+
+
 # ------------------------------------------------------------------------------ shared helpers
 
 

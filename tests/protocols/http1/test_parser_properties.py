@@ -29,6 +29,14 @@ values = st.binary(max_size=40).map(
     lambda b: bytes(c for c in b if c == 0x09 or 0x20 <= c <= 0x7E or c >= 0x80).strip(b" \t")
 )
 ows = st.sampled_from([b"", b" ", b"  ", b"\t", b" \t"])
+#: Lines a client repeats on one connection (FastParser remembers them per connection): a small
+#: pool, so that requests of one stream share some of them.
+repeated_lines = st.sampled_from(
+    [b"Cookie: a=1; b=2", b"cookie:x=y", b"Referer: /p", b"Authorization: Bearer t0k",
+     b"Cookie:  a=1; b=2 ", b"If-None-Match: \"e1\""]
+)
+#: Spellings of a valid Content-Length value (the fast path reads plain digits itself).
+length_formats = st.sampled_from([b"%d", b"0%d", b" %d ", b"%d, %d", b"\t%d"])
 hosts = st.sampled_from(
     [b"example.com", b"a.b.c:8080", b"127.0.0.1", b"[::1]:443", b"localhost", b"xn--bcher-kva.ch"]
 )
@@ -49,12 +57,15 @@ def requests(draw: Any) -> bytes:
         fields.insert(draw(st.integers(0, len(fields))), b"Host: " + draw(hosts))
     if draw(st.booleans()):
         fields.append(draw(st.sampled_from([b"Connection: close", b"Connection: keep-alive"])))
+    for line in draw(st.lists(repeated_lines, max_size=3)):
+        fields.insert(draw(st.integers(0, len(fields))), line)
     body = draw(st.binary(max_size=60))
     framing = draw(st.sampled_from(["none", "length", "chunked"] if version == b"1.1" else
                                    ["none", "length"]))
     payload = b""
     if framing == "length" or (framing == "none" and body):
-        fields.append(b"Content-Length: %d" % len(body))
+        fmt = draw(length_formats)
+        fields.append(b"Content-Length: " + fmt.replace(b"%d", b"%d" % len(body)))
         payload = body
     elif framing == "chunked":
         fields.append(b"Transfer-Encoding: chunked")

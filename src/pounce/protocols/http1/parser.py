@@ -5,13 +5,17 @@ a known method, origin-form target, header names we have seen before -- is one s
 C-implemented ``bytes`` operations:
 
 * one ``find(b"\\r\\n\\r\\n")`` for the end of the head and one ``split(b"\\r\\n")`` into lines;
-* one ``translate`` over the whole head that deletes every acceptable byte: what remains must be
-  exactly the CR/LF pairs that ``split`` consumed, which proves in a single pass that there is
-  no NUL/CTL anywhere and no bare CR or LF;
-* header names are looked up in a bounded cache of names already validated as tokens, which
-  returns the lower-cased name (validation + lower-casing for the price of one dict lookup);
-* Host/Connection/Content-Length/... are collected on the way and handed to the shared
-  :func:`~pounce.protocols.http1.base.build_head`.
+* one C-level ``map`` of the lines over a bounded cache of header lines already validated and
+  parsed: browsers and API clients repeat most lines verbatim, so most lines cost one lookup;
+* the lines that miss are validated one by one: a ``translate`` that deletes every acceptable
+  byte must leave nothing (no NUL/CTL, no bare CR or LF), and the name is looked up in a bounded
+  cache of names already validated as tokens, which returns the lower-cased name;
+* lines whose values differ between requests (Cookie, Referer, Authorization...) are kept out of
+  the process-wide caches and remembered per connection instead, in a small memo that a client
+  repeating its Cookie on a keep-alive connection hits (HPACK's reasoning, for HTTP/1.1);
+* a single valid Host, a simple Connection and a plain Content-Length are understood inline;
+  anything else that shapes the request (Transfer-Encoding, Expect, Upgrade, duplicates) goes
+  to the shared :func:`~pounce.protocols.http1.base.build_head`.
 
 Whenever the shortcut sees anything it cannot vouch for (unknown method or header name,
 unusual version, leading empty lines, any CTL, limits reached...), it does not try to diagnose:
@@ -31,6 +35,7 @@ from typing import Final
 
 from .base import (
     _SIMPLE_CONNECTION,
+    MAX_CONTENT_LENGTH_DIGITS,
     NEED_DATA,
     PAUSED,
     SPECIAL_HEADERS,
@@ -126,27 +131,40 @@ _VOLATILE: Final = frozenset(
         b"sec-websocket-key",
     ]
 )
+#: Volatile lines are remembered per connection instead (see ``FastParser._memo``): a client
+#: repeats its Cookie on every request of a keep-alive connection, the way HTTP/2's HPACK keeps
+#: a connection-scoped table for the same reason. Bounded in entries and in line length, and
+#: gone with the connection.
+_MEMO_MAX: Final = 8
+_MEMO_MAX_LEN: Final = 4096
 #: Request line -> (method, target, path, query, version) for origin-form lines seen before.
 _REQUEST_LINES: dict[bytes, tuple[str, bytes, bytes, bytes, str]] = {}
-#: Host / Connection line -> ((name, value), None for a Host whose value is a valid authority,
-#: else the single lower-cased Connection token). Only lines the fast path can fully decide.
-_SPECIAL_LINES: dict[bytes, tuple[tuple[bytes, bytes], bytes | None]] = {}
+#: What the fast path learns from a Host, Connection or Content-Length line: None for a Host
+#: whose value is a valid authority, the single lower-cased token of a Connection line, or the
+#: length of a Content-Length line that is one plain number.
+_Meaning = bytes | int | None
+#: Such a line -> ((name, value), meaning). Only lines the fast path can fully decide.
+_SPECIAL_LINES: dict[bytes, tuple[tuple[bytes, bytes], _Meaning]] = {}
 
 
 def _classify_special(
     line: bytes, item: tuple[bytes, bytes]
-) -> tuple[tuple[bytes, bytes], bytes | None] | None:
-    """Decide whether a Host/Connection line is simple enough for the fast path (and cache it).
+) -> tuple[tuple[bytes, bytes], _Meaning] | None:
+    """Decide whether a Host/Connection/Content-Length line is simple enough for the fast path
+    (and cache it).
 
     Returns None for anything needing the full rules of ``build_head`` (an invalid Host,
-    a multi-token Connection, Content-Length, Transfer-Encoding, Expect, Upgrade...).
+    a multi-token Connection, a list-valued Content-Length, Transfer-Encoding, Expect,
+    Upgrade...).
     """
     name, value = item
-    entry: tuple[tuple[bytes, bytes], bytes | None]
+    entry: tuple[tuple[bytes, bytes], _Meaning]
     if name is _HOST and is_valid_authority(value):
         entry = (item, None)
     elif name is _CONNECTION and value in _SIMPLE_CONNECTION:
         entry = (item, _SIMPLE_CONNECTION[value][0])
+    elif name is _CONTENT_LENGTH and value.isdigit() and len(value) <= MAX_CONTENT_LENGTH_DIGITS:
+        entry = (item, int(value))
     else:
         return None
     if len(line) <= _LINE_CACHE_MAX_LEN:
@@ -173,6 +191,7 @@ for _name in _COMMON_NAMES:
 
 _HOST: Final = _CANONICAL[b"host"]
 _CONNECTION: Final = _CANONICAL[b"connection"]
+_CONTENT_LENGTH: Final = _CANONICAL[b"content-length"]
 _DEFAULT_LIMITS: Final = ParserLimits()
 
 
@@ -187,6 +206,7 @@ class FastParser:
         "_head_size",
         "_limits",
         "_locator",
+        "_memo",
         "_pos",
         "_remaining",
         "_state",
@@ -202,7 +222,11 @@ class FastParser:
         self._fields = 0
         self._head_size = 0
         self._error: ProtocolError | None = None
-        self._locator = SectionLocator(self._limits)
+        # Only the slow path and trailers need a locator: made when first needed, dropped
+        # when a section starts, so the common request neither builds nor resets one.
+        self._locator: SectionLocator | None = None
+        #: This connection's volatile header lines already parsed: line -> (name, value).
+        self._memo: dict[bytes, tuple[bytes, bytes]] | None = None
 
     # -- buffer management -------------------------------------------------------------------
 
@@ -242,7 +266,7 @@ class FastParser:
         if self._state != _PAUSED:
             raise RuntimeError("start_next_cycle() called before the request was complete")
         self._state = _HEAD
-        self._locator.reset()
+        self._locator = None
         return self._pos < len(self._buf)
 
     # -- events ------------------------------------------------------------------------------
@@ -281,9 +305,7 @@ class FastParser:
             nlines = len(lines) - 2
             if lines.index(b"") == nlines:
                 del lines[nlines:]
-                head = buf
                 end = len(buf) - 4
-                separators = 2 * nlines + 2  # CR/LF bytes expected in `head`
             else:
                 lines = None
         if lines is None:
@@ -293,20 +315,18 @@ class FastParser:
             head = buf[pos:end] if type(buf) is bytes else bytes(buf[pos:end])
             lines = head.split(b"\r\n")
             nlines = len(lines)
-            separators = 2 * nlines - 2
         limits = self._limits
         rl = lines[0]
-        if rl[:1] <= b" ":  # empty (leading CRLF) or starting with whitespace/CTL
-            return self._slow_head()
-        # translate() deletes every byte allowed in a head except CR and LF; if what is left is
-        # exactly the CR/LF pairs we split on, there is no CTL and no bare CR or LF anywhere.
         if (
-            len(head.translate(None, _HEAD_CHARS)) != separators
-            or nlines > limits.max_header_count + 1
+            nlines > limits.max_header_count + 1
             or end + 4 - pos > limits.max_header_size
             or len(rl) > limits.max_request_line
         ):
             return self._slow_head()
+        # Every line is proved free of CTLs and of bare CR or LF before it is used: the request
+        # line by its exact shape (a known method, a target of TARGET_CHARS, a fixed version),
+        # header lines by a translate() that must delete every byte. Lines found in a cache
+        # passed those checks when they were cached, so only the lines not seen before pay.
         cached = _REQUEST_LINES.get(rl)
         if cached is None:
             if rl.endswith(b" HTTP/1.1"):
@@ -328,33 +348,46 @@ class FastParser:
                 _REQUEST_LINES[rl] = (method, target, path, query, http_version)
         else:
             method, target, path, query, http_version = cached
-        headers: list[tuple[bytes, bytes]] = []
-        append = headers.append
-        get_line = _LINES.get
-        get_special_line = _SPECIAL_LINES.get
+        del lines[0]
+        # Look every header line up in the line cache in one C-level pass; only the misses
+        # (Host, Connection, lines never seen, volatile ones such as Cookie) run Python code.
+        headers: list[tuple[bytes, bytes]] = list(map(_LINES.get, lines))  # type: ignore[arg-type]
         host: bytes | None = None
         host_count = 0
         connection: bytes | None = None  # the single token of a simple Connection header
+        content_length: int | None = None
         other_special = False
-        it = iter(lines)
-        next(it)
-        for line in it:
-            item = get_line(line)
-            if item is not None:
-                append(item)
-                continue
-            special = get_special_line(line)
+        memo = self._memo
+        i = -1
+        index = headers.index
+        for _ in range(headers.count(None)):  # type: ignore[arg-type]
+            i = index(None, i + 1)  # type: ignore[arg-type]
+            line = lines[i]
+            special = _SPECIAL_LINES.get(line)
             if special is None:
+                if memo is not None:
+                    item = memo.get(line)
+                    if item is not None:
+                        headers[i] = item
+                        continue
+                if line.translate(None, _HEAD_CHARS):
+                    return self._slow_head()  # a CTL or a bare CR or LF: let it diagnose
                 name, sep, value = line.partition(b":")
                 if not sep:
                     return self._slow_head()
                 lname = _NAMES.get(name)
                 if lname is not None:
-                    # strip() may strip all ASCII whitespace: the translate check proved that
-                    # the only whitespace left in the head is SP and HTAB.
-                    item = (lname, value.strip())
-                    append(item)
-                    if len(line) <= _LINE_CACHE_MAX_LEN and lname not in _VOLATILE:
+                    # strip() may strip all ASCII whitespace: translate() just proved that
+                    # the only whitespace in the line is SP and HTAB.
+                    item = headers[i] = (lname, value.strip())
+                    if lname in _VOLATILE:
+                        if len(line) <= _MEMO_MAX_LEN:
+                            if memo is None:
+                                memo = self._memo = {}
+                            elif len(memo) >= _MEMO_MAX:
+                                memo.clear()
+                            memo[line] = item
+                    elif len(line) <= _LINE_CACHE_MAX_LEN:
                         if len(_LINES) >= _LINE_CACHE_MAX:
                             _LINES.clear()
                         _LINES[line] = item
@@ -365,22 +398,36 @@ class FastParser:
                 item = (lname, value.strip())
                 special = _classify_special(line, item)
                 if special is None:
-                    append(item)
+                    headers[i] = item
                     other_special = True
                     continue
-            item, token = special
-            append(item)
-            if token is None:
+            item, meaning = special
+            headers[i] = item
+            if meaning is None:
                 host = item[1]
                 host_count += 1
+            elif type(meaning) is int:
+                if content_length is None:
+                    content_length = meaning
+                else:
+                    other_special = True
             elif connection is None:
-                connection = token
+                connection = meaning  # type: ignore[assignment]
             else:
                 other_special = True
         end += 4
-        # Common case inline: one valid Host, at most one single-token Connection, no
-        # framing/Expect/Upgrade headers. Everything else goes through the shared build_head().
-        if other_special or host_count != 1:
+        # Common case inline: one valid Host, at most one single-token Connection and one
+        # plain Content-Length within the limit, no Transfer-Encoding/Expect/Upgrade.
+        # Everything else goes through the shared build_head(), which also diagnoses.
+        if (
+            other_special
+            or host_count != 1
+            or (
+                content_length is not None
+                and limits.max_body_size is not None
+                and content_length > limits.max_body_size
+            )
+        ):
             request = build_head(
                 method,
                 target,
@@ -402,7 +449,11 @@ class FastParser:
             keep_alive = connection != b"close" and (
                 http_version == "1.1" or connection == b"keep-alive"
             )
-        self._state = _END
+        if content_length:
+            self._state = _BODY
+            self._remaining = content_length
+        else:
+            self._state = _END
         return RequestHead(
             method,
             target,
@@ -412,7 +463,7 @@ class FastParser:
             headers,
             keep_alive,
             False,
-            None,
+            content_length,
             False,
             None,
             host,
@@ -432,10 +483,16 @@ class FastParser:
             self._state = _END
         return head
 
+    def _section_locator(self) -> SectionLocator:
+        locator = self._locator
+        if locator is None:
+            locator = self._locator = SectionLocator(self._limits)
+        return locator
+
     def _slow_head(self) -> RequestHead | Event:
         """Reference path: exact boundaries, limits and diagnosis for anything unusual."""
         buf = self._buf
-        located = self._locator.locate_head(buf, self._pos)
+        located = self._section_locator().locate_head(buf, self._pos)
         if located is None:
             return NEED_DATA
         start, lf, end = located
@@ -500,7 +557,7 @@ class FastParser:
                 self._pos = lf + 1
                 if size == 0:
                     self._state = _TRAILERS
-                    self._locator.reset()
+                    self._locator = None
                     continue
                 total = self._body_total + size
                 if limits.max_body_size is not None and total > limits.max_body_size:
@@ -519,7 +576,7 @@ class FastParser:
                     raise ProtocolError(400, "missing CRLF after chunk data")
                 return NEED_DATA
             # _TRAILERS
-            located = self._locator.locate_trailers(
+            located = self._section_locator().locate_trailers(
                 buf, pos, limits.max_header_size - self._head_size
             )
             if located is None:
