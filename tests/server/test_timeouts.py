@@ -170,6 +170,48 @@ def test_slow_but_steady_body_is_not_cut(http: str) -> None:
         assert client.read_response().body == b"10"
 
 
+@pytest.mark.parametrize("reads_body", [True, False], ids=["app-reads", "app-ignores-body"])
+def test_half_close_in_the_middle_of_a_body_closes_after_the_response(
+    http: str, reads_body: bool
+) -> None:
+    # The rest of the body can never come: once the app has answered, the connection must be
+    # closed, not kept waiting for bytes that a half-closed client cannot send.
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if reads_body:
+            while (await receive())["type"] == "http.request":
+                pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"answered"})
+
+    with serve(app, http=http) as url, RawClient(url) as client:
+        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
+        client.sock.shutdown(socket.SHUT_WR)
+        assert client.read_response().body == b"answered"
+        assert client.is_closed(wait=3.0)
+
+
+def test_stalled_rest_of_an_unread_body_is_closed_after_body_timeout(http: str) -> None:
+    # The app answered without reading; the server drops the rest of the body to reuse the
+    # connection, but a client that stops sending it cannot hold the connection for ever.
+    with serve(hello, http=http, timeout_request_body=0.5) as url, RawClient(url) as client:
+        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        start = time.monotonic()
+        assert client.read_response().status == 200
+        assert client.is_closed(wait=5.0)
+        assert 0.4 <= time.monotonic() - start < 4.0
+
+
+def test_steady_rest_of_an_unread_body_keeps_the_connection(http: str) -> None:
+    with serve(hello, http=http, timeout_request_body=0.4) as url, RawClient(url) as client:
+        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\n")
+        assert client.read_response().status == 200
+        for _ in range(8):
+            time.sleep(0.1)  # pacing: each gap well inside the timeout, 0.8 s in all
+            client.send(b"b")
+        client.request()
+        assert client.read_response().body == b"Hello, world!"
+
+
 def test_client_that_stops_reading_is_aborted_after_write_timeout() -> None:
     outcome: list[str] = []
     sent: list[int] = []

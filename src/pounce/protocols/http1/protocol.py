@@ -171,10 +171,14 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
         if self.deadline_kind == LINGER:
             return None
         cycle = self.cycle
-        if cycle is None and not self.discarding:
-            return None  # idle: let the transport close
-        if cycle is not None:
-            cycle.feed_eof()
+        if cycle is None:
+            if not self.discarding:
+                return None  # idle: let the transport close
+            # The rest of an answered request's body can never arrive now.
+            self.keep_alive = False
+            self._close()
+            return True
+        cycle.feed_eof()
         # Keep the write side open: a client may half-close after sending its request.
         return True
 
@@ -268,6 +272,8 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
                         self.keep_alive = False
                         self._close(linger=False)
                         return
+                    if self.deadline_kind == BODY:
+                        self._set_deadline(BODY, self.ctx.config.timeout_request_body)
 
     def _start_cycle(self, head: RequestHead) -> None:
         ctx = self.ctx
@@ -573,12 +579,16 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
             return
         if self.message_done:
             self._next_request()
-        elif cycle.expect_continue:
-            # The client still waits for "100 Continue" and may never send the body.
+        elif cycle.expect_continue or self.peer_eof:
+            # The client still waits for "100 Continue" and may never send the body, or it
+            # half-closed before the body was complete: the rest can never come.
             self._close()
         else:
-            # Read and drop the rest of the request, then carry on with the next one.
+            # Read and drop the rest of the request, then carry on with the next one; a client
+            # that stalls meanwhile is closed after --timeout-request-body, as it would be
+            # while the app was reading.
             self.discarding = True
+            self._set_deadline(BODY, self.ctx.config.timeout_request_body)
 
     def app_finished(self, cycle: RequestCycle) -> None:
         """The app's coroutine returned (the response may have completed earlier)."""
@@ -679,6 +689,11 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
                 self.keep_alive = False
                 self._write_error(408)
                 self._close(linger=False)
+            elif cycle is None:
+                # Only the unread rest of an answered request was pending: the response is
+                # out (or still draining), so close gently instead of resetting.
+                self.keep_alive = False
+                self._close()
             else:
                 self._abort()
         elif kind == LINGER:
