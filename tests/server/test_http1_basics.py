@@ -230,6 +230,26 @@ def test_unread_body_is_discarded_and_connection_reused() -> None:
         assert client.read_response().body == b"Hello, world!"
 
 
+def test_malformed_rest_of_an_answered_body_gets_no_second_response() -> None:
+    # The app answered without reading; the rest of the chunked body turns out malformed.
+    # One request gets one response: an extra 400 would be taken by a front end as the answer
+    # to the next request it forwards (response queue poisoning). The connection just ends.
+    paths: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        paths.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"early"})
+
+    with serve(app) as url, RawClient(url) as client:
+        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        client.send(b"5\r\nhello\r\n")
+        assert client.read_response().status == 200
+        client.send(b"zz\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.read_until_close(limit=5.0) == b""
+    assert paths == ["/"]
+
+
 def test_body_over_limit_is_refused_before_reading() -> None:
     with serve(echo, limit_request_body=1000) as url, RawClient(url) as client:
         client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")

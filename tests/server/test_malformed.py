@@ -210,6 +210,15 @@ def test_smuggling_split_across_reads_is_still_refused(servers: Servers, http: s
     assert app.calls == []
 
 
+def test_bytes_that_cannot_start_a_request_are_refused_at_once(http: str) -> None:
+    # A TLS ClientHello sent to the plain-HTTP port has no LF to wait for: it is answered at
+    # once instead of holding the connection until the header timeout.
+    with serve(Recorder(), http=http, timeout_request_header=30) as url, RawClient(url) as client:
+        client.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\0" * 40)
+        data = client.read_until_close(limit=5.0)
+    assert status_of(data) == 400
+
+
 def test_valid_pipelined_request_after_a_body_is_served_in_order(
     servers: Servers, http: str
 ) -> None:

@@ -121,6 +121,13 @@ def test_absolute_form(parser_cls: type[Any]) -> None:
     head = heads(events)[0]
     assert (head.path, head.query, head.host) == (b"/", b"q", b"Other:81")
     assert head.target == b"HTTP://Other:81?q"
+    # The target's authority replaces the Host header the app will see (RFC 9112 §3.2.2).
+    assert head.headers == [(b"host", b"Other:81")]
+    events, err = run(parser_cls, [b"GET http://b/x HTTP/1.0\r\nX: 1\r\n\r\n"])
+    assert err is None
+    assert heads(events)[0].headers == [(b"x", b"1"), (b"host", b"b")]
+    events, err = run(parser_cls, [b"GET http://a/x HTTP/1.1\r\nHost: a\r\nX: 1\r\n\r\n"])
+    assert err is None and heads(events)[0].headers == [(b"host", b"a"), (b"x", b"1")]
 
 
 @parsers

@@ -25,8 +25,9 @@ Decisions on ambiguous inputs (documented once, here):
 * Host must be non-empty, even though RFC 9112 §3.2 allows an empty Host for URIs without an
   authority: we only serve ``http``/``https`` whose URIs must have a host (RFC 9110 §4.2.1).
   A port, when present, is 1-5 digits <= 65535 (an empty port is refused). IPv6 zone ids and
-  userinfo (``@``) are refused. Absolute-form targets win over the Host header (RFC 9112 §3.2.2)
-  but the Host header must still be present exactly once and be valid.
+  userinfo (``@``) are refused. Absolute-form targets win over the Host header (RFC 9112 §3.2.2):
+  the Host header must still be present exactly once and be valid, and its value is replaced
+  by the target's authority in the parsed headers, so the app sees the host that was asked for.
 * Transfer-Encoding is a list of bare tokens: empty list elements (``chunked ,``), ``chunked``
   applied twice, or a final coding other than ``chunked`` are 400; another coding before the
   final ``chunked`` (``gzip, chunked``) is 501 because we do not decode it.
@@ -468,8 +469,17 @@ def build_head(
             raise _bad(400, "invalid Host header")
     elif http_version == "1.1":
         raise _bad(400, "missing Host header")
-    if authority is not None:
+    if authority is not None and host != authority:
+        # RFC 9112 §3.2.2: the target's authority replaces the Host header. Apps route by the
+        # Host header, so leaving the client's one in place would let a front end that routed
+        # by the target and the app disagree about the host (absolute-URL host confusion).
         host = authority
+        for index, (name, _) in enumerate(headers):
+            if name == b"host":
+                headers[index] = (name, authority)
+                break
+        else:
+            headers.append((b"host", authority))  # HTTP/1.0 may send no Host at all
 
     content_length, chunked = decide_framing(
         http_version, content_lengths, transfer_encodings, limits
@@ -598,6 +608,25 @@ def parse_head(block: bytes, lf: int, limits: ParserLimits) -> tuple[RequestHead
 # --------------------------------------------------------------------------------------------
 
 
+#: How much of a request line is checked for a valid method before its end has arrived.
+_METHOD_PREFIX: Final = 64
+
+
+def _check_method_prefix(prefix: bytes | bytearray) -> None:
+    """Refuse at once a request line whose method already holds a byte no method can.
+
+    Without this, bytes that are not HTTP at all (a TLS handshake sent to a plain port, a
+    scanner's binary probe) would wait for a LF that may never come, until the header timeout.
+    Only the first bytes are looked at, and before every other check, so the status is the
+    same however the line is split into reads.
+    """
+    method = prefix.split(b" ", 1)[0]
+    if method.translate(None, TCHAR):
+        if method[:1] == b"\x16":
+            raise _bad(400, "TLS handshake on a plain-HTTP port (an https:// URL for http?)")
+        raise _bad(400, "invalid method")
+
+
 class SectionLocator:
     """Finds where a head or trailer section ends, incrementally, and enforces size limits.
 
@@ -659,6 +688,7 @@ class SectionLocator:
             if skipped > limits.max_leading_empty_lines:
                 raise _bad(400, "too many empty lines before the request line")
         if self._first_lf < 0:
+            _check_method_prefix(buf[start : start + _METHOD_PREFIX])
             i = buf.find(b"\n", start + self._lf_searched)
             if i < 0:
                 self._lf_searched = len(buf) - start
@@ -704,11 +734,23 @@ class SectionLocator:
 def parse_trailers(
     block: bytes, lf: int, fields_before: int, limits: ParserLimits
 ) -> list[tuple[bytes, bytes]]:
-    """Validate a trailer section (same rules as header fields, CRLF only)."""
+    """Validate a trailer section (same rules as header fields, CRLF only).
+
+    Framing fields are refused in trailers (RFC 9110 §6.5.1: a trailer must not carry what
+    frames the message): a Content-Length or Transfer-Encoding arriving after the body can only
+    confuse whatever reads the trailers as headers.
+    """
     lines = split_section_lines(block[:lf], block[lf + 1 :], False)
     if fields_before + len(lines) > limits.max_header_count:
         raise _bad(431, "too many header fields")
-    return parse_field_lines(lines)
+    fields = parse_field_lines(lines)
+    for name, _ in fields:
+        if name in _FRAMING_FIELDS:
+            raise _bad(400, f"{name.decode('ascii')} in trailers")
+    return fields
+
+
+_FRAMING_FIELDS: Final = frozenset([b"content-length", b"transfer-encoding"])
 
 
 # --------------------------------------------------------------------------------------------

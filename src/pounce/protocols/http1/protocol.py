@@ -326,6 +326,12 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
                 exc.status,
             )
         self.keep_alive = False
+        if self.discarding:
+            # The unread body of a request already answered turned out malformed: a second
+            # response to one request would be read as the answer to the client's next one
+            # (response queue poisoning), so the connection just ends.
+            self._close()
+            return
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             # The body of a running request turned out malformed.
