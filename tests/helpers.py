@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -172,3 +176,43 @@ def running(app: Any, **options: Any) -> Iterator[tuple[Server, str, threading.T
     """A Server in a thread; yields it with its URL and thread (force-stopped at the end)."""
     with serve_in_thread(app, force_stop=True, **options) as server:
         yield server.server, server.url, server.thread
+
+
+class PounceSubprocess:
+    """``python -m pounce ARGS`` in a subprocess, its stderr collected line by line.
+
+    The environment's ``POUNCE_PORT`` is dropped so a developer's shell cannot move the server.
+    """
+
+    def __init__(self, args: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> None:
+        environ = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        environ.pop("POUNCE_PORT", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pounce", *args],
+            cwd=cwd,
+            env=environ,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def join_reader(self) -> None:
+        self._reader.join(5)

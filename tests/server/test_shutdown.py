@@ -7,11 +7,8 @@ start-up tests run ``python -m pounce`` in a subprocess, as an operator would.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers import RawClient, Response, address, running, wait_until
+from tests.helpers import (
+    PounceSubprocess,
+    RawClient,
+    Response,
+    address,
+    running,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -205,31 +209,17 @@ def test_shutdown_without_connections_is_prompt() -> None:
 # -- the command line in a subprocess -------------------------------------------------------------
 
 
-class PounceProcess:
-    """``python -m pounce ...`` with its stderr collected line by line."""
+class PounceProcess(PounceSubprocess):
+    """``python -m pounce APP --host 127.0.0.1 ...`` run from the project root."""
 
     def __init__(self, app: str, tmp_path: Path, *args: str) -> None:
         if "--port" not in args:
             args = (*args, "--port", "0")
-        env = {**os.environ, "POUNCE_TEST_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-        env.pop("POUNCE_PORT", None)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pounce", app, "--host", "127.0.0.1", *args],
+        super().__init__(
+            [app, "--host", "127.0.0.1", *args],
             cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+            env={"POUNCE_TEST_DIR": str(tmp_path)},
         )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
 
     def wait_for(self, text: str, timeout: float = 10.0) -> str:
         found: list[str] = []
@@ -251,13 +241,8 @@ class PounceProcess:
             code = self.proc.wait(timeout)
         finally:
             self.kill()
-        self._reader.join(5)
+        self.join_reader()
         return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
 
     @property
     def stderr(self) -> str:

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import os
 import re
 import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.helpers import PounceSubprocess
 from tests.workers.support import get, wait_for
 
 from pounce.workers.watchers import (
@@ -163,30 +161,16 @@ async def app(scope, receive, send):
 """
 
 
-class Reloader:
+class Reloader(PounceSubprocess):
     """``python -m pounce devapp:app --reload`` in a subprocess, its stderr collected."""
 
     def __init__(self, root: Path, *extra: str) -> None:
         self.root = root
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pounce", "devapp:app", "--reload", "--reload-dir",
-             str(root), "--app-dir", str(root), "--port", "0", "--reload-delay", "0.05",
-             "--no-access-log", *extra],
-            cwd=root, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        super().__init__(
+            ["devapp:app", "--reload", "--reload-dir", str(root), "--app-dir", str(root),
+             "--port", "0", "--reload-delay", "0.05", "--no-access-log", *extra],
+            cwd=root,
         )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
 
     def address(self) -> tuple[str, int]:
         pattern = re.compile(r"running on http://127\.0\.0\.1:(\d+)")
@@ -206,10 +190,8 @@ class Reloader:
         try:
             return self.proc.wait(15)
         finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(5)
-            self._reader.join(5)
+            self.kill()
+            self.join_reader()
 
 
 @pytest.fixture
