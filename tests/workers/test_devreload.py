@@ -202,20 +202,23 @@ def reloader_factory(tmp_path: Path) -> Iterator[list[Reloader]]:
         r.stop()
 
 
-def _start(started: list[Reloader], root: Path, *extra: str) -> Reloader:
+def _start(
+    started: list[Reloader], root: Path, *extra: str
+) -> tuple[Reloader, tuple[str, int]]:
+    """Start a reloader on an app answering ``one``; return it once the first child serves."""
     (root / "devapp.py").write_text(APP.format(body=b"one"))
     r = Reloader(root, *extra)
     started.append(r)
-    return r
+    address = r.address()
+    assert wait_for(lambda: r.body(address) == b"one", 20), r.log
+    return r, address
 
 
 @pytest.mark.parametrize("extra", [(), ("--workers", "2")], ids=["1-worker", "2-workers"])
 def test_edit_then_syntax_error_then_fix(
     reloader_factory: list[Reloader], tmp_path: Path, extra: tuple[str, ...]
 ) -> None:
-    r = _start(reloader_factory, tmp_path, *extra)
-    address = r.address()
-    assert wait_for(lambda: r.body(address) == b"one", 20), r.log
+    r, address = _start(reloader_factory, tmp_path, *extra)
 
     (tmp_path / "devapp.py").write_text(APP.format(body=b"two"))
     assert wait_for(lambda: r.body(address) == b"two", 15), r.log
@@ -234,9 +237,7 @@ def test_edit_then_syntax_error_then_fix(
 def test_changes_of_other_files_do_not_restart(
     reloader_factory: list[Reloader], tmp_path: Path
 ) -> None:
-    r = _start(reloader_factory, tmp_path)
-    address = r.address()
-    assert wait_for(lambda: r.body(address) == b"one", 20), r.log
+    r, _ = _start(reloader_factory, tmp_path)
     (tmp_path / "readme.txt").write_text("x")
     (tmp_path / "trigger.py").write_text("")
     assert wait_for(lambda: "Detected changes in 'trigger.py'" in r.log, 15), r.log
@@ -246,9 +247,7 @@ def test_changes_of_other_files_do_not_restart(
 def test_child_exits_when_the_reloader_is_killed(
     reloader_factory: list[Reloader], tmp_path: Path
 ) -> None:
-    r = _start(reloader_factory, tmp_path)
-    address = r.address()
-    assert wait_for(lambda: r.body(address) == b"one", 20), r.log
+    r, address = _start(reloader_factory, tmp_path)
     r.proc.kill()
     r.proc.wait(5)
     # The child noticed that its lifeline closed and stopped: nothing answers any more.
