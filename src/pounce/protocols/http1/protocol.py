@@ -262,8 +262,6 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
                 assert isinstance(event, bytes | bytearray | memoryview)
                 if cycle is not None:
                     cycle.feed_body(bytes(event))
-                    if self.deadline_kind == BODY:
-                        self._set_deadline(BODY, self.ctx.config.timeout_request_body)
                     if cycle.buffered_body > BODY_HIGH_WATER:
                         self._pause_reading()
                 else:
@@ -272,8 +270,10 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
                         self.keep_alive = False
                         self._close(linger=False)
                         return
-                    if self.deadline_kind == BODY:
-                        self._set_deadline(BODY, self.ctx.config.timeout_request_body)
+                # Progress: the body timeout runs between two pieces of body, whether the app
+                # reads them or they are being dropped after an early response.
+                if self.deadline_kind == BODY:
+                    self._set_deadline(BODY, self.ctx.config.timeout_request_body)
 
     def _start_cycle(self, head: RequestHead) -> None:
         ctx = self.ctx
