@@ -141,6 +141,7 @@ FLAG_TABLE: list[tuple[list[str], str, Any]] = [
     (["--log-format", "json"], "log_format", "json"),
     (["--timeout-request-header", "5s"], "timeout_request_header", 5.0),
     (["--timeout-request-body", "1m"], "timeout_request_body", 60.0),
+    (["--min-request-body-rate", "1k"], "min_request_body_rate", 1024),
     (["--timeout-write", "250ms"], "timeout_write", 0.25),
     (["--timeout-startup", "2m"], "timeout_startup", 120.0),
     (["--limit-request-line", "4k"], "limit_request_line", 4096),

@@ -38,7 +38,8 @@ def test_defaults_match_the_contract() -> None:
         "limit_concurrency": None, "limit_max_requests": None, "limit_max_requests_jitter": 0,
         "limit_max_rss": None, "gc_freeze": True,
         "timeout_keep_alive": 5.0, "timeout_request_header": 10.0,
-        "timeout_request_body": 30.0, "timeout_write": 30.0, "timeout_graceful_shutdown": 30.0,
+        "timeout_request_body": 30.0, "min_request_body_rate": 500, "timeout_write": 30.0,
+        "timeout_graceful_shutdown": 30.0,
         "timeout_startup": 60.0, "timeout_worker_healthcheck": 30.0, "lifespan": "auto",
         "reset_contextvars": False, "root_path": "", "proxy_headers": True,
         "forwarded_allow_ips": ("127.0.0.1",), "server_header": True, "date_header": True,
@@ -208,6 +209,7 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("bind", 8000, "comma-separated"),
     ("ssl_ciphers", "", "non-empty"),
     ("access_log", "loud", "boolean"),
+    ("min_request_body_rate", 0, "at least 1"),
 ]
 
 

@@ -496,8 +496,14 @@ class ServerConfig:
         _duration(), metavar=_DURATION,
     )
     timeout_request_body: float = _opt(
-        30.0, "time allowed between two chunks of request body", "Timeouts", _duration(),
+        30.0, "time a request body may keep the app waiting (408 beyond); body bytes earn "
+        "it back at --min-request-body-rate", "Timeouts", _duration(),
         metavar=_DURATION,
+    )
+    min_request_body_rate: int | None = _opt(
+        500, "bytes per second a request body must keep up to earn more waiting time "
+        "(off = every chunk restarts the body timeout)", "Timeouts",
+        _optional(_size(1)), metavar=_SIZE,
     )
     timeout_write: float = _opt(
         30.0, "time allowed for a client to accept buffered response data", "Timeouts",

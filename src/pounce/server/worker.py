@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pounce.protocols.http1.protocol import HTTP1Protocol
-from pounce.server.context import WorkerContext
+from pounce.pipeline.context import WorkerContext
+from pounce.protocols.http1.protocol import http1_engine_factory
+from pounce.transport.stream import StreamTransport
 
 if TYPE_CHECKING:
     import contextvars
@@ -39,6 +40,12 @@ def tick_interval(config: ServerConfig) -> float:
         config.timeout_write,
     )
     return max(0.01, min(0.5, shortest / 4))
+
+
+def protocol_factory(ctx: WorkerContext) -> Callable[[], StreamTransport]:
+    """What the event loop calls for each new connection of this worker."""
+    engine = http1_engine_factory(ctx.config)
+    return lambda: StreamTransport(ctx, engine)
 
 
 class Worker:
@@ -71,6 +78,7 @@ class Worker:
         self._force = False
         self._idle_grace = 0.0
         self._servers: list[asyncio.Server] = []
+        self._protocol_factory: Callable[[], StreamTransport] | None = None
         #: ``--limit-max-requests`` for this worker: True = the config's value; a supervisor
         #: passes a jittered number, or None when it watches ``requests_total`` itself.
         self.max_requests: int | None = (
@@ -144,9 +152,10 @@ class Worker:
         )
         ctx.max_requests = self.max_requests
         self.ctx = ctx
+        self._protocol_factory = protocol_factory(ctx)
         for sock in sockets:
             server = await loop.create_server(
-                lambda: HTTP1Protocol(ctx), sock=sock, backlog=self.config.backlog
+                self._protocol_factory, sock=sock, backlog=self.config.backlog
             )
             self._servers.append(server)
         interval = tick_interval(self.config)
@@ -162,14 +171,15 @@ class Worker:
     def _adopt(self, sock: socket.socket) -> None:
         ctx = self.ctx
         loop = self.loop
-        if ctx is None or loop is None or ctx.shutting_down:
+        factory = self._protocol_factory
+        if ctx is None or loop is None or factory is None or ctx.shutting_down:
             self.adopted += 1
             sock.close()
             return
 
         async def connect() -> None:
             try:
-                await loop.connect_accepted_socket(lambda: HTTP1Protocol(ctx), sock)
+                await loop.connect_accepted_socket(factory, sock)
             except OSError:
                 sock.close()
             finally:
