@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 from tests.workers.support import Load, get, running, wait_for
 from tests.workers.wapps import app
 
+from pounce.errors import StartupError
 from pounce.workers.supervisor import WorkerFailure
 
 
@@ -127,3 +130,50 @@ def test_shared_structures_under_fast_switching(fast_switching: None) -> None:
         assert wait_for(
             lambda: all(w.handed == w.adopted for w in supervisor.workers), 5
         )
+
+
+_INTERNAL_NAME = re.compile(r"worker-\d+\.\d+")
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_first_start_failure_names_the_worker_in_words(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flag = tmp_path / "fail"
+    flag.write_text("1")
+    monkeypatch.setenv("WAPPS_FAIL_FLAG", str(flag))
+    with (
+        pytest.raises(StartupError) as info,
+        running(app, workers=2, worker_type=kind),
+    ):
+        pass
+    message = info.value.message
+    assert re.match(r"worker [12]( \(pid \d+\))? failed to start: ", message), message
+    assert "flag set" in message
+    assert not _INTERNAL_NAME.search(message)
+
+
+def test_worker_log_lines_name_workers_in_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pounce")
+    flag = tmp_path / "fail"
+    monkeypatch.setenv("WAPPS_FAIL_FLAG", str(flag))
+    with (
+        pytest.raises(WorkerFailure),
+        running(app, workers=2, worker_type="process") as (server, address),
+    ):
+        supervisor = server._supervisor
+        assert supervisor is not None
+        flag.write_text("1")
+        with pytest.raises(OSError):
+            get(address, "/crash", timeout=2)
+        assert wait_for(lambda: supervisor.fatal is not None, 20)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("pounce")]
+    died = [line for line in lines if "died unexpectedly" in line]
+    failed = [line for line in lines if "failed to start:" in line]
+    assert died and failed, lines
+    assert re.match(r"worker [12] \(pid \d+\) died unexpectedly \(exited with status 1\)", died[0])
+    assert re.match(r"worker [12] \(pid \d+\) failed to start: .*flag set.* \(1 in a row\)",
+                    failed[0])
+    assert not [line for line in lines if _INTERNAL_NAME.search(line)]

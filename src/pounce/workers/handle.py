@@ -35,6 +35,7 @@ class WorkerHandle(ABC):
     kind: str = "worker"
 
     def __init__(self, *, name: str, slot: int, generation: int) -> None:
+        #: Internal id (``worker-<generation>.<slot>``): thread names, debug lines, stats.
         self.name = name
         #: Position in the pool: a replacement takes the slot (and reuseport socket) it replaces.
         self.slot = slot
@@ -51,6 +52,19 @@ class WorkerHandle(ABC):
         self.handed = 0
         self.started_at = time.monotonic()
         self.stopping = False
+
+    @property
+    def label(self) -> str:
+        """How log lines name this worker to a person: ``worker 2``, ``worker 2 (pid 4711)``.
+
+        Slots count from 1 as people do; the generation is mentioned once a reload made more
+        than one, and a process's pid so it can be found with ``ps``.
+        """
+        details = self._label_details()
+        return f"worker {self.slot + 1}" + (f" ({', '.join(details)})" if details else "")
+
+    def _label_details(self) -> list[str]:
+        return [f"generation {self.generation}"] if self.generation > 1 else []
 
     # -- lifecycle (supervisor thread) --------------------------------------------------------
 

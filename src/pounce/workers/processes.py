@@ -198,12 +198,13 @@ class ProcessWorker(WorkerHandle):
             self._channel, child_channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             self._channel.settimeout(1.0)
             child_channel.setblocking(False)
+        self.pid: int | None = None
         spec = ChildSpec(
             app=app if ctx.get_start_method() == "fork" or config.app is None else None,
             config=config,
             listen=list(listen),
             channel=child_channel,
-            name=name,
+            name=self.label,
             max_requests=max_requests,
             parent_pid=os.getpid(),
         )
@@ -216,7 +217,12 @@ class ProcessWorker(WorkerHandle):
         self._connections = 0
         self._adopted = 0
         self._heartbeat = time.monotonic()
-        self.pid: int | None = None
+
+    def _label_details(self) -> list[str]:
+        details = super()._label_details()
+        if self.pid is not None:
+            details.append(f"pid {self.pid}")
+        return details
 
     def start(self) -> None:
         self._process.start()

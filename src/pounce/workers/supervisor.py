@@ -268,7 +268,7 @@ class Supervisor:
                 if not handle.ready.is_set() and not handle.alive():
                     handle.poll()
                     error = StartupError(
-                        f"{handle.name} failed to start: {handle.error or 'it exited'}",
+                        f"{handle.label} failed to start: {handle.error or 'it exited'}",
                         details=handle.error_details,
                     )
             if error is not None or all(h.ready.is_set() for h in handles):
@@ -319,7 +319,7 @@ class Supervisor:
                 self.replacements += 1
                 logger.error(
                     "%s died unexpectedly (%s); replacing it",
-                    handle.name,
+                    handle.label,
                     handle.error or "no error reported",
                 )
                 self._schedule_retry(handle.slot, now)
@@ -329,7 +329,7 @@ class Supervisor:
                 logger.error(
                     "%s missed its heartbeat for %.1fs (--timeout-worker-healthcheck); "
                     "replacing it",
-                    handle.name,
+                    handle.label,
                     now - handle.heartbeat,
                 )
                 self._unpublish(handle)
@@ -373,7 +373,7 @@ class Supervisor:
             if limit is not None and handle.requests_total >= limit:
                 logger.info(
                     "%s served %d requests (--limit-max-requests %d); recycling it",
-                    handle.name,
+                    handle.label,
                     handle.requests_total,
                     limit,
                 )
@@ -385,7 +385,7 @@ class Supervisor:
                 if rss is not None and rss > limit_rss:
                     logger.info(
                         "%s uses %d MiB of memory (--limit-max-rss %d MiB); recycling it",
-                        handle.name,
+                        handle.label,
                         rss >> 20,
                         limit_rss >> 20,
                     )
@@ -409,10 +409,10 @@ class Supervisor:
                 failures = self._failures.get(new.slot, 0) + 1
                 self._failures[new.slot] = failures
                 logger.error(
-                    "%s failed to start (%d in a row): %s",
-                    new.name,
-                    failures,
+                    "%s failed to start: %s (%d in a row)",
+                    new.label,
                     new.error or "it exited",
+                    failures,
                 )
                 if new.error_details:
                     logger.error("%s", new.error_details.rstrip())
@@ -493,14 +493,14 @@ class Supervisor:
         if delta > 0:
             used = {w.slot for w in (*self.workers, *self._starting)} | set(self._retry)
             slot = next(i for i in range(len(used) + 1) if i not in used)
-            logger.info("Adding a worker (SIGTTIN): slot %d", slot)
+            logger.info("Adding a worker (SIGTTIN): worker %d", slot + 1)
             self._starting[self._spawn(slot, self._app, self._generation)] = None
         elif delta < 0:
             if len(self.workers) <= 1:
                 logger.info("SIGTTOU ignored: at least one worker keeps serving")
                 return
             victim = max(self.workers, key=lambda w: w.slot)
-            logger.info("Removing a worker (SIGTTOU): %s", victim.name)
+            logger.info("Removing a worker (SIGTTOU): %s", victim.label)
             self._unpublish(victim)
             self._retire(victim)
             sockets = self._slot_sockets.pop(victim.slot, None)
@@ -535,7 +535,7 @@ class Supervisor:
                     handle.request_stop(force=True)
         for handle in everyone:
             if _alive(handle):
-                logger.warning("%s did not stop in time; abandoning it", handle.name)
+                logger.warning("%s did not stop in time; abandoning it", handle.label)
                 handle.abandon()
                 _join(handle, 1.0)
         self.retired_requests += sum(w.requests_total for w in (*self.workers, *self._draining))
