@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
+import sys
 import threading
 from pathlib import Path
 
 import pytest
+from tests.helpers import PounceSubprocess
 from tests.workers.support import Load, get, running, wait_for
 from tests.workers.wapps import app
 
 from pounce.errors import StartupError
 from pounce.workers.supervisor import WorkerFailure
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("kind", ["thread", "process"])
@@ -177,3 +183,48 @@ def test_worker_log_lines_name_workers_in_words(
     assert re.match(r"worker [12] \(pid \d+\) failed to start: .*flag set.* \(1 in a row\)",
                     failed[0])
     assert not [line for line in lines if _INTERNAL_NAME.search(line)]
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Child processes of *pid* and their state letter (``Z`` = zombie), from /proc."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found[int(entry)] = fields[0]
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("how", ["kill", "hang"])
+def test_killed_process_worker_leaves_no_zombie(how: str) -> None:
+    """kill -9 of a worker, or a hung (stopped) worker the supervisor kills: reaped at once."""
+    server = PounceSubprocess(
+        ["tests.apps:hello", "--host", "127.0.0.1", "--port", "0", "--workers", "2",
+         "--worker-type", "process", "--timeout-worker-healthcheck", "1"],
+        cwd=ROOT,
+    )
+    try:
+        pid = server.proc.pid
+        assert wait_for(lambda: len(_children(pid)) == 2 and "running on" in server.log, 20), (
+            server.log
+        )
+        victim = min(_children(pid))
+        os.kill(victim, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+        # Replaced, and the victim waited for: two live workers, no zombie.
+        assert wait_for(
+            lambda: victim not in _children(pid)
+            and len(_children(pid)) == 2
+            and "Z" not in _children(pid).values(),
+            5,
+        ), (_children(pid), server.log)
+        assert "died unexpectedly" in server.log or "missed its heartbeat" in server.log
+    finally:
+        server.kill()
+        server.join_reader()

@@ -85,6 +85,9 @@ class Supervisor:
         self.draining: tuple[WorkerHandle, ...] = ()
         self._starting: dict[WorkerHandle, WorkerHandle | None] = {}  # new -> the one it replaces
         self._draining: list[WorkerHandle] = []
+        #: Hung workers given up on: a killed process must still be waited for (reaped), or
+        #: it stays a zombie until multiprocessing happens to collect it at the next start.
+        self._abandoned: list[WorkerHandle] = []
         self._retry: dict[int, float] = {}  # slot -> when to start it again
         self._failures: dict[int, int] = {}
         self._limits: dict[WorkerHandle, int] = {}
@@ -335,6 +338,7 @@ class Supervisor:
                 self._unpublish(handle)
                 self._account(handle)
                 handle.abandon()
+                self._abandoned.append(handle)
                 self.replacements += 1
                 self._schedule_retry(handle.slot, now, immediately=True)
                 self._thaw_heap()
@@ -444,6 +448,8 @@ class Supervisor:
         self._limits.pop(handle, None)
 
     def _reap(self) -> None:
+        if self._abandoned:
+            self._abandoned = [w for w in self._abandoned if _alive(w)]
         if self._draining:
             gone = [w for w in self._draining if not _alive(w)]
             if gone:
@@ -538,6 +544,9 @@ class Supervisor:
                 logger.warning("%s did not stop in time; abandoning it", handle.label)
                 handle.abandon()
                 _join(handle, 1.0)
+        for handle in self._abandoned:
+            _join(handle, 1.0)  # reap killed processes; a hung thread is a daemon, left alone
+        self._abandoned.clear()
         self.retired_requests += sum(w.requests_total for w in (*self.workers, *self._draining))
         self.workers = ()
         self.draining = ()
