@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pounce.protocols.http1.protocol import HTTP1Protocol
+from pounce.server.accept import ListenerGuard
 from pounce.server.context import WorkerContext
 
 if TYPE_CHECKING:
@@ -144,9 +145,11 @@ class Worker:
         )
         ctx.max_requests = self.max_requests
         self.ctx = ctx
+        guard = ListenerGuard(loop, self.name) if sockets else None
         for sock in sockets:
+            assert guard is not None
             server = await loop.create_server(
-                lambda: HTTP1Protocol(ctx), sock=sock, backlog=self.config.backlog
+                lambda: HTTP1Protocol(ctx), sock=guard.wrap(sock), backlog=self.config.backlog
             )
             self._servers.append(server)
         interval = tick_interval(self.config)

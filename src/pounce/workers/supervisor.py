@@ -144,8 +144,7 @@ class Supervisor:
         """Start the first generation, supervise until stopped, then drain everything."""
         try:
             if self.model.accept == "distributor":
-                capacity = self.config.limit_concurrency
-                self.distributor = Distributor(self._sockets, capacity=capacity)
+                self.distributor = Distributor(self._sockets)
                 self.distributor.start()
             if self.model.kind == "process":
                 # Before forking: children share the frozen pages instead of copying them.
