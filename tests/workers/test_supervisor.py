@@ -8,6 +8,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,7 @@ def test_max_requests_recycles_under_load_without_errors(kind: str) -> None:
 
 
 def test_rss_limit_recycles_one_worker_at_a_time() -> None:
-    with running(app, workers=2, worker_type="thread", limit_max_rss=1) as (server, address):
+    with running(app, workers=2, worker_type="process", limit_max_rss=1) as (server, address):
         supervisor = server._supervisor
         assert supervisor is not None
         load = Load(address, 4, max_requests=5000, deadline=20).start()
@@ -225,6 +226,66 @@ def test_killed_process_worker_leaves_no_zombie(how: str) -> None:
             5,
         ), (_children(pid), server.log)
         assert "died unexpectedly" in server.log or "missed its heartbeat" in server.log
+    finally:
+        server.kill()
+        server.join_reader()
+
+
+def test_rss_limit_with_thread_workers_needs_an_import_string() -> None:
+    """An app object cannot be imported afresh, so nothing it holds could be released."""
+    with (
+        pytest.raises(StartupError, match="--limit-max-rss with thread workers needs"),
+        running(app, workers=2, worker_type="thread", limit_max_rss=10**9),
+    ):
+        pass
+
+
+LEAKY_APP = """
+LEAK = []
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    LEAK.append(b"x" * (1 << 20))  # 1 MiB that this module keeps for ever
+    body = str(len(LEAK)).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/statm", "rb") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)")
+def test_rss_limit_bounds_a_leaking_app_in_thread_mode(tmp_path: Path) -> None:
+    """A leaking app under thread workers: fresh generations keep the process near the limit."""
+    (tmp_path / "leakyapp.py").write_text(LEAKY_APP)
+    limit_mib, leaked_mib = 150, 450
+    server = PounceSubprocess(
+        ["leakyapp:app", "--app-dir", str(tmp_path), "--host", "127.0.0.1", "--port", "0",
+         "--workers", "2", "--worker-type", "thread", "--limit-max-rss", f"{limit_mib}m"],
+        cwd=tmp_path,
+    )
+    try:
+        pid = server.proc.pid
+        assert wait_for(lambda: "running on" in server.log or server.proc.poll() is not None,
+                        20), server.log
+        url = next(line for line in server.lines if "running on" in line)
+        host, port = url.split("running on ")[1].split()[0].removeprefix("http://").rsplit(":", 1)
+        peak = 0
+        deadline = time.monotonic() + 90
+        for _ in range(leaked_mib):
+            assert time.monotonic() < deadline
+            assert get((host, int(port)))[0] == 200
+            peak = max(peak, _rss(pid))
+            time.sleep(0.005)
+        assert wait_for(lambda: _rss(pid) < limit_mib << 20, 10), _rss(pid) >> 20
+        assert peak < (limit_mib + 100) << 20, f"peak {peak >> 20} MiB"
+        rolls = [line for line in server.lines if "fresh import of the app" in line]
+        assert len(rolls) >= 2, server.log
+        assert "still uses" not in server.log
     finally:
         server.kill()
         server.join_reader()
