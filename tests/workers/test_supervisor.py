@@ -280,9 +280,11 @@ def test_rss_limit_bounds_a_leaking_app_in_thread_mode(tmp_path: Path) -> None:
             assert time.monotonic() < deadline
             assert get((host, int(port)))[0] == 200
             peak = max(peak, _rss(pid))
-            time.sleep(0.005)
+            # At most ~50 MiB/s: the bound is the limit plus what leaks while a generation
+            # rolls (at least a second), so a faster client only measures the overshoot.
+            time.sleep(0.02)
         assert wait_for(lambda: _rss(pid) < limit_mib << 20, 10), _rss(pid) >> 20
-        assert peak < (limit_mib + 100) << 20, f"peak {peak >> 20} MiB"
+        assert peak < (limit_mib + 150) << 20, f"peak {peak >> 20} MiB"  # not 480 MiB
         rolls = [line for line in server.lines if "fresh import of the app" in line]
         assert len(rolls) >= 2, server.log
         assert "still uses" not in server.log
