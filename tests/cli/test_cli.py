@@ -580,3 +580,19 @@ def test_reload_reads_pid_file_from_config(
 def test_mistyped_flag_gets_a_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["examples:app", "--prot", "9000"]) == 2
     assert "did you mean '--port'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["--json"], []])
+def test_config_show_into_a_closed_pipe_exits_quietly(extra: list[str]) -> None:
+    """``pounce config show | head``: the reader leaves early; no BrokenPipeError traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written: EPIPE for certain
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pounce", "config", "show", *extra],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, check=False, timeout=30,
+        )
+    finally:
+        os.close(write_end)
+    assert result.stderr == ""
+    assert result.returncode == 141

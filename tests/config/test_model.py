@@ -22,6 +22,7 @@ from pounce.config import (
     ServerConfig,
     unsupported_options,
 )
+from pounce.config.model import ineffective_reload_options
 from pounce.errors import StartupError
 
 # --------------------------------------------------------------------------- defaults
@@ -264,13 +265,24 @@ def test_long_values_are_truncated_in_messages() -> None:
         ({"ssl_cert_reqs": 2}, "without ssl_certfile"),
         ({"ssl_ciphers": "HIGH"}, "without ssl_certfile"),
         ({"limit_max_requests_jitter": 5}, "without limit_max_requests"),
-        ({"reload_dirs": ["src"]}, "without reload"),
-        ({"reload_excludes": ["*.tmp"]}, "without reload"),
     ],
 )
 def test_conflicting_options(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         ServerConfig(**kwargs)
+
+
+def test_reload_options_without_reload_are_not_an_error() -> None:
+    # Uvicorn only warns about these; command lines copied from it must keep working.
+    config = ServerConfig(
+        reload_dirs=["src"], reload_includes=["*.html"], reload_excludes=["*.tmp"],
+        reload_delay=1.0,
+    )
+    assert ineffective_reload_options(config) == [
+        "--reload-dir", "--reload-include", "--reload-exclude", "--reload-delay",
+    ]
+    assert ineffective_reload_options(config.replace(reload=True)) == []
+    assert ineffective_reload_options(ServerConfig()) == []
 
 
 def test_tls_options_allowed_with_certfile() -> None:

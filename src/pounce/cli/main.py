@@ -19,7 +19,8 @@ subcommand name, put ``--`` first: ``pounce -- config:app``.
 
 Exit codes: 0 success (and Ctrl-C), 1 ``reload`` could not signal the server,
 2 usage or configuration error (including options that are not supported
-yet), 3 start-up failure (import, bind, TLS, lifespan ...).
+yet), 3 start-up failure (import, bind, TLS, lifespan ...), 141 (as if killed by
+SIGPIPE, silently) when whoever reads the output stops reading, e.g. ``| head``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_STARTUP: Final = 3
+#: The reader of our output went away (``pounce config show | head``): no traceback, the
+#: status a shell reports for a process ended by SIGPIPE.
+EXIT_BROKEN_PIPE: Final = 128 + 13
 
 SUBCOMMANDS: Final = ("config", "check", "reload")
 
@@ -133,6 +137,19 @@ def _error(message: str) -> None:
 
 def _notice(message: str) -> None:
     print(f"{PROG}: notice: {_one_line(message)}", file=sys.stderr)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: its reader is gone, and Python flushes it again at exit."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (tests, embedding)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def version_string() -> str:
@@ -544,7 +561,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         command = _serve
     try:
-        return command(args)
+        code = command(args)
+        # Inside the try: a reader that went away (``pounce config show | head``) must
+        # surface here, not as an "Exception ignored" when the interpreter flushes at exit.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except _Exit as exc:
         return exc.code
     except ConfigError as exc:

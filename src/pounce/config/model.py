@@ -731,14 +731,6 @@ class ServerConfig:
                 option="limit_max_requests_jitter",
                 value=self.limit_max_requests_jitter,
             )
-        if not self.reload:
-            for name in ("reload_dirs", "reload_includes", "reload_excludes"):
-                if getattr(self, name):
-                    raise ConfigError(
-                        "has no effect without reload; add --reload or remove it",
-                        option=name,
-                        value=getattr(self, name),
-                    )
         if self.log_config is not None:
             path = Path(self.log_config)
             if path.suffix.lower() not in LOG_CONFIG_SUFFIXES:
@@ -882,6 +874,24 @@ _USED_WHEN: Final[Mapping[str, Callable[[ServerConfig], bool]]] = MappingProxyTy
         "ws": lambda c: c.ws == "wsproto",
     }
 )
+
+
+RELOAD_ONLY_OPTIONS: Final = ("reload_dirs", "reload_includes", "reload_excludes", "reload_delay")
+
+
+def ineffective_reload_options(config: ServerConfig) -> list[str]:
+    """Flags of the ``--reload-*`` options ``config`` sets although ``reload`` is off.
+
+    Not an error: command lines copied from Uvicorn (which only warns) must keep working, so
+    the server warns and serves.
+    """
+    if config.reload:
+        return []
+    return [
+        FIELD_DOCS[name].flag or name
+        for name in RELOAD_ONLY_OPTIONS
+        if getattr(config, name) != FIELD_DOCS[name].default
+    ]
 
 
 def unsupported_options(config: ServerConfig) -> list[str]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pounce.pipeline.context import WorkerContext
 from pounce.protocols.http1.protocol import http1_engine_factory
+from pounce.server.accept import ListenerGuard
 from pounce.transport.stream import StreamTransport
 
 if TYPE_CHECKING:
@@ -153,9 +154,11 @@ class Worker:
         ctx.max_requests = self.max_requests
         self.ctx = ctx
         self._protocol_factory = protocol_factory(ctx)
+        guard = ListenerGuard(loop, self.name) if sockets else None
         for sock in sockets:
+            assert guard is not None
             server = await loop.create_server(
-                self._protocol_factory, sock=sock, backlog=self.config.backlog
+                self._protocol_factory, sock=guard.wrap(sock), backlog=self.config.backlog
             )
             self._servers.append(server)
         interval = tick_interval(self.config)

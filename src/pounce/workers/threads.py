@@ -150,7 +150,7 @@ class ThreadWorker(WorkerHandle):
             else:
                 self.error = f"{type(exc).__name__}: {exc}"
                 self.error_details = traceback.format_exc()
-                logger.error("%s crashed", self.name, exc_info=exc)
+                logger.error("%s crashed", self.label, exc_info=exc)
         finally:
             for sock in self._listen:
                 sock.close()
@@ -161,7 +161,7 @@ class ThreadWorker(WorkerHandle):
             self.app,
             self.config,
             lifespan,
-            name=self.name,
+            name=self.label,
             max_requests=self._max_requests,
             on_request_limit=self._on_request_limit,
         )
