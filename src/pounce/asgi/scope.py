@@ -29,11 +29,14 @@ def http_scope(  # noqa: PLR0917 - positional on purpose: called once per reques
     client: tuple[str, int] | None,
     server: tuple[str, int | None] | None,
     proxy_trust: ProxyTrust | None,
+    *,
+    tls: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``http`` scope of one request.
 
     *proxy_trust* is given only when the connection's peer is a trusted proxy: the protocol
-    decides that once per connection, not per request.
+    decides that once per connection, not per request. *tls* is the connection's ASGI ``tls``
+    extension (:func:`pounce.transport.tls.tls_extension`), shared by its requests.
     """
     # Percent-decoded as UTF-8; invalid sequences become U+FFFD, never an error.
     path = raw_path.decode("latin-1")
@@ -62,6 +65,8 @@ def http_scope(  # noqa: PLR0917 - positional on purpose: called once per reques
             "http.response.early_hint": {},
         },
     }
+    if tls is not None:
+        scope["extensions"]["tls"] = tls
     if proxy_trust is not None:
         apply_trusted_proxy_headers(scope, proxy_trust)
     return scope

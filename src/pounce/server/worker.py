@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from pounce.protocols.http1.protocol import HTTP1Protocol
 from pounce.server.context import WorkerContext
+from pounce.transport.tls import TLSAcceptor, log_handshake_failure, peer_of
 
 if TYPE_CHECKING:
     import contextvars
+    import ssl
 
     from pounce.asgi.types import ASGIApp
     from pounce.config import ServerConfig
@@ -56,9 +58,12 @@ class Worker:
         name: str = "worker",
         max_requests: int | bool | None = True,
         on_request_limit: Callable[[], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.app = app
         self.config = config
+        #: This worker's own TLS context (built after the worker started), None for plain TCP.
+        self.ssl_context = ssl_context
         self.access_log = access_log
         self.proxy_trust = proxy_trust
         self.state = state
@@ -70,7 +75,7 @@ class Worker:
         self._stop: asyncio.Event | None = None
         self._force = False
         self._idle_grace = 0.0
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[asyncio.Server | TLSAcceptor] = []
         #: ``--limit-max-requests`` for this worker: True = the config's value; a supervisor
         #: passes a jittered number, or None when it watches ``requests_total`` itself.
         self.max_requests: int | None = (
@@ -145,6 +150,10 @@ class Worker:
         ctx.max_requests = self.max_requests
         self.ctx = ctx
         for sock in sockets:
+            if self.ssl_context is not None:
+                # TLS: every connection goes through _adopt, where a handshake failure is seen.
+                self._servers.append(TLSAcceptor(loop, sock, self._adopt))
+                continue
             server = await loop.create_server(
                 lambda: HTTP1Protocol(ctx), sock=sock, backlog=self.config.backlog
             )
@@ -167,13 +176,31 @@ class Worker:
             sock.close()
             return
 
+        ssl_context = self.ssl_context
+        if ssl_context is not None:
+            # Attached now, before the handshake: a stalled handshake must not look like a
+            # hand-off still queued, or a distributor would stop sending this worker anything.
+            self.adopted += 1
+
         async def connect() -> None:
+            if ssl_context is None:
+                try:
+                    await loop.connect_accepted_socket(lambda: HTTP1Protocol(ctx), sock)
+                except OSError:
+                    sock.close()
+                finally:
+                    self.adopted += 1
+                return
+            peer = peer_of(sock)
+            timeout = self.config.timeout_ssl_handshake
             try:
-                await loop.connect_accepted_socket(lambda: HTTP1Protocol(ctx), sock)
-            except OSError:
+                await loop.connect_accepted_socket(
+                    lambda: HTTP1Protocol(ctx), sock, ssl=ssl_context,
+                    ssl_handshake_timeout=timeout,
+                )
+            except OSError as exc:
                 sock.close()
-            finally:
-                self.adopted += 1
+                log_handshake_failure(exc, peer, timeout)
 
         loop.create_task(connect())
 

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import os
 from time import perf_counter
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from pounce.asgi.cycle import BODY_HIGH_WATER, RequestCycle
 from pounce.asgi.headers import InvalidHeader
@@ -40,6 +40,7 @@ from pounce.protocols.http1.response import (
     trailer_block,
 )
 from pounce.server.context import Connection
+from pounce.transport.tls import connection_tls_extension
 
 if TYPE_CHECKING:
     from pounce.asgi.types import Headers
@@ -83,6 +84,8 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
         self.scheme = "http"
+        #: The ASGI ``tls`` extension, computed once per connection (TLS connections only).
+        self.tls: dict[str, Any] | None = None
         #: The worker's proxy trust when this connection's peer is a trusted proxy, else None.
         self.proxy_trust: ProxyTrust | None = None
         self.cycle: RequestCycle | None = None
@@ -139,6 +142,9 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
             self.server = (sock, None)
         if transport.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
+            # --- TLS scope extension (to move into ConnectionInfo) ---
+            self.tls = connection_tls_extension(transport)
+            # --- end TLS scope extension ---
         trust = self.ctx.proxy_trust
         if trust is not None and trust.trusts(self.client[0] if self.client else None):
             self.proxy_trust = trust
@@ -297,6 +303,7 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
             self.client,
             self.server,
             self.proxy_trust,
+            tls=self.tls,
         )
         cycle = RequestCycle(
             ctx, self, scope, head.chunked or bool(head.content_length), head.expect_continue
