@@ -122,20 +122,34 @@ def _first_pem_certificate(path: str) -> str | None:
     return ssl.DER_cert_to_PEM_cert(der)
 
 
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
 def _load_error(config: ServerConfig, exc: ssl.SSLError) -> StartupError:
+    # OpenSSL often reports only "PEM lib" (no reason): look at the files to say more.
     reason = exc.reason or ""
-    files = f"--ssl-certfile {config.ssl_certfile!r}"
+    certfile = config.ssl_certfile or ""
+    key_text = _read_text(config.ssl_keyfile or certfile)
+    files = f"--ssl-certfile {certfile!r}"
     if config.ssl_keyfile:
         files += f" / --ssl-keyfile {config.ssl_keyfile!r}"
     if reason == "KEY_VALUES_MISMATCH":
         hint = "the private key does not belong to the certificate; pass the matching key"
-    elif reason in {"BAD_DECRYPT", "BAD_PASSWORD_READ"} or "decrypt" in reason.lower():
-        hint = "wrong --ssl-keyfile-password for the encrypted private key"
-    elif reason in {"NO_START_LINE", "PEM_LIB"} or "PEM" in reason:
+    elif "-----BEGIN CERTIFICATE-----" not in _read_text(certfile):
+        hint = "--ssl-certfile holds no PEM certificate; pass the PEM certificate (chain)"
+    elif "PRIVATE KEY-----" not in key_text:
         hint = (
-            "not a PEM certificate and private key; pass PEM files, the key with "
-            "--ssl-keyfile unless it is in the certificate file"
+            "no PEM private key found; pass it with --ssl-keyfile, or put it in the "
+            "--ssl-certfile file"
         )
+    elif config.ssl_keyfile_password is not None and "ENCRYPTED" in key_text:
+        # PKCS#8 ("BEGIN ENCRYPTED PRIVATE KEY") and legacy PEM ("Proc-Type: 4,ENCRYPTED").
+        hint = "wrong --ssl-keyfile-password for the encrypted private key"
     else:
         hint = f"{reason or exc}; check that the files are PEM and that the key matches"
     return StartupError(f"cannot load the TLS certificate ({files}): {hint}")
@@ -271,26 +285,29 @@ class _HandshakeLogFilter(logging.Filter):
     """Drops asyncio's own records of failed handshakes (debug mode only, with tracebacks).
 
     :func:`log_handshake_failure` already said it in one line; in asyncio debug mode
-    (``PYTHONASYNCIODEBUG=1``, ``-X dev``) the loop's SSL protocol would log the same failure
-    again with a full traceback.
+    (``PYTHONASYNCIODEBUG=1``, ``-X dev``) the SSL protocol of asyncio and of uvloop logs the
+    same failure again, as ``logger.debug("%r: %s", ssl_protocol, message, exc_info=True)``.
     """
 
     MESSAGES: Final = frozenset(
         {
             "SSL handshake failed",
             "SSL handshake failed on verifying the certificate",
-            "Fatal error on transport",
-            "Error on transport creation for incoming connection",
+            "Fatal error on transport",  # the handshake timeout (no exception attached)
         }
     )
 
     def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if not isinstance(exc, ssl.SSLError | ConnectionAbortedError | ConnectionResetError):
+        args = record.args
+        if not (
+            isinstance(args, tuple)
+            and len(args) == 2
+            and type(args[0]).__name__ == "SSLProtocol"
+            and args[1] in self.MESSAGES
+        ):
             return True
-        args = record.args if isinstance(record.args, tuple) else ()
-        text = str(args[-1]) if args else record.getMessage()
-        return text not in self.MESSAGES
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (exc is None or isinstance(exc, OSError))
 
 
 _ASYNCIO_FILTER: Final = _HandshakeLogFilter()
