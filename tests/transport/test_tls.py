@@ -4,6 +4,7 @@ with a renewed certificate."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -104,7 +105,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
     other_ca.issue_cert("intruder@example.com").private_key_and_cert_chain_pem.write_to_path(
         str(base / "other-client.pem")
     )
-    past = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=2)
+    past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=2)
     expired = ca.issue_cert(
         "late@example.com", not_before=past - datetime.timedelta(days=30), not_after=past
     )
@@ -366,7 +367,7 @@ def test_tls_scope_extension_with_mutual_tls(pki: PKI) -> None:
 
 def test_tls_extension_without_client_certificate_and_plain_http_has_none(pki: PKI) -> None:
     with serve_in_thread(scope_json, ssl_certfile=str(pki.server_chain)) as running:
-        status, body, _ = tls_request(port_of(running), pki.client_context())
+        _status, body, _ = tls_request(port_of(running), pki.client_context())
     tls = json.loads(body)["extensions"]["tls"]
     assert tls["client_cert_chain"] == []
     assert tls["client_cert_name"] is None
@@ -490,18 +491,17 @@ def test_encrypted_key_with_password(pki: PKI) -> None:
 def test_encrypted_key_wrong_or_missing_password(
     pki: PKI, files: dict[str, str], message: str
 ) -> None:
-    with pytest.raises(StartupError, match=message):
-        with serve_in_thread(
-            hello, ssl_certfile=str(pki.server_cert), ssl_keyfile=str(pki.encrypted_key), **files
-        ):
-            pass  # pragma: no cover - start-up fails
+    with pytest.raises(StartupError, match=message), serve_in_thread(
+        hello, ssl_certfile=str(pki.server_cert), ssl_keyfile=str(pki.encrypted_key), **files
+    ):
+        pass  # pragma: no cover - start-up fails
 
 
 def _start_failure(pki: PKI, *flags: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pounce", "pounce.examples.hello:app", "--port", "0",
          "--host", "127.0.0.1", *flags],
-        capture_output=True, text=True, timeout=60, cwd=pki.dir,
+        check=False, capture_output=True, text=True, timeout=60, cwd=pki.dir,
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])},
     )
 
@@ -548,14 +548,14 @@ def test_pounce_check_uses_the_same_builder(pki: PKI) -> None:
     base = [sys.executable, "-m", "pounce", "check", "pounce.examples.hello:app", "--port", "0"]
     bad = subprocess.run(
         [*base, "--ssl-certfile", "server-cert.pem", "--ssl-keyfile", "foreign-key.pem"],
-        capture_output=True, text=True, timeout=60, cwd=pki.dir, env=env,
+        check=False, capture_output=True, text=True, timeout=60, cwd=pki.dir, env=env,
     )
     assert bad.returncode == 3
     assert "does not belong to the certificate" in bad.stderr
     good = subprocess.run(
         [*base, "--ssl-certfile", "server-cert.pem", "--ssl-keyfile",
          "server-key-encrypted.pem", "--ssl-keyfile-password", "s3cret"],
-        capture_output=True, text=True, timeout=60, cwd=pki.dir, env=env,
+        check=False, capture_output=True, text=True, timeout=60, cwd=pki.dir, env=env,
     )
     assert good.returncode == 0, good.stderr
 
@@ -629,10 +629,8 @@ def test_plain_http_to_tls_port_is_logged_and_closed(
     ) as running:
         with socket.create_connection(("127.0.0.1", port_of(running)), timeout=5) as sock:
             sock.sendall(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
-            try:
+            with contextlib.suppress(ConnectionResetError):
                 assert sock.recv(100) == b""
-            except ConnectionResetError:
-                pass
         assert wait_until(lambda: bool(error_lines(caplog, "Plain HTTP request")), 5)
     (record,) = error_lines(caplog, "Plain HTTP request")
     message = record.getMessage()
