@@ -759,3 +759,23 @@ def test_reload_with_a_broken_certificate_keeps_the_old_generation(
         assert supervisor is not None
         assert wait_until(lambda: supervisor.failed_reloads == 1, 10)
         assert tls_request(port_of(running), pki.client_context())[0] == 200
+
+
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_handshake_in_progress_survives_the_retirement_of_its_worker(
+    pki: PKI, worker_type: str
+) -> None:
+    with serve_in_thread(
+        hello, ssl_certfile=str(pki.server_chain), workers=2, worker_type=worker_type,
+        startup_timeout=30,
+    ) as running:
+        port = port_of(running)
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)  # handshake pending
+        supervisor = running.server._supervisor
+        assert supervisor is not None
+        assert wait_until(lambda: supervisor.stats()["workers"] != [], 5)
+        running.server.reload()
+        assert wait_until(lambda: supervisor.reloads == 1, 20)
+        with pki.client_context().wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+            assert read_response(sock) == (200, b"Hello, world!")

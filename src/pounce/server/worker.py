@@ -95,6 +95,9 @@ class Worker:
         #: worker's loop writes it; the distributor compares it with its own hand-off count to
         #: know how many connections are still queued for this worker (no shared lock).
         self.adopted = 0
+        #: TLS handshakes in progress (not yet in ``ctx.connections``); a drain waits for them
+        #: too, or a connection handed over just before a retirement would be cut mid-handshake.
+        self.handshakes = 0
 
     # -- thread-safe controls -----------------------------------------------------------------
 
@@ -193,6 +196,7 @@ class Worker:
                 return
             peer = peer_of(sock)
             timeout = self.config.timeout_ssl_handshake
+            self.handshakes += 1
             try:
                 await loop.connect_accepted_socket(
                     lambda: HTTP1Protocol(ctx), sock, ssl=ssl_context,
@@ -201,6 +205,8 @@ class Worker:
             except OSError as exc:
                 sock.close()
                 log_handshake_failure(exc, peer, timeout)
+            finally:
+                self.handshakes -= 1
 
         loop.create_task(connect())
 
@@ -251,7 +257,7 @@ class Worker:
         interval = tick_interval(self.config)
         grace_end = loop.time() + min(self._idle_grace, self.config.timeout_graceful_shutdown)
         ctx.linger_idle = self._idle_grace > 0
-        while ctx.connections and not self._force and loop.time() < grace_end:
+        while (ctx.connections or self.handshakes) and not self._force and loop.time() < grace_end:
             # Connections close after their current/next response (shutting_down is set).
             await asyncio.sleep(min(0.01, interval))
             self._check_deadlines()
@@ -259,7 +265,7 @@ class Worker:
         for conn in list(ctx.connections):
             conn.shutdown()
         deadline = loop.time() + self.config.timeout_graceful_shutdown
-        while ctx.connections and not self._force:
+        while (ctx.connections or self.handshakes) and not self._force:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 logger.warning(
