@@ -779,3 +779,23 @@ def test_handshake_in_progress_survives_the_retirement_of_its_worker(
         with pki.client_context().wrap_socket(raw, server_hostname="127.0.0.1") as sock:
             sock.sendall(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
             assert read_response(sock) == (200, b"Hello, world!")
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_shutdown_does_not_wait_for_stalled_handshakes(
+    pki: PKI, caplog: pytest.LogCaptureFixture, loop: str
+) -> None:
+    pytest.importorskip(loop)
+    with caplog.at_level(logging.DEBUG, logger="pounce.error"), serve_in_thread(
+        hello, ssl_certfile=str(pki.server_chain), timeout_ssl_handshake=30, loop=loop
+    ) as running:
+        stalled = socket.create_connection(("127.0.0.1", port_of(running)), timeout=5)
+        assert tls_request(port_of(running), pki.client_context())[0] == 200
+        started = time.monotonic()
+        running.server.shutdown()
+        running.thread.join(10)
+        assert not running.thread.is_alive()
+    assert time.monotonic() - started < 5  # not the 30 s handshake timeout
+    assert stalled.recv(10) == b""  # closed by the server
+    stalled.close()
+    assert error_lines(caplog, "aborted: the worker is stopping")

@@ -95,9 +95,10 @@ class Worker:
         #: worker's loop writes it; the distributor compares it with its own hand-off count to
         #: know how many connections are still queued for this worker (no shared lock).
         self.adopted = 0
-        #: TLS handshakes in progress (not yet in ``ctx.connections``); a drain waits for them
-        #: too, or a connection handed over just before a retirement would be cut mid-handshake.
-        self.handshakes = 0
+        #: TLS handshakes in progress (not yet in ``ctx.connections``). A drain treats them like
+        #: idle connections: it gives them the idle grace of a retirement (a connection handed
+        #: over just before it must not be cut mid-handshake), then cancels them.
+        self._handshakes: set[asyncio.Task[None]] = set()
 
     # -- thread-safe controls -----------------------------------------------------------------
 
@@ -196,7 +197,6 @@ class Worker:
                 return
             peer = peer_of(sock)
             timeout = self.config.timeout_ssl_handshake
-            self.handshakes += 1
             try:
                 await loop.connect_accepted_socket(
                     lambda: HTTP1Protocol(ctx), sock, ssl=ssl_context,
@@ -205,10 +205,14 @@ class Worker:
             except OSError as exc:
                 sock.close()
                 log_handshake_failure(exc, peer, timeout)
-            finally:
-                self.handshakes -= 1
+            except asyncio.CancelledError:
+                log_handshake_failure(ConnectionAbortedError("the worker is stopping"), peer, 0)
+                raise
 
-        loop.create_task(connect())
+        task = loop.create_task(connect())
+        if ssl_context is not None:
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
 
     def _tick(self, interval: float) -> None:
         self.heartbeat = time.monotonic()
@@ -257,15 +261,17 @@ class Worker:
         interval = tick_interval(self.config)
         grace_end = loop.time() + min(self._idle_grace, self.config.timeout_graceful_shutdown)
         ctx.linger_idle = self._idle_grace > 0
-        while (ctx.connections or self.handshakes) and not self._force and loop.time() < grace_end:
+        while (ctx.connections or self._handshakes) and not self._force and loop.time() < grace_end:
             # Connections close after their current/next response (shutting_down is set).
             await asyncio.sleep(min(0.01, interval))
             self._check_deadlines()
         ctx.linger_idle = False
+        for task in list(self._handshakes):
+            task.cancel()  # closes the transport; no request was started on it
         for conn in list(ctx.connections):
             conn.shutdown()
         deadline = loop.time() + self.config.timeout_graceful_shutdown
-        while (ctx.connections or self.handshakes) and not self._force:
+        while ctx.connections and not self._force:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 logger.warning(
