@@ -572,6 +572,29 @@ def test_expired_server_certificate_is_served_and_refused_by_verifying_clients(
         assert tls_request(port_of(running), insecure)[0] == 200
 
 
+def test_tls_options_from_toml_and_environment(pki: PKI, tmp_path: Path) -> None:
+    from pounce.config.sources import load_config
+
+    (tmp_path / "pounce.toml").write_text(
+        f'ssl_certfile = "{pki.server_cert}"\nssl_keyfile = "{pki.encrypted_key}"\n'
+        'ssl_cert_reqs = "optional"\ntimeout_ssl_handshake = "2500ms"\n'
+    )
+    environ = {
+        "POUNCE_SSL_KEYFILE_PASSWORD": "s3cret",
+        "POUNCE_SSL_CA_CERTS": str(pki.ca_file),
+        "POUNCE_SSL_CIPHERS": "ECDHE+AESGCM",
+    }
+    loaded = load_config({}, environ=environ, cwd=tmp_path)
+    config = loaded.config
+    assert config.timeout_ssl_handshake == 2.5
+    assert config.ssl_cert_reqs == ssl.CERT_OPTIONAL
+    assert loaded.source_of("ssl_keyfile_password").startswith("env")
+    context = create_ssl_context(config)
+    assert context.verify_mode == ssl.CERT_OPTIONAL
+    with serve_in_thread(hello, config=config.replace(host="127.0.0.1", port=0)) as running:
+        assert tls_request(port_of(running), pki.client_context())[0] == 200
+
+
 # --------------------------------------------------------------------------- context settings
 
 
@@ -718,13 +741,16 @@ def _served_certificate(sock: ssl.SSLSocket) -> bytes:
     return der
 
 
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
 def test_reload_serves_a_renewed_certificate_and_open_connections_keep_theirs(
-    pki: PKI, tmp_path: Path
+    pki: PKI, tmp_path: Path, worker_type: str
 ) -> None:
     live = tmp_path / "live.pem"
     shutil.copy(pki.server_chain, live)
     first = ssl.PEM_cert_to_DER_cert(pki.server_cert_pem)
-    with serve_in_thread(hello, ssl_certfile=str(live), workers=2, worker_type="thread") as running:
+    with serve_in_thread(
+        hello, ssl_certfile=str(live), workers=2, worker_type=worker_type, startup_timeout=30
+    ) as running:
         port = port_of(running)
         raw = socket.create_connection(("127.0.0.1", port), timeout=5)
         open_conn = pki.client_context().wrap_socket(raw, server_hostname="127.0.0.1")
