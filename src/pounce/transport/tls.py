@@ -40,10 +40,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ALPN_PROTOCOLS",
+    "TLS_VERSIONS",
     "ServerSSLContext",
     "TLSAcceptor",
+    "connection_tls_extension",
     "create_ssl_context",
     "log_handshake_failure",
+    "peer_of",
     "rfc4514_name",
     "selected_alpn_protocol",
     "tls_extension",
