@@ -37,7 +37,6 @@ import ssl
 import stat
 import sys
 import sysconfig
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn, cast
@@ -423,49 +422,12 @@ def check_bind(spec: BindSpec) -> None:
 
 
 def check_tls(config: ServerConfig) -> None:
-    """Load the TLS files the way the server will, so mistakes surface before start-up."""
+    """Build the TLS context exactly as every worker will, so mistakes surface before start-up."""
     if config.ssl_certfile is None:
         return
-    for label, path in (
-        ("--ssl-certfile", config.ssl_certfile),
-        ("--ssl-keyfile", config.ssl_keyfile),
-        ("--ssl-ca-certs", config.ssl_ca_certs),
-    ):
-        if path is None:
-            continue
-        try:
-            with open(path, "rb") as fh:
-                fh.read(1)
-        except OSError as exc:
-            raise StartupError(f"cannot read {label} {path!r}: {exc.strerror}") from None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            context = ssl.SSLContext(config.ssl_version)
-            context.load_cert_chain(
-                config.ssl_certfile, config.ssl_keyfile, config.ssl_keyfile_password
-            )
-        except ssl.SSLError as exc:
-            raise StartupError(
-                f"cannot load the TLS certificate/key ({exc.reason or exc}); check that "
-                "the files are PEM, that the key matches the certificate and that "
-                "--ssl-keyfile-password is right"
-            ) from None
-        try:
-            context.verify_mode = ssl.VerifyMode(config.ssl_cert_reqs)
-            if config.ssl_ca_certs:
-                context.load_verify_locations(config.ssl_ca_certs)
-        except (ssl.SSLError, ValueError) as exc:
-            raise StartupError(
-                f"cannot use --ssl-ca-certs {config.ssl_ca_certs!r}: {exc}"
-            ) from None
-        try:
-            context.set_ciphers(config.ssl_ciphers)
-        except ssl.SSLError:
-            raise StartupError(
-                f"--ssl-ciphers {config.ssl_ciphers!r} selects no cipher OpenSSL knows; "
-                "see 'openssl ciphers' for valid strings"
-            ) from None
+    from pounce.transport.tls import create_ssl_context
+
+    create_ssl_context(config)
 
 
 def _check(argv: Sequence[str]) -> int:

@@ -634,8 +634,14 @@ class ServerConfig:
     )
     ssl_ca_certs: str | None = _opt(None, "CA certificates to verify clients against", "TLS",
                                     _opt_str, metavar="FILE")
-    ssl_ciphers: str = _opt("TLSv1", "OpenSSL cipher list", "TLS", _string(allow_empty=False),
-                            metavar="CIPHERS")
+    ssl_ciphers: str | None = _opt(
+        None, "OpenSSL cipher list (default: the ssl module's secure selection)", "TLS",
+        _optional(_string(allow_empty=False)), metavar="CIPHERS",
+    )
+    timeout_ssl_handshake: float = _opt(
+        10.0, "close a connection whose TLS handshake takes longer", "TLS", _duration(),
+        metavar=_DURATION,
+    )
 
     # WebSocket ------------------------------------------------------------------
     ws: Literal["auto", "none", "wsproto"] = _opt(
@@ -718,13 +724,20 @@ class ServerConfig:
                         "(the certificate enables TLS) or remove this option",
                         option=name,
                     )
-            for name in ("ssl_version", "ssl_cert_reqs", "ssl_ciphers"):
+            for name in ("ssl_version", "ssl_cert_reqs", "ssl_ciphers", "timeout_ssl_handshake"):
                 if getattr(self, name) != _DEFAULTS[name]:
                     raise ConfigError(
                         "has no effect without ssl_certfile; add --ssl-certfile or remove it",
                         option=name,
                         value=getattr(self, name),
                     )
+        elif self.ssl_cert_reqs != ssl.CERT_NONE and self.ssl_ca_certs is None:
+            raise ConfigError(
+                "client certificates cannot be verified without CA certificates; add "
+                "--ssl-ca-certs FILE (the CAs that issue client certificates)",
+                option="ssl_cert_reqs",
+                value=ssl.VerifyMode(self.ssl_cert_reqs).name,
+            )
         if self.limit_max_requests_jitter and self.limit_max_requests is None:
             raise ConfigError(
                 "has no effect without limit_max_requests; set --limit-max-requests too",
@@ -854,18 +867,7 @@ _DERIVED: Final = frozenset(f.name for f in dataclasses.fields(ServerConfig) if 
 #: Options whose machinery is not built yet.  Using one makes the CLI exit with
 #: "not yet supported: --flag" instead of silently ignoring it.  Remove a name
 #: here when its feature lands.
-UNSUPPORTED_OPTIONS: frozenset[str] = frozenset(
-    {
-        "ssl_keyfile",
-        "ssl_certfile",
-        "ssl_keyfile_password",
-        "ssl_version",
-        "ssl_cert_reqs",
-        "ssl_ca_certs",
-        "ssl_ciphers",
-        "ws",
-    }
-)
+UNSUPPORTED_OPTIONS: frozenset[str] = frozenset({"ws"})
 
 # When an option counts as "used".  Options not listed here count as used when
 # their value differs from the default.

@@ -12,7 +12,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -99,9 +99,6 @@ class WorkerContext:
         self.default_headers = config.encoded_headers
         self.date_header = config.date_header
         self.date_field: tuple[bytes, bytes] | None = None
-        #: Builds a TLS connection's ASGI ``tls`` extension from its ``ssl_object``; set by the
-        #: worker when TLS is on.
-        self.tls_extension: Callable[[Any], Mapping[str, Any]] | None = None
         self.date_line = b""
         self._date_second = -1
         self.refresh_date()

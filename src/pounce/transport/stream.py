@@ -32,6 +32,7 @@ from pounce.pipeline.events import (
     ConnectionClosed,
     ConnectionOpened,
 )
+from pounce.transport.tls import tls_extension
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -366,6 +367,6 @@ def connection_info(transport: asyncio.BaseTransport, ctx: WorkerContext) -> Con
         server=server,
         scheme="https",
         proxy_trust=proxy_trust,
-        tls=ctx.tls_extension(ssl_object) if ctx.tls_extension is not None else None,
+        tls=tls_extension(ssl_object, getattr(ssl_object.context, "server_cert_pem", None)),
         alpn=ssl_object.selected_alpn_protocol(),
     )

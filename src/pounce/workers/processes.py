@@ -37,6 +37,8 @@ from pounce.workers.heap import HeapFreezer
 from pounce.workers.threads import make_worker, run_worker
 
 if TYPE_CHECKING:
+    import ssl
+
     from pounce.asgi.lifespan import Lifespan
     from pounce.asgi.types import ASGIApp
     from pounce.config import ServerConfig
@@ -106,7 +108,7 @@ async def _child_serve(
     holder: list[Worker] = []
     forced = [False]
 
-    def factory(lifespan: Lifespan) -> Worker:
+    def factory(lifespan: Lifespan, ssl_context: ssl.SSLContext | None) -> Worker:
         return make_worker(
             app,
             spec.config,
@@ -114,6 +116,7 @@ async def _child_serve(
             name=spec.name,
             max_requests=False,  # the supervisor watches the count and recycles
             on_request_limit=None,
+            ssl_context=ssl_context,
         )
 
     def attach(worker: Worker) -> None:
