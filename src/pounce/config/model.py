@@ -632,13 +632,12 @@ class ServerConfig:
                             metavar="CIPHERS")
 
     # WebSocket ------------------------------------------------------------------
-    ws: Literal["auto", "none", "wsproto"] = _opt(
-        "auto", "WebSocket support; none refuses upgrades", "WebSocket",
-        _choice("auto", "none", "wsproto", hints={
-            "websockets": "Pounce implements WebSockets with wsproto; use 'wsproto' or 'auto'",
-            "websockets-sansio": "Pounce implements WebSockets with wsproto; use 'wsproto'",
-        }),
-        metavar="{auto,none,wsproto}",
+    ws: Literal["auto", "none", "websockets", "websockets-sansio", "wsproto"] = _opt(
+        "auto", "WebSocket support: auto/websockets (on when the websockets package is "
+        "installed) or none (upgrades served as plain HTTP); websockets-sansio and wsproto "
+        "are accepted and use the same engine", "WebSocket",
+        _choice("auto", "none", "websockets", "websockets-sansio", "wsproto"),
+        metavar="{auto,none,websockets}",
     )
     ws_max_size: int = _opt(16777216, "maximum WebSocket message size", "WebSocket", _size(1),
                             metavar=_SIZE)
@@ -865,17 +864,12 @@ UNSUPPORTED_OPTIONS: frozenset[str] = frozenset(
         "ssl_cert_reqs",
         "ssl_ca_certs",
         "ssl_ciphers",
-        "ws",
     }
 )
 
 # When an option counts as "used".  Options not listed here count as used when
 # their value differs from the default.
-_USED_WHEN: Final[Mapping[str, Callable[[ServerConfig], bool]]] = MappingProxyType(
-    {
-        "ws": lambda c: c.ws == "wsproto",
-    }
-)
+_USED_WHEN: Final[Mapping[str, Callable[[ServerConfig], bool]]] = MappingProxyType({})
 
 
 def unsupported_options(config: ServerConfig) -> list[str]:

@@ -88,6 +88,11 @@ class WorkerContext:
         self.state: dict[str, Any] = state if state is not None else {}
         self.base_context = base_context if base_context is not None else contextvars.Context()
         self.new_parser = parser_factory(config)
+        from pounce.protocols.websocket import websocket_support
+
+        #: WebSocket settings, or None when upgrade requests are served as plain HTTP.
+        self.websocket = websocket_support(config)
+        self._websocket_off_warned = False
         # Request tasks start through the loop's own create_task, not eagerly (3.12's
         # eager_start), although running the app inside the protocol callback would save a
         # trip through the ready queue: under wrk with uvloop on 3.12 and 3.13, eager request
@@ -141,6 +146,24 @@ class WorkerContext:
             self._date_second = now
             if self.date_header:
                 self.date_line = b"date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+
+    def warn_websocket_off(self) -> None:
+        """Say once per worker that a WebSocket request is served as plain HTTP."""
+        if not self._websocket_off_warned:
+            self._websocket_off_warned = True
+            from pounce.protocols.websocket import HOW_TO_ENABLE
+
+            reason = (
+                "--ws none"
+                if self.config.ws == "none"
+                else "the 'websockets' package is not installed"
+            )
+            logging.getLogger("pounce.error").warning(
+                "A client asked for a WebSocket but WebSocket support is off (%s); serving "
+                "the request as plain HTTP. To turn WebSocket on: %s",
+                reason,
+                HOW_TO_ENABLE,
+            )
 
     def request_started(self) -> None:
         self.requests_total += 1

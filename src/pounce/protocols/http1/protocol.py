@@ -277,6 +277,12 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
 
     def _start_cycle(self, head: RequestHead) -> None:
         ctx = self.ctx
+        upgrade = head.upgrade
+        if upgrade is not None and b"websocket" in upgrade:
+            from pounce.protocols.http1.upgrade import try_websocket_upgrade
+
+            if try_websocket_upgrade(self, head):
+                return
         # _clear_deadline() inlined: this runs for every request.
         self.deadline_kind = NO_DEADLINE
         self.state_deadline = INFINITY
