@@ -77,7 +77,7 @@ def describe_support(config: ServerConfig) -> str:
     from importlib.metadata import version
 
     mapped = " (--ws wsproto maps to it)" if config.ws == "wsproto" else ""
-    return f"WebSocket on (websockets {version("websockets")} sans-I/O{mapped})"
+    return f"WebSocket on (websockets {version('websockets')} sans-I/O{mapped})"
 
 
 _WS_OPTIONS = (
