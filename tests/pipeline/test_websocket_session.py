@@ -501,3 +501,20 @@ def test_receive_order_connect_then_messages_then_disconnect() -> None:
     assert seen == [
         "websocket.connect", "a", "b", "c", "websocket.disconnect", "websocket.disconnect",
     ]
+
+
+def test_shutdown_with_a_silent_client_still_gives_the_app_its_disconnect() -> None:
+    app = Recorder()
+    with serve_in_thread(app, timeout_graceful_shutdown=2, ws_ping_interval=None) as running:
+        client = RawWebSocket(running.url)
+        assert client.read_head()[0] == 101
+        started = time.monotonic()
+        running.server.shutdown()
+        opcode, data = client.recv_frame()
+        assert (opcode, data[:2]) == (0x8, struct.pack("!H", 1001))
+        # The client never answers: after half the graceful period the server gives up on
+        # the close handshake, and the app hears about it instead of being cancelled.
+        assert app.done.wait(5)
+        assert 0.8 < time.monotonic() - started < 2
+        client.close()
+    assert app.events[-1] == {"type": "websocket.disconnect", "code": 1006, "reason": ""}

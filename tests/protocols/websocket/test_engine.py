@@ -355,3 +355,14 @@ def test_force_close_cancels_the_app_and_aborts() -> None:
     engine.start()
     engine.force_close()
     assert sink.cancelled and stream.aborted
+
+
+def test_shutdown_waits_at_most_half_the_graceful_period_for_the_answer() -> None:
+    engine, stream, sink, loop = make(ping_timeout=20.0, graceful_shutdown=4.0)
+    engine.start()
+    engine.shutdown()
+    assert engine.deadline == 102.0
+    loop.now = 102.0
+    engine.on_deadline(loop.now)
+    assert stream.aborted
+    assert sink.closed_with == (1006, "")

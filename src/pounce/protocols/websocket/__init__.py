@@ -31,6 +31,10 @@ class EngineOptions:
     max_queue: int
     ping_interval: float | None
     ping_timeout: float | None
+    #: ``--timeout-graceful-shutdown``: a close sent because the server stops waits for the
+    #: client's answer at most half of it, so the app still gets its ``websocket.disconnect``
+    #: (and time to act on it) before the server cancels what is left.
+    graceful_shutdown: float = 30.0
 
     @property
     def close_timeout(self) -> float:
@@ -63,6 +67,7 @@ def websocket_support(config: ServerConfig) -> WebSocketSupport | None:
             max_queue=config.ws_max_queue,
             ping_interval=config.ws_ping_interval,
             ping_timeout=config.ws_ping_timeout,
+            graceful_shutdown=config.timeout_graceful_shutdown,
         ),
         per_message_deflate=config.ws_per_message_deflate,
     )

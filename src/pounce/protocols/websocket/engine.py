@@ -44,6 +44,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("pounce.error")
 
+#: The codec's own logger: it reports every closed connection at INFO and every frame at
+#: DEBUG, which is noise in a server's log (Pounce logs what matters itself); its errors stay.
+_codec_logger = logging.getLogger("pounce.websocket.codec")
+_codec_logger.setLevel(logging.WARNING)
+
 INFINITY = float("inf")
 
 #: Close codes (RFC 6455 §7.4.1).
@@ -110,7 +115,9 @@ class WebSocketEngine:
         self.stream = stream
         self.sink = sink
         self.options = options
-        self.protocol = FrameProtocol(Side.SERVER, max_size=options.max_size)
+        self.protocol = FrameProtocol(
+            Side.SERVER, max_size=options.max_size, logger=_codec_logger
+        )
         if deflate is not None:
             self.protocol.extensions = [
                 PerMessageDeflate(
@@ -204,7 +211,7 @@ class WebSocketEngine:
         """Graceful shutdown: close with 1001 (going away), or as soon as the app accepts."""
         self.shutdown_requested = True
         if self.started:
-            self.close(GOING_AWAY, "server shutting down")
+            self._close_for_shutdown()
 
     def force_close(self) -> None:
         self.sink.force_close()
@@ -222,7 +229,7 @@ class WebSocketEngine:
         early = self._early
         self._early = bytearray()
         if self.shutdown_requested:
-            self.close(GOING_AWAY, "server shutting down")
+            self._close_for_shutdown()
             return
         if early:
             self.protocol.receive_data(bytes(early))
@@ -246,6 +253,13 @@ class WebSocketEngine:
         self.protocol.send_close(code, reason)
         self._flush()
         self._arm_close_deadline()
+
+    def _close_for_shutdown(self) -> None:
+        self.close(GOING_AWAY, "server shutting down")
+        limit = self.loop.time() + self.options.graceful_shutdown / 2
+        if self._close_deadline > limit:
+            self._close_deadline = limit
+            self._update_deadline()
 
     def message_consumed(self) -> None:
         """The app took a message off the queue: maybe read again."""
