@@ -463,7 +463,7 @@ def test_ws_none_serves_upgrades_as_plain_http_and_warns_once(
     assert [s["type"] for s in app.scopes] == ["http", "http"]
     warnings = [r for r in caplog.records if "WebSocket support is off" in r.getMessage()]
     assert len(warnings) == 1
-    assert "pounce[ws]" in warnings[0].getMessage()
+    assert "drop --ws none" in warnings[0].getMessage()
 
 
 @pytest.mark.parametrize("kind", ["thread", "process"])
@@ -518,3 +518,29 @@ def test_shutdown_with_a_silent_client_still_gives_the_app_its_disconnect() -> N
         assert 0.8 < time.monotonic() - started < 2
         client.close()
     assert app.events[-1] == {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+
+
+def test_startup_log_says_whether_websocket_is_on(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="pounce.error"), serve(Recorder()):
+        pass
+    assert any(r.getMessage().startswith("WebSocket on (websockets ") for r in caplog.records)
+
+
+def test_without_the_library_upgrades_are_plain_http_and_ws_flags_warn(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pounce.protocols.websocket as support
+
+    monkeypatch.setattr(support, "library_missing", lambda: True)
+    app = Recorder()
+    with caplog.at_level(logging.INFO, logger="pounce.error"), serve(
+        app, ws_max_queue=4
+    ) as url:
+        client = RawWebSocket(url)
+        assert client.read_head()[0] == 200
+        client.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("WebSocket off (the 'websockets' package is not installed" in m for m in messages)
+    assert any(m.startswith("--ws-max-queue has no effect") for m in messages)
+    assert any("is not installed); serving the request as plain HTTP" in m for m in messages)
+    assert any(m.endswith("To turn WebSocket on: pip install 'pounce[ws]'") for m in messages)

@@ -151,7 +151,7 @@ class WorkerContext:
         """Say once per worker that a WebSocket request is served as plain HTTP."""
         if not self._websocket_off_warned:
             self._websocket_off_warned = True
-            from pounce.protocols.websocket import HOW_TO_ENABLE
+            from pounce.protocols.websocket import how_to_enable
 
             reason = (
                 "--ws none"
@@ -162,7 +162,7 @@ class WorkerContext:
                 "A client asked for a WebSocket but WebSocket support is off (%s); serving "
                 "the request as plain HTTP. To turn WebSocket on: %s",
                 reason,
-                HOW_TO_ENABLE,
+                how_to_enable(self.config),
             )
 
     def request_started(self) -> None:

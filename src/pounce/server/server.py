@@ -131,14 +131,14 @@ class Server:
     # -- internals ------------------------------------------------------------------------------
 
     def _log_websocket_support(self) -> None:
-        from pounce.protocols.websocket import describe_support, ignored_options
+        from pounce.protocols.websocket import describe_support, how_to_enable, ignored_options
 
         logger.info("%s", describe_support(self.config))
         for flag in ignored_options(self.config):
             logger.warning(
-                "%s has no effect: WebSocket support is off; install 'pounce[ws]' and drop "
-                "--ws none to use it",
+                "%s has no effect: WebSocket support is off; to turn it on, %s",
                 flag,
+                how_to_enable(self.config),
             )
 
     def _on_started(self) -> None:

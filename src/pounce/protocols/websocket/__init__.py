@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pounce.config import ServerConfig
 
-#: What an upgrade request gets logged with while WebSocket is off.
-HOW_TO_ENABLE = "pip install 'pounce[ws]' and do not pass --ws none"
+def how_to_enable(config: ServerConfig) -> str:
+    """What to do to turn WebSocket on, for log lines saying it is off."""
+    if config.ws == "none":
+        return "drop --ws none (or set ws = 'auto')"
+    return "pip install 'pounce[ws]'"
 
 #: How long the server waits for the client's answer to its close frame, and then for the
 #: connection to finish closing, when ``--ws-ping-timeout`` is off.
