@@ -544,3 +544,38 @@ def test_without_the_library_upgrades_are_plain_http_and_ws_flags_warn(
     assert any(m.startswith("--ws-max-queue has no effect") for m in messages)
     assert any("is not installed); serving the request as plain HTTP" in m for m in messages)
     assert any(m.endswith("To turn WebSocket on: pip install 'pounce[ws]'") for m in messages)
+
+
+def test_starlette_websocket_endpoint() -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket, WebSocketDisconnect
+
+    closed_with: list[int] = []
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept(subprotocol="json")
+        try:
+            while True:
+                data = await websocket.receive_json()
+                if data.get("bye"):
+                    await websocket.close(code=4400, reason="bye")
+                    return
+                await websocket.send_json({"echo": data})
+        except WebSocketDisconnect as exc:
+            closed_with.append(exc.code)
+
+    app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+    with serve(app) as url:
+        with connect(ws_url(url), subprotocols=["json"]) as ws:
+            assert ws.subprotocol == "json"
+            ws.send('{"n": 1}')
+            assert ws.recv() == '{"echo":{"n":1}}'
+            ws.send('{"bye": true}')
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv()
+            assert info.value.rcvd is not None and info.value.rcvd.code == 4400
+        with connect(ws_url(url), subprotocols=["json"]) as ws:
+            ws.send('{"n": 2}')
+            ws.recv()
+        assert wait_until(lambda: closed_with == [1000])
