@@ -579,3 +579,38 @@ def test_starlette_websocket_endpoint() -> None:
             ws.send('{"n": 2}')
             ws.recv()
         assert wait_until(lambda: closed_with == [1000])
+
+
+RELOAD_APP = '''
+async def app(scope, receive, send):
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "text": "{version}"})
+'''
+
+
+def test_rolling_reload_closes_open_websockets_with_1001(tmp_path: Any) -> None:
+    module = "ws_reload_app"
+    source = tmp_path / f"{module}.py"
+    source.write_text(RELOAD_APP.replace("{version}", "v0"))
+    with serve_in_thread(f"{module}:app", app_dir=str(tmp_path), workers=2,
+                         worker_type="thread", timeout_graceful_shutdown=5) as running:
+        with connect(ws_url(running.url)) as ws:
+            ws.send("?")
+            assert ws.recv() == "v0"
+            source.write_text(RELOAD_APP.replace("{version}", "v1"))
+            stamp = time.time() + 5
+            os.utime(source, (stamp, stamp))
+            running.server.reload()
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(timeout=15)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+        with connect(ws_url(running.url)) as ws:
+            ws.send("?")
+            assert ws.recv() == "v1"
