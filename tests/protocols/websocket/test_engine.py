@@ -167,6 +167,8 @@ def test_bytes_before_accept_wait_and_reading_pauses() -> None:
         (frame(Opcode.CLOSE, struct.pack("!H", 999)), 1002),  # invalid close code
         (frame(Opcode.CLOSE, struct.pack("!H", 1005)), 1002),  # reserved close code
         (frame(Opcode.CLOSE, b"\x03"), 1002),  # one-byte close payload
+        # A 64-bit length must have its top bit clear (§5.2): invalid, not just too big.
+        (struct.pack("!BBQ", 0x82, 0x80 | 127, 1 << 63) + b"\x00" * 4, 1002),
         (frame(Opcode.TEXT, b"\xff"), 1007),
         (frame(Opcode.TEXT, b"ok \xe2\x82", fin=False) + frame(Opcode.CONT, b"\x28"), 1007),
         (frame(Opcode.TEXT, b"\xe2\x82", fin=False) + frame(Opcode.CONT, b"", fin=True), 1007),
@@ -366,3 +368,14 @@ def test_shutdown_waits_at_most_half_the_graceful_period_for_the_answer() -> Non
     engine.on_deadline(loop.now)
     assert stream.aborted
     assert sink.closed_with == (1006, "")
+
+
+def test_close_between_fragments_is_a_normal_close() -> None:
+    engine, stream, sink, _ = make()
+    engine.start()
+    engine.data_received(frame(Opcode.TEXT, b"never ", fin=False))
+    engine.data_received(frame(Opcode.CLOSE, struct.pack("!H", 1000)))
+    assert close_code(stream) == 1000
+    assert stream.closed and not stream.aborted
+    assert sink.closed_with == (1000, "")
+    assert sink.messages == []

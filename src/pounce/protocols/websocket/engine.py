@@ -31,8 +31,9 @@ import logging
 import struct
 from typing import TYPE_CHECKING, Protocol, cast
 
+from websockets.exceptions import PayloadTooBig
 from websockets.extensions.permessage_deflate import PerMessageDeflate
-from websockets.frames import Frame, Opcode
+from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import Protocol as FrameProtocol
 from websockets.protocol import Side, State
 
@@ -66,6 +67,21 @@ _CLOSE = Opcode.CLOSE
 _OPEN = State.OPEN
 _CLOSING = State.CLOSING
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class _ServerFrames(FrameProtocol):
+    """The codec, with one RFC 6455 reading it gets wrong for a server.
+
+    §5.4 lets control frames come between the fragments of a message, and Close is a control
+    frame: a client may end the connection in the middle of a fragmented message, and the
+    server answers that close normally (the unfinished message is dropped) rather than failing
+    with 1002 as the codec does.
+    """
+
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is _CLOSE and self.current_size is not None:
+            self.current_size = None
+        super().recv_frame(frame)
 
 
 class ByteStream(Protocol):
@@ -115,7 +131,7 @@ class WebSocketEngine:
         self.stream = stream
         self.sink = sink
         self.options = options
-        self.protocol = FrameProtocol(
+        self.protocol = _ServerFrames(
             Side.SERVER, max_size=options.max_size, logger=_codec_logger
         )
         if deflate is not None:
@@ -329,6 +345,10 @@ class WebSocketEngine:
                 if received is not None:
                     self._finish(received.code, received.reason)
         failure = protocol.parser_exc
+        if isinstance(failure, PayloadTooBig) and (getattr(failure, "size", 0) or 0) >= 1 << 63:
+            # A 64-bit length with its top bit set is not a large frame but an invalid one
+            # (§5.2): 1002, where the codec says 1009.
+            self._replace_failure_close(1002, "invalid frame length")
         if failure is not None and not self.finished and not isinstance(failure, EOFError):
             sent = protocol.close_sent
             if logger.isEnabledFor(logging.INFO):
@@ -341,6 +361,17 @@ class WebSocketEngine:
         self._flush()
         if self.sink.queued >= self.options.max_queue:
             self._pause_reading()
+
+    def _replace_failure_close(self, code: int, reason: str) -> None:
+        """Change the close frame the codec queued when it failed the connection."""
+        protocol = self.protocol
+        writes = protocol.writes
+        for index in range(len(writes) - 1, -1, -1):
+            if writes[index][:1] == b"\x88":  # an unmasked, final close frame
+                close = Close(code, reason)
+                writes[index] = Frame(_CLOSE, close.serialize()).serialize(mask=False)
+                protocol.close_sent = close
+                return
 
     def _fail_invalid_utf8(self) -> None:
         protocol = self.protocol
