@@ -396,7 +396,9 @@ def _can_connect(url: str) -> bool:
         return False
 
 
-def test_send_waits_while_the_client_does_not_read() -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_send_waits_while_the_client_does_not_read(loop: str) -> None:
+    pytest.importorskip(loop)
     sent = [0]
 
     async def flood(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -410,7 +412,7 @@ def test_send_waits_while_the_client_does_not_read() -> None:
             sent[0] += 1
         await send({"type": "websocket.close"})
 
-    with serve(flood, ws_ping_interval=None, ws_per_message_deflate=False) as url:
+    with serve(flood, ws_ping_interval=None, ws_per_message_deflate=False, loop=loop) as url:
         client = RawWebSocket(url)
         client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         assert client.read_head()[0] == 101
