@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import h11
 
-from pounce.server.server import Server
 from pounce.testing import serve_in_thread
+from pounce.workers.server import Server
 
 
 def address(url: str) -> tuple[str, int]:

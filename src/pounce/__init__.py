@@ -4,6 +4,6 @@ from pounce._version import __version__
 from pounce.config import ConfigError, ServerConfig
 from pounce.errors import StartupError
 from pounce.main import run
-from pounce.server.server import Server
+from pounce.workers.server import Server
 
 __all__ = ["ConfigError", "Server", "ServerConfig", "StartupError", "__version__", "run"]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import TYPE_CHECKING, Any
 
 from pounce.config import ConfigError, ServerConfig
 from pounce.config.model import ineffective_reload_options, unsupported_options
+from pounce.errors import StartupError
 from pounce.logs import configure_logging_from_config
-from pounce.server.server import Server
+from pounce.workers.server import Server
 
 if TYPE_CHECKING:
     from pounce.asgi.types import ASGIApp
@@ -65,3 +67,27 @@ def run(
         run_reloader(config)
         return
     Server(config, None if isinstance(app, str) or app is None else app).serve()
+
+
+def reload_child_main(fd: int) -> int:
+    """Entry point of a ``--reload`` child: read the config from *fd* and serve it.
+
+    Returns the process exit status, with the same meaning as the ``pounce`` command's
+    (0 stopped, 2 configuration error, 3 start-up failure, whose traceback is printed).
+    """
+    from pounce.workers.devreload import EXIT_STARTUP, read_child_config
+
+    config = read_child_config(fd)
+    try:
+        run(config=config)
+    except ConfigError as exc:
+        print(f"pounce: error: {exc}", file=sys.stderr)
+        return 2
+    except StartupError as exc:
+        if exc.details:
+            print(exc.details, file=sys.stderr)
+        print(f"pounce: error: {exc.message}", file=sys.stderr)
+        return EXIT_STARTUP
+    except KeyboardInterrupt:
+        return 0
+    return 0

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pounce.main import build_config
-from pounce.server.server import Server
+from pounce.workers.server import Server
 
 if TYPE_CHECKING:
     from pounce.asgi.types import ASGIApp

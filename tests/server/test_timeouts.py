@@ -18,8 +18,8 @@ import pytest
 from tests.apps import Recorder, hello
 from tests.helpers import RawClient, address, running, status_of, wait_until
 
-from pounce.server.server import Server
 from pounce.testing import serve
+from pounce.workers.server import Server
 
 PARSERS = ["fast", "h11"]
 

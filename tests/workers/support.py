@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from pounce.server.server import Server
 from pounce.testing import serve_in_thread
+from pounce.workers.server import Server
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.01) -> bool:

@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from pounce.logs import escape as _escape
+import pounce.logs.escape as _escape
 from pounce.logs.setup import ACCESS_LOGGER_NAME
 
 __all__ = ["AccessInfo", "AccessLogSettings", "AccessLogger", "compile_access_format"]

@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pounce.pipeline.dispatcher import Dispatcher
 from pounce.pipeline.events import EventBus, RequestCompleted
 
 if TYPE_CHECKING:
@@ -102,8 +101,6 @@ class WorkerContext:
         self.date_line = b""
         self._date_second = -1
         self.refresh_date()
-        #: Where every protocol engine hands its requests.
-        self.dispatcher = Dispatcher(self)
 
     def flush_head_soon(self, stream: HeadFlusher) -> None:
         """Have *stream* write its pending response head at the next loop iteration.

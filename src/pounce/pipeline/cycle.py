@@ -2,7 +2,7 @@
 
 Every protocol (HTTP/1.1 now, HTTP/2 streams later) feeds a :class:`RequestCycle` with the
 request body and disconnects, and implements a
-:class:`~pounce.pipeline.channel.ResponseChannel` to put the response on the wire. Everything the
+:class:`ResponseChannel` to put the response on the wire. Everything the
 ASGI spec asks of a server about the order and validity of messages, about application errors,
 backpressure and ``http.disconnect`` lives here, once, and so does the end of every request: the
 :class:`~pounce.pipeline.events.RequestCompleted` event, whether the response completed or was
@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from time import perf_counter
-from typing import TYPE_CHECKING, NoReturn, cast
+from typing import TYPE_CHECKING, NoReturn, Protocol, cast
 
 from pounce.asgi.headers import (
     InvalidHeader,
@@ -29,7 +29,6 @@ from pounce.pipeline.events import RequestCompleted
 
 if TYPE_CHECKING:
     from pounce.asgi.types import ASGIApp, HeaderFields, Headers, Message, Scope
-    from pounce.pipeline.channel import ResponseChannel
     from pounce.pipeline.context import WorkerContext
 
 logger = logging.getLogger("pounce.error")
@@ -44,6 +43,66 @@ class ClientDisconnected(OSError):
 
     Applications that stream can catch ``OSError`` to stop producing a response nobody reads.
     """
+
+
+class FlowControl(Protocol):
+    """Write backpressure of whatever carries a stream (a TCP connection, an HTTP/2 window)."""
+
+    #: True while the peer is not keeping up; ``send()`` then waits in :meth:`drain`.
+    write_paused: bool
+
+    async def drain(self) -> None:
+        """Return once writing may go on (or the connection is gone)."""
+
+
+class ResponseChannel(Protocol):
+    """One stream's way to the wire. Called only from the stream's cycle, on its loop."""
+
+    @property
+    def flow(self) -> FlowControl:
+        """Checked by ``send()`` after every body chunk, without a coroutine when not paused."""
+
+    def bind(self, cycle: RequestCycle) -> None:
+        """Called once, before the app runs: the cycle whose response this channel carries."""
+
+    def start_response(
+        self,
+        status: int,
+        fields: HeaderFields,
+        content_length: int | None,
+        close: bool,
+        trailers: bool,
+    ) -> None:
+        """The response head, fields already validated; may be sent with the first body."""
+
+    def write_body(self, data: bytes, more_body: bool) -> None: ...
+
+    async def write_file(self, path: str) -> None:
+        """``http.response.pathsend``: the whole file as the rest of the body."""
+
+    def write_trailers(self, headers: Headers, more: bool) -> None: ...
+
+    def write_early_hint(self, links: list[bytes]) -> None: ...
+
+    def write_continue(self) -> None:
+        """``100 Continue``: the app is about to read a body the client holds back."""
+
+    def send_error_response(self, status: int, headers: HeaderFields = ()) -> int:
+        """A complete response the server writes itself; returns the body bytes sent."""
+
+    def abort(self) -> None:
+        """End the stream abruptly: the client must see that the response is incomplete."""
+
+    def body_consumed(self) -> None:
+        """The app took the buffered request body: reading may resume."""
+
+    def waiting_for_body(self, waiting: bool) -> None:
+        """The app awaits request body that has not arrived (the body timeout runs)."""
+
+    def response_complete(self) -> None: ...
+
+    def app_finished(self) -> None:
+        """The app's coroutine returned (the response may have completed earlier)."""
 
 
 class RequestCycle:

@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 
     from pounce.asgi.types import Headers, Scope
     from pounce.pipeline.admission import Admission, Rejection
-    from pounce.pipeline.channel import ResponseChannel
     from pounce.pipeline.connection import ConnectionInfo
     from pounce.pipeline.context import WorkerContext
+    from pounce.pipeline.cycle import ResponseChannel
     from pounce.pipeline.filters import FilterFactory, ResponseFilter
     from pounce.pipeline.websocket import HandshakeChannel
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from pounce.pipeline.channel import FlowControl, ResponseChannel
+from pounce.pipeline.cycle import FlowControl, ResponseChannel
 
 if TYPE_CHECKING:
     from pounce.asgi.types import HeaderFields, Headers, Scope
@@ -47,7 +47,7 @@ FilterFactory = Callable[["Scope"], ResponseFilter | None]
 
 
 class FilteredChannel:
-    """A :class:`~pounce.pipeline.channel.ResponseChannel` that runs filters, then the real one."""
+    """A :class:`~pounce.pipeline.cycle.ResponseChannel` that runs filters, then the real one."""
 
     __slots__ = ("_filters", "_inner", "_trailers", "flow")
 

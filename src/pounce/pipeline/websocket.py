@@ -31,8 +31,8 @@ from pounce.pipeline.events import RequestCompleted, WebSocketClosed, WebSocketO
 
 if TYPE_CHECKING:
     from pounce.asgi.types import ASGIApp, HeaderFields, Headers, Message, Scope
-    from pounce.pipeline.channel import FlowControl
     from pounce.pipeline.context import WorkerContext
+    from pounce.pipeline.cycle import FlowControl
 
 logger = logging.getLogger("pounce.error")
 

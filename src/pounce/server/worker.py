@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pounce.pipeline.context import WorkerContext
+from pounce.pipeline.dispatcher import Dispatcher
 from pounce.protocols.http1.protocol import http1_engine_factory
 from pounce.server.accept import ListenerGuard
 from pounce.transport.stream import StreamTransport
@@ -52,7 +53,7 @@ def tick_interval(config: ServerConfig) -> float:
 
 def protocol_factory(ctx: WorkerContext) -> Callable[[], StreamTransport]:
     """What the event loop calls for each new connection of this worker."""
-    engine = http1_engine_factory(ctx.config)
+    engine = http1_engine_factory(Dispatcher(ctx))
     return lambda: StreamTransport(ctx, engine)
 
 

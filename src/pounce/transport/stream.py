@@ -3,7 +3,7 @@
 :class:`StreamTransport` is the ``asyncio.Protocol`` the event loop talks to. It owns everything
 about a connection that does not depend on the protocol spoken over it: the connection's
 :class:`~pounce.pipeline.connection.ConnectionInfo`, read pausing, write backpressure (it is the
-:class:`~pounce.pipeline.channel.FlowControl` of its streams), the deadlines the worker's tick
+:class:`~pounce.pipeline.cycle.FlowControl` of its streams), the deadlines the worker's tick
 checks, and closing without losing a response (lingering) or without waiting for ever (aborting).
 
 What the bytes mean is up to its protocol *engine* (HTTP/1.1, WebSocket, HTTP/2), which receives

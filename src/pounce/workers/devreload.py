@@ -58,15 +58,15 @@ if TYPE_CHECKING:
 
     from pounce.config import ServerConfig
 
-__all__ = ["Reloader", "child_main", "run_reloader"]
+__all__ = ["Reloader", "read_child_config", "run_reloader"]
 
 logger = logging.getLogger("pounce.error")
 
-#: The child's bootstrap: everything else happens in :func:`child_main`.
+#: The child's bootstrap: everything else happens in :func:`pounce.main.reload_child_main`.
 _BOOTSTRAP: Final = (
     "import sys\n"
-    "from pounce.workers.devreload import child_main\n"
-    "sys.exit(child_main(int(sys.argv[1])))\n"
+    "from pounce.main import reload_child_main\n"
+    "sys.exit(reload_child_main(int(sys.argv[1])))\n"
 )
 _LENGTH: Final = struct.Struct("!I")
 #: How often the reloader looks at signals and the child between file events.
@@ -307,32 +307,17 @@ def _read_exactly(fd: int, size: int) -> bytes:
     return data
 
 
-def child_main(fd: int) -> int:
-    """Entry point of a ``--reload`` child: read the config from *fd* and serve it.
+    return 0
 
-    Returns the process exit status, with the same meaning as the ``pounce`` command's
-    (0 stopped, 2 configuration error, 3 start-up failure, whose traceback is printed).
+
+def read_child_config(fd: int) -> ServerConfig:
+    """In a ``--reload`` child: the configuration the reloader sent on *fd*.
+
+    Also starts watching *fd*: when the reloader goes away, so does the child.
     """
-    # Imported here: pounce.main imports the server, which this module must not need.
-    from pounce.config import ConfigError
-    from pounce.errors import StartupError
-    from pounce.main import run
-
     (length,) = _LENGTH.unpack(_read_exactly(fd, _LENGTH.size))
     config: ServerConfig = pickle.loads(_read_exactly(fd, length))  # written by our parent
     threading.Thread(
         target=_watch_lifeline, args=(fd,), name="pounce-reloader-lifeline", daemon=True
     ).start()
-    try:
-        run(config=config)
-    except ConfigError as exc:
-        print(f"pounce: error: {exc}", file=sys.stderr)
-        return 2
-    except StartupError as exc:
-        if exc.details:
-            print(exc.details, file=sys.stderr)
-        print(f"pounce: error: {exc.message}", file=sys.stderr)
-        return EXIT_STARTUP
-    except KeyboardInterrupt:
-        return 0
-    return 0
+    return config

@@ -3,7 +3,7 @@
 The engine feeds the bytes its :class:`~pounce.transport.stream.StreamTransport` receives to a
 sans-IO parser, hands every parsed request to the worker's
 :class:`~pounce.pipeline.dispatcher.Dispatcher`, and frames each response through an
-:class:`HTTP1Stream`, the request's :class:`~pounce.pipeline.channel.ResponseChannel`. It never
+:class:`HTTP1Stream`, the request's :class:`~pounce.pipeline.cycle.ResponseChannel`. It never
 touches a socket: everything it does to the connection goes through the transport's small
 interface (``write``, ``pause_reading``, ``set_deadline``, ``close`` ...), so it is tested with a
 fake transport as well as through sockets.
@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from pounce.asgi.types import HeaderFields, Headers
     from pounce.config import ServerConfig
     from pounce.pipeline.cycle import RequestCycle
+    from pounce.pipeline.dispatcher import Dispatcher
     from pounce.protocols.http1.base import RequestParser
     from pounce.transport.stream import StreamTransport
 
@@ -126,6 +127,7 @@ class HTTP1Engine:
     def __init__(
         self,
         transport: StreamTransport,
+        dispatcher: Dispatcher,
         parser: RequestParser,
         upgrades: WebSocketUpgrade | None = None,
     ) -> None:
@@ -134,7 +136,7 @@ class HTTP1Engine:
         self.ctx = ctx
         self.loop = ctx.loop
         self.info = transport.info
-        self.dispatcher = ctx.dispatcher
+        self.dispatcher = dispatcher
         self.parser = parser
         #: Decides what an ``Upgrade: websocket`` request becomes (per worker).
         self.upgrades = upgrades
@@ -762,11 +764,14 @@ class HTTP1Stream:
         self.conn._app_finished(self.cycle)
 
 
-def http1_engine_factory(config: ServerConfig) -> Callable[[StreamTransport], HTTP1Engine]:
+def http1_engine_factory(
+    dispatcher: Dispatcher,
+) -> Callable[[StreamTransport], HTTP1Engine]:
     """``transport -> HTTP1Engine`` for a worker, with the parser chosen once."""
+    config = dispatcher.ctx.config
     new_parser = parser_factory(config)
     upgrades = WebSocketUpgrade(config)
-    return lambda transport: HTTP1Engine(transport, new_parser(), upgrades)
+    return lambda transport: HTTP1Engine(transport, dispatcher, new_parser(), upgrades)
 
 
 def parser_factory(config: ServerConfig) -> Callable[[], RequestParser]:

@@ -13,7 +13,7 @@ This is the one place that knows both HTTP/1.1 and WebSocket.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pounce.logs import escape_for_log
 from pounce.pipeline.events import CLOSED_MALFORMED
@@ -33,9 +33,12 @@ from pounce.protocols.websocket.handshake import (
 if TYPE_CHECKING:
     from pounce.asgi.types import HeaderFields
     from pounce.config import ServerConfig
+    from pounce.pipeline.connection import ConnectionInfo
+    from pounce.pipeline.context import WorkerContext
+    from pounce.pipeline.dispatcher import Dispatcher
     from pounce.pipeline.websocket import WebSocketSession
-    from pounce.protocols.http1.base import RequestHead
-    from pounce.protocols.http1.protocol import HTTP1Engine
+    from pounce.protocols.http1.base import RequestHead, RequestParser
+    from pounce.transport.stream import StreamTransport
 
 logger = logging.getLogger("pounce.error")
 
@@ -44,6 +47,19 @@ _HANDSHAKE_HEAD = (
     b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
     b"sec-websocket-accept: "
 )
+
+
+class HTTP1Connection(Protocol):
+    """What an upgrade needs of the HTTP/1.1 engine it takes the connection from."""
+
+    t: StreamTransport
+    ctx: WorkerContext
+    info: ConnectionInfo
+    dispatcher: Dispatcher
+    parser: RequestParser
+    keep_alive: bool
+
+    def _write_error(self, status: int, headers: HeaderFields = ()) -> int: ...
 
 
 class WebSocketUpgrade:
@@ -57,7 +73,7 @@ class WebSocketUpgrade:
         self.support = websocket_support(config)
         self._warned = False
 
-    def try_upgrade(self, conn: HTTP1Engine, head: RequestHead) -> bool:
+    def try_upgrade(self, conn: HTTP1Connection, head: RequestHead) -> bool:
         """Take the connection over for a WebSocket, or answer a bad handshake.
 
         Returns False when the request is to be served as plain HTTP instead (WebSocket off).
@@ -90,7 +106,7 @@ class WebSocketUpgrade:
             conn, handshake.accept, deflate.response if deflate is not None else None
         )
         ctx = conn.ctx
-        session = ctx.dispatcher.open_websocket(
+        session = conn.dispatcher.open_websocket(
             channel,
             conn.info,
             head.http_version,
@@ -106,7 +122,7 @@ class WebSocketUpgrade:
         if ctx.shutting_down:
             engine.shutdown_requested = True
         t.switch_engine(engine, conn.parser.take_trailing_data())
-        ctx.dispatcher.run_websocket(session)
+        conn.dispatcher.run_websocket(session)
         return True
 
     def _warn_off(self) -> None:
@@ -132,7 +148,7 @@ class HTTP1Handshake:
     __slots__ = ("_chunked", "accept_key", "conn", "deflate_response")
 
     def __init__(
-        self, conn: HTTP1Engine, accept_key: bytes, deflate_response: bytes | None
+        self, conn: HTTP1Connection, accept_key: bytes, deflate_response: bytes | None
     ) -> None:
         self.conn = conn
         self.accept_key = accept_key
