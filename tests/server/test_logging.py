@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -225,3 +226,69 @@ def test_cli_json_log_format(tmp_path: Path) -> None:
     ]
     for line in err.splitlines():
         json.loads(line)  # server messages are JSON too
+
+
+def test_access_log_format_shows_response_headers(caplog: pytest.LogCaptureFixture) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        headers = [(b"content-type", b"text/plain"), (b"x-request-id", b"abc-123")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    fmt = "%(s)s %({x-request-id}o)s %({server}o)s %({x-missing}o)s %(X)s"
+    with caplog.at_level(logging.INFO, logger="pounce.access"), serve(
+        app, access_log=True, access_log_format=fmt
+    ) as url, RawClient(url) as client:
+        client.request()
+        client.read_response()
+        (record,) = wait_for_access(caplog, 1)
+    # The app's own field and the server's default both reach the log.
+    assert record.getMessage() == "200 abc-123 pounce - +"
+
+
+def test_server_generated_503_logs_the_bytes_it_sent(caplog: pytest.LogCaptureFixture) -> None:
+    import threading
+
+    release = threading.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        import asyncio
+
+        if scope["type"] != "http":
+            return
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"slow"})
+
+    with caplog.at_level(logging.INFO, logger="pounce.access"), serve(
+        app, access_log=True, limit_concurrency=1
+    ) as url, RawClient(url) as busy, RawClient(url) as refused:
+        busy.request(target="/busy")
+        time.sleep(0.2)
+        refused.request(target="/refused")
+        assert refused.read_response().status == 503
+        release.set()
+        assert busy.read_response().status == 200
+        records = wait_for_access(caplog, 2)
+    parsed = {m["request"]: (m["status"], m["bytes"]) for r in records
+              if (m := ACCESS_LINE.match(r.getMessage()))}
+    assert parsed["GET /refused HTTP/1.1"] == ("503", str(len(b"Service Unavailable")))
+    assert parsed["GET /busy HTTP/1.1"] == ("200", "4")
+
+
+def test_cut_off_response_is_logged_and_marked(caplog: pytest.LogCaptureFixture) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        raise RuntimeError("the app failed mid-body")
+
+    with caplog.at_level(logging.INFO, logger="pounce.access"), serve(
+        app, access_log=True
+    ) as url, RawClient(url) as client:
+        client.request(target="/cut")
+        client.read_until_close(limit=3.0)
+        (record,) = wait_for_access(caplog, 1)
+    line = record.getMessage()
+    assert line.endswith(" (cut off)"), line
+    assert ACCESS_LINE.match(line.removesuffix(" (cut off)"))
+    assert '"GET /cut HTTP/1.1" 200 7 ' in line

@@ -29,6 +29,7 @@ Supported ``access_log_format`` atoms (Gunicorn-style ``%(name)s``):
 ``%(a)s``          ``User-Agent`` request header (``-`` when absent)
 ``%(f)s``          ``Referer`` request header (``-`` when absent)
 ``%(t)s``          completion time, ``[10/Oct/2000:13:55:36 +0000]`` (UTC)
+``%(X)s``          ``X`` when the response was cut off, ``+`` when it was complete
 ``%({name}i)s``    any request header, e.g. ``%({x-request-id}i)s``
 ``%({name}o)s``    any response header (``-`` when none were recorded)
 ``%%``             a literal ``%``
@@ -77,6 +78,8 @@ class AccessInfo(NamedTuple):
     request_headers: Headers = ()
     response_headers: Headers | None = None
     scheme: str = "http"
+    complete: bool = True
+    """False when the response was cut off (write timeout, client gone, app error mid-body)."""
 
 
 class AccessLogSettings(Protocol):
@@ -185,6 +188,7 @@ _ATOMS: dict[str, _Getter] = {
     "a": _request_header_getter(b"user-agent"),
     "f": _request_header_getter(b"referer"),
     "t": _apache_time,
+    "X": lambda info: "+" if info.complete else "X",
 }
 
 
@@ -236,10 +240,11 @@ def compile_access_format(fmt: str) -> tuple[tuple[str, _Getter], ...]:
 
 def _default_line(info: AccessInfo) -> str:
     """``127.0.0.1:51234 - "GET /path?q HTTP/1.1" 200 13 0.4ms``."""
-    return (
+    line = (
         f'{_client_address(info.client)} - "{_request_line(info)}" '
         f"{info.status} {info.bytes_sent} {info.duration * 1000:.1f}ms"
     )
+    return line if info.complete else line + " (cut off)"
 
 
 def _formatter_wants_fields(logger: logging.Logger) -> bool:
@@ -329,6 +334,7 @@ class AccessLogger:
             "status": info.status,
             "bytes_sent": info.bytes_sent,
             "duration_ms": round(info.duration * 1000, 3),
+            "complete": info.complete,
             "user_agent": _header_value(info.request_headers, b"user-agent"),
             "referer": _header_value(info.request_headers, b"referer"),
         }
