@@ -1063,10 +1063,11 @@ def render(
         lines.append(f"- **skipped {name}**: {why}")
     lines += [
         "",
-        f"Ratios are req/s (msgs/s) divided by the baseline from the same run: `{BASELINE}` "
-        "(httptools+uvloop) for HTTP and TLS, "
-        f"`{BASELINES['ws']}` for WebSocket; absolute numbers on a shared machine are noise, "
-        f"ratios are the signal. Targets are checked for `{TARGET_SERVER}` on the HTTP rows only.",
+        f"Ratios are req/s divided by `{BASELINE}` (httptools+uvloop) from the same run"
+        + (f" (msgs/s divided by `{BASELINES['ws']}` for WebSocket)" if "ws" in kinds else "")
+        + "; absolute numbers on a shared machine are noise, ratios are the signal. "
+        f"Targets are checked for `{TARGET_SERVER}` only"
+        + (", on the HTTP rows." if kinds - {"http"} else "."),
         "",
     ]
 

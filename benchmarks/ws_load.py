@@ -253,14 +253,12 @@ class _EchoClient(asyncio.Protocol):
             end = self.head.find(b"\r\n\r\n")
             if end < 0:
                 if len(self.head) > 65536:
-                    self._fail("handshake response too large")
+                    self._refused(ValueError("handshake response larger than 64 KiB"))
                 return
             try:
                 check_handshake_response(self.head[:end], self.key)
             except ValueError as exc:
-                self._fail("handshake refused")
-                if not self.ready.done():
-                    self.ready.set_exception(exc)
+                self._refused(exc)
                 return
             data, self.head, self.open = self.head[end + 4 :], b"", True
             self.ready.set_result(None)
@@ -345,6 +343,13 @@ class _EchoClient(asyncio.Protocol):
             self.transport.close()
         if not self.done.done():
             self.done.set_result(None)
+
+    def _refused(self, exc: Exception) -> None:
+        # Counted once, by the connect() that awaits self.ready.
+        self.ready.set_exception(exc)
+        self.done.set_result(None)
+        if self.transport is not None:
+            self.transport.abort()
 
     def _fail(self, kind: str) -> None:
         self.run.error(kind)
