@@ -1253,7 +1253,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--self-check",
         action="store_true",
-        help="smoke-test the harness: one peer, hello, 1 s; validate the table",
+        help="smoke-test the harness: one peer each for hello, ws_echo16 and tls_hello, "
+        "1 s each; validate the tables",
     )
     return p.parse_args(argv)
 
@@ -1410,23 +1411,40 @@ Transfer/sec:      9.00MB
     for k, v in want.items():
         if abs(w[k] - v) > 1e-9:
             problems.append(f"parse_wrk: {k}={w[k]!r}, expected {v!r}")
-    peer = next(
+    # ws_load's framing: masking is its own inverse, and the three length encodings.
+    mask = b"\x01\x02\x03\x04"
+    if ws_load.apply_mask(ws_load.apply_mask(b"hello, world", mask), mask) != b"hello, world":
+        problems.append("ws_load.apply_mask is not its own inverse")
+    for size, header in ((16, 2), (200, 4), (70_000, 10)):
+        frame = ws_load.masked_frame(bytes(size), mask)
+        if len(frame) != header + 4 + size or frame[0] != 0x82:
+            problems.append(f"ws_load.masked_frame({size} bytes) has a wrong header")
+
+    def installed(name: str) -> bool:
+        return all(probe["modules"].get(m) for m in SERVERS[name].requires)
+
+    # One row of each kind against a peer: the harness, not Pounce, is what is checked.
+    plan = [
         (
-            s
-            for s in ("uvicorn-h11", "uvicorn", "hypercorn", "granian")
-            if all(probe["modules"].get(m) for m in SERVERS[s].requires)
+            next(
+                (s for s in ("uvicorn-h11", "uvicorn", "hypercorn", "granian") if installed(s)),
+                None,
+            ),
+            "hello",
         ),
-        None,
-    )
-    if peer is None:
-        problems.append("no peer server installed in the venv")
-    else:
-        args.duration, args.warmup, args.rounds = 1.0, 0.5, 1
-        meta, results = run_matrix(args, [peer], ["hello"], vpy, probe)
-        text, _ = render(meta, results, [peer], ["hello"])
+        (next((s for s in ("uvicorn-websockets", "hypercorn") if installed(s)), None), "ws_echo16"),
+        (next((s for s in ("uvicorn", "hypercorn") if installed(s)), None), "tls_hello"),
+    ]
+    args.duration, args.warmup, args.rounds = 1.0, 0.5, 1
+    for peer, app in plan:
+        if peer is None:
+            problems.append(f"no peer server installed in the venv for {app}")
+            continue
+        meta, results = run_matrix(args, [peer], [app], vpy, probe)
+        text, _ = render(meta, results, [peer], [app])
         row = next((ln for ln in text.splitlines() if ln.startswith(f"| {peer} |")), None)
         if row is None:
-            problems.append("no table row for the peer")
+            problems.append(f"no table row for {peer} on {app}: {meta['skipped']}")
         else:
             cells = [c.strip() for c in row.strip("|").split("|")]
             try:
@@ -1436,11 +1454,11 @@ Transfer/sec:      9.00MB
                 assert p50[1] in ("µs", "ms"), p50
                 assert cells[6].endswith("MB") and float(cells[6].split()[0]) > 0, cells[6]
                 if rps <= 0:
-                    problems.append(f"req/s is {rps}")
+                    problems.append(f"{app}: req/s is {rps}")
                 if cells[5] != "0":
-                    problems.append(f"errors during self-check: {cells[5]}")
+                    problems.append(f"{app}: errors during self-check: {cells[5]}")
             except (ValueError, IndexError, AssertionError) as exc:
-                problems.append(f"table row does not parse ({exc!r}): {row}")
+                problems.append(f"{app}: table row does not parse ({exc!r}): {row}")
         print(text)
     for p in problems:
         log(f"SELF-CHECK PROBLEM: {p}")
