@@ -681,7 +681,9 @@ def wrk_argv(port: int, app: str, duration: float, threads: int, conns: int) -> 
     return [*argv, f"{scheme}://{HOST}:{port}/"]
 
 
-def ws_load_argv(vpy: Path, port: int, app: str, duration: float, conns: int) -> list[str]:
+def ws_load_argv(
+    vpy: Path, port: int, app: str, duration: float, conns: int, *, processes: int = 1
+) -> list[str]:
     """ws_load.py runs in the servers' venv, where uvloop usually is."""
     return [
         str(vpy),
@@ -696,6 +698,8 @@ def ws_load_argv(vpy: Path, port: int, app: str, duration: float, conns: int) ->
         str(conns),
         "--duration",
         f"{duration:g}",
+        "--processes",
+        str(processes),
     ]
 
 
@@ -832,6 +836,7 @@ class Options:
     cpu_iters: int
     log_dir: Path
     tls: Tls | None = None
+    ws_client_processes: int = 1
 
 
 def measure(server: Server, app: str, vpy: Path, opt: Options) -> dict[str, Any]:
@@ -864,7 +869,7 @@ def measure(server: Server, app: str, vpy: Path, opt: Options) -> dict[str, Any]
 
     def load(seconds: float) -> tuple[list[str], dict[str, Any], str]:
         if kind == "ws":
-            largv = ws_load_argv(vpy, port, app, seconds, opt.connections)
+            largv = ws_load_argv(vpy, port, app, seconds, opt.connections, opt.ws_client_processes)
             return largv, run_ws_load(largv, seconds), ""
         largv = wrk_argv(port, app, seconds, opt.threads, opt.connections)
         out = run_wrk(largv, seconds)
@@ -1042,7 +1047,9 @@ def render(
     kinds = {app_kind(a) for a in apps if any(r["app"] == a for r in results)}
     if "ws" in kinds:
         lines.append(
-            f"- WebSocket rows: `benchmarks/ws_load.py`, {meta['connections']} connections each "
+            f"- WebSocket rows: `benchmarks/ws_load.py` "
+            f"({meta.get('ws_client_processes', 1)} client process(es)), "
+            f"{meta['connections']} connections each "
             "sending one binary message and awaiting its echo, in a loop (messages/s, latency "
             "of one round trip); `client CPU` is the load generator's own CPU (100% = one core)"
         )
@@ -1230,6 +1237,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "with PYTHONPATH=<tree>/src",
     )
     p.add_argument(
+        "--ws-client-processes",
+        type=int,
+        default=1,
+        help="ws_load.py processes sharing the WebSocket connections (1; raise it for "
+        "multi-worker servers on a machine with cores to spare)",
+    )
+    p.add_argument(
         "--tls-key",
         choices=("ecdsa", "rsa"),
         default="ecdsa",
@@ -1295,6 +1309,7 @@ def run_matrix(
         cpu_iters=cpu_iters,
         log_dir=log_dir,
         tls=tls,
+        ws_client_processes=args.ws_client_processes,
     )
     all_rounds: list[dict[str, Any]] = []
     # (server, kind) pairs that failed to start or failed the correctness check: the
@@ -1362,6 +1377,7 @@ def run_matrix(
         "wrk_threads": args.threads,
         "connections": args.connections,
         "workers": args.workers,
+        "ws_client_processes": args.ws_client_processes,
         "rounds": args.rounds,
         "cpu_iters": cpu_iters,
         "skipped": skipped,

@@ -372,8 +372,20 @@ def _percentile(sorted_values: list[float], pct: float) -> float | None:
 
 
 async def run_load(
-    host: str, port: int, *, size: int, connections: int, duration: float, path: str = "/"
+    host: str,
+    port: int,
+    *,
+    size: int,
+    connections: int,
+    duration: float,
+    path: str = "/",
+    barrier: Any = None,
 ) -> dict[str, Any]:
+    """One process's share of the load; the raw figures, for :func:`summarize`.
+
+    ``barrier`` (a multiprocessing.Barrier) makes every client process open all its
+    connections before any of them starts sending.
+    """
     loop = asyncio.get_running_loop()
     mask = os.urandom(4)
     run = _Run(masked_frame(os.urandom(size), mask), size, _close_frame(mask))
@@ -394,22 +406,46 @@ async def run_load(
 
     # Every connection is open before the clock starts: handshakes are not measured.
     await asyncio.gather(*(connect() for _ in range(connections)))
-    if not clients:
-        raise RuntimeError(f"no connection could be opened: {run.errors}")
+    if barrier is not None:
+        await loop.run_in_executor(None, barrier.wait, 60)
     cpu0 = _cpu_seconds()
     start = time.perf_counter()
     run.deadline = start + duration
     for c in clients:
         c.start()
-    pending = {c.done for c in clients}
-    _, stalled = await asyncio.wait(pending, timeout=duration + 10)
+    stalled: set[Any] = set()
+    if clients:
+        _, stalled = await asyncio.wait({c.done for c in clients}, timeout=duration + 10)
     wall = time.perf_counter() - start
     cpu = _cpu_seconds() - cpu0
     for c in clients:
         if not c.done.done():
             c._fail("no echo within 10 s after the end")
-    lat = sorted(x for c in clients for x in c.latencies)
-    messages = sum(c.counted for c in clients)
+    return {
+        "messages": sum(c.counted for c in clients),
+        "latencies": [x for c in clients for x in c.latencies],
+        "connected": len(clients),
+        "errors": run.errors,
+        "stalled": len(stalled),
+        "cpu_s": cpu,
+        "wall_s": wall,
+        "loop": type(loop).__module__.split(".")[0],
+    }
+
+
+def summarize(
+    parts: list[dict[str, Any]], *, size: int, connections: int, duration: float
+) -> dict[str, Any]:
+    """The JSON line: raw figures of every client process merged."""
+    lat = sorted(x for part in parts for x in part["latencies"])
+    messages = sum(part["messages"] for part in parts)
+    errors: dict[str, int] = {}
+    for part in parts:
+        for kind, n in part["errors"].items():
+            errors[kind] = errors.get(kind, 0) + n
+    connected = sum(part["connected"] for part in parts)
+    if not connected:
+        raise RuntimeError(f"no connection could be opened: {errors}")
     ms = 1000.0
 
     def pct(p: float) -> float | None:
@@ -421,21 +457,62 @@ async def run_load(
         "messages": messages,
         "size": size,
         "connections": connections,
-        "connected": len(clients),
+        "connected": connected,
         "duration_s": duration,
         "p50_ms": pct(50),
         "p90_ms": pct(90),
         "p99_ms": pct(99),
         "max_ms": round(lat[-1] * ms, 4) if lat else None,
         "avg_ms": round(sum(lat) / len(lat) * ms, 4) if lat else None,
-        "errors": sum(run.errors.values()),
-        "error_kinds": run.errors,
-        "stalled": len(stalled),
-        # The client's own CPU over the run (100 = one core): near 100 means the client,
-        # not the server, set the pace.
-        "client_cpu_pct": round(100 * cpu / wall, 1),
-        "loop": type(loop).__module__.split(".")[0],
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "stalled": sum(part["stalled"] for part in parts),
+        # The client's own CPU over the run (100 = one core), all its processes together:
+        # near 100 per process means the client, not the server, set the pace.
+        "client_cpu_pct": round(sum(100 * part["cpu_s"] / part["wall_s"] for part in parts), 1),
+        "processes": len(parts),
+        "loop": parts[0]["loop"],
     }
+
+
+def _child(kwargs: dict[str, Any], barrier: Any, results: Any) -> None:
+    _use_uvloop()
+    try:
+        results.put(asyncio.run(run_load(**kwargs, barrier=barrier)))
+    except BaseException as exc:
+        barrier.abort()  # the others must not wait for a process that is gone
+        results.put({"failed": f"{type(exc).__name__}: {exc}"})
+
+
+def run_processes(processes: int, **kwargs: Any) -> dict[str, Any]:
+    """The load split over ``processes`` client processes (connections shared out evenly):
+    for servers with several workers, where one client process could become the limit."""
+    connections = kwargs.pop("connections")
+    if processes <= 1:
+        part = asyncio.run(run_load(connections=connections, **kwargs))
+        return summarize(
+            [part], size=kwargs["size"], connections=connections, duration=kwargs["duration"]
+        )
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    shares = [connections // processes + (i < connections % processes) for i in range(processes)]
+    procs = [
+        ctx.Process(target=_child, args=({**kwargs, "connections": n}, barrier, results))
+        for n in shares
+    ]
+    for proc in procs:
+        proc.start()
+    parts = [results.get(timeout=kwargs["duration"] + 120) for _ in procs]
+    for proc in procs:
+        proc.join(10)
+    failed = [p["failed"] for p in parts if "failed" in p]
+    if failed:
+        raise RuntimeError(f"client process failed: {failed[0]}")
+    return summarize(
+        parts, size=kwargs["size"], connections=connections, duration=kwargs["duration"]
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -547,6 +624,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=16, help="message size in bytes (16)")
     p.add_argument("--connections", "-c", type=int, default=64)
     p.add_argument("--duration", "-d", type=float, default=5.0, help="seconds (5)")
+    p.add_argument(
+        "--processes",
+        "-p",
+        type=int,
+        default=1,
+        help="client processes sharing the connections (1; more for multi-worker servers)",
+    )
     p.add_argument("--check", action="store_true", help="one exact round trip, then exit")
     p.add_argument("--serve-ideal", action="store_true", help="run the do-nothing server")
     p.add_argument(
@@ -573,15 +657,14 @@ def main(argv: list[str] | None = None) -> int:
         ideal = subprocess.Popen([*cmd, "--port", str(args.port)])
         _wait_port(args.host, args.port, 10)
     try:
-        result = asyncio.run(
-            run_load(
-                args.host,
-                args.port,
-                size=args.size,
-                connections=args.connections,
-                duration=args.duration,
-                path=args.path,
-            )
+        result = run_processes(
+            args.processes,
+            host=args.host,
+            port=args.port,
+            size=args.size,
+            connections=args.connections,
+            duration=args.duration,
+            path=args.path,
         )
     finally:
         if ideal is not None:
