@@ -869,7 +869,9 @@ def measure(server: Server, app: str, vpy: Path, opt: Options) -> dict[str, Any]
 
     def load(seconds: float) -> tuple[list[str], dict[str, Any], str]:
         if kind == "ws":
-            largv = ws_load_argv(vpy, port, app, seconds, opt.connections, opt.ws_client_processes)
+            largv = ws_load_argv(
+                vpy, port, app, seconds, opt.connections, processes=opt.ws_client_processes
+            )
             return largv, run_ws_load(largv, seconds), ""
         largv = wrk_argv(port, app, seconds, opt.threads, opt.connections)
         out = run_wrk(largv, seconds)
