@@ -105,7 +105,7 @@ fi
 try_install websockets --only-binary=:all: websockets || true
 try_install wsproto --only-binary=:all: wsproto || true
 try_install hypercorn --only-binary=:all: hypercorn || true
-# Self-signed certificate for the TLS rows (made once per run by run.py).
+# A throwaway CA and 127.0.0.1 certificate for the TLS rows (one per run, made by run.py).
 try_install trustme --only-binary=:all: trustme || true
 # granian ships a compiled core: only accept a prebuilt wheel.
 try_install granian --only-binary=:all: granian || true
