@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from pounce.config import ConfigError, ServerConfig
-from pounce.config.model import unsupported_options
+from pounce.config.model import ineffective_reload_options, unsupported_options
 from pounce.logs import configure_logging_from_config
 from pounce.server.server import Server
 
 if TYPE_CHECKING:
     from pounce.asgi.types import ASGIApp
+
+logger = logging.getLogger("pounce.error")
 
 
 def build_config(
@@ -43,6 +46,12 @@ def run(
     if unsupported:
         raise ConfigError(f"not yet supported: {', '.join(unsupported)}")
     configure_logging_from_config(config)
+    ineffective = ineffective_reload_options(config)
+    if ineffective:
+        logger.warning(
+            "%s only matter with --reload, which is off: serving without watching files",
+            ", ".join(ineffective),
+        )
     if config.reload:
         # Dev reload restarts a child process that imports the app by name; an object
         # cannot be re-imported, so it cannot pick up changed code.

@@ -22,6 +22,7 @@ from pounce.config import (
     ServerConfig,
     unsupported_options,
 )
+from pounce.config.model import ineffective_reload_options
 from pounce.errors import StartupError
 
 # --------------------------------------------------------------------------- defaults
@@ -38,7 +39,8 @@ def test_defaults_match_the_contract() -> None:
         "limit_concurrency": None, "limit_max_requests": None, "limit_max_requests_jitter": 0,
         "limit_max_rss": None, "gc_freeze": True,
         "timeout_keep_alive": 5.0, "timeout_request_header": 10.0,
-        "timeout_request_body": 30.0, "timeout_write": 30.0, "timeout_graceful_shutdown": 30.0,
+        "timeout_request_body": 30.0, "min_request_body_rate": 500, "timeout_write": 30.0,
+        "timeout_graceful_shutdown": 30.0,
         "timeout_startup": 60.0, "timeout_worker_healthcheck": 30.0, "lifespan": "auto",
         "reset_contextvars": False, "root_path": "", "proxy_headers": True,
         "forwarded_allow_ips": ("127.0.0.1",), "server_header": True, "date_header": True,
@@ -48,7 +50,8 @@ def test_defaults_match_the_contract() -> None:
         "reload_dirs": (), "reload_includes": (), "reload_excludes": (), "reload_delay": 0.25,
         "ssl_keyfile": None, "ssl_certfile": None, "ssl_keyfile_password": None,
         "ssl_version": ssl.PROTOCOL_TLS_SERVER, "ssl_cert_reqs": ssl.CERT_NONE,
-        "ssl_ca_certs": None, "ssl_ciphers": "TLSv1", "ws": "auto", "ws_max_size": 16777216,
+        "ssl_ca_certs": None, "ssl_ciphers": None, "timeout_ssl_handshake": 10.0, "ws": "auto",
+        "ws_max_size": 16777216,
         "ws_max_queue": 32, "ws_ping_interval": 20.0, "ws_ping_timeout": 20.0,
         "ws_per_message_deflate": True,
     }
@@ -129,6 +132,7 @@ def test_text_values_are_normalised() -> None:
             "root_path": "/api/",
             "ssl_certfile": "c.pem",
             "ssl_cert_reqs": "CERT_REQUIRED",
+            "ssl_ca_certs": "ca.pem",
             "ssl_version": "PROTOCOL_TLS_SERVER",
         }
     )
@@ -149,8 +153,9 @@ def test_text_values_are_normalised() -> None:
 
 
 def test_short_ssl_names_and_numbers() -> None:
-    assert ServerConfig(ssl_certfile="c", ssl_cert_reqs="required").ssl_cert_reqs == 2  # type: ignore[arg-type]
-    assert ServerConfig(ssl_certfile="c", ssl_cert_reqs="1").ssl_cert_reqs == 1  # type: ignore[arg-type]
+    tls = {"ssl_certfile": "c", "ssl_ca_certs": "ca"}
+    assert ServerConfig(**tls, ssl_cert_reqs="required").ssl_cert_reqs == 2  # type: ignore[arg-type]
+    assert ServerConfig(**tls, ssl_cert_reqs="1").ssl_cert_reqs == 1  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- validation
@@ -207,7 +212,9 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("bind", ["localhost"], "missing port"),
     ("bind", 8000, "comma-separated"),
     ("ssl_ciphers", "", "non-empty"),
+    ("timeout_ssl_handshake", 0, "greater than zero"),
     ("access_log", "loud", "boolean"),
+    ("min_request_body_rate", 0, "at least 1"),
 ]
 
 
@@ -261,14 +268,28 @@ def test_long_values_are_truncated_in_messages() -> None:
         ({"ssl_ca_certs": "ca.pem"}, "without ssl_certfile"),
         ({"ssl_cert_reqs": 2}, "without ssl_certfile"),
         ({"ssl_ciphers": "HIGH"}, "without ssl_certfile"),
+        ({"timeout_ssl_handshake": 5}, "without ssl_certfile"),
+        ({"ssl_certfile": "c.pem", "ssl_cert_reqs": 2}, "without CA certificates"),
+        ({"ssl_certfile": "c.pem", "ssl_cert_reqs": "optional"}, "add --ssl-ca-certs"),
         ({"limit_max_requests_jitter": 5}, "without limit_max_requests"),
-        ({"reload_dirs": ["src"]}, "without reload"),
-        ({"reload_excludes": ["*.tmp"]}, "without reload"),
     ],
 )
 def test_conflicting_options(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         ServerConfig(**kwargs)
+
+
+def test_reload_options_without_reload_are_not_an_error() -> None:
+    # Uvicorn only warns about these; command lines copied from it must keep working.
+    config = ServerConfig(
+        reload_dirs=["src"], reload_includes=["*.html"], reload_excludes=["*.tmp"],
+        reload_delay=1.0,
+    )
+    assert ineffective_reload_options(config) == [
+        "--reload-dir", "--reload-include", "--reload-exclude", "--reload-delay",
+    ]
+    assert ineffective_reload_options(config.replace(reload=True)) == []
+    assert ineffective_reload_options(ServerConfig()) == []
 
 
 def test_tls_options_allowed_with_certfile() -> None:
@@ -394,8 +415,8 @@ def test_unsupported_options_lists_flags() -> None:
          "limit_max_rss": "1g", "worker_type": "thread", "accept": "reuseport",
          "ssl_certfile": "c.pem", "ssl_keyfile": "k.pem"}
     )
-    # Worker options and dev reload are implemented (pounce.workers); TLS and wsproto are not.
-    assert unsupported_options(c) == ["--ssl-keyfile", "--ssl-certfile", "--ws"]
+    # Worker options, dev reload and TLS are implemented; wsproto is not.
+    assert unsupported_options(c) == ["--ws"]
 
 
 def test_ws_auto_and_none_are_supported() -> None:

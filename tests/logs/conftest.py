@@ -7,7 +7,16 @@ from collections.abc import Iterator
 
 import pytest
 
-_NAMES = ("", "pounce", "pounce.error", "pounce.access")
+_NAMES = (
+    "",
+    "pounce",
+    "pounce.error",
+    "pounce.access",
+    "asyncio",
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,8 @@ async def _reply(send: Any, body: bytes, status: int = 200) -> None:
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """/ -> ok; /whoami -> pid:thread; /crash kills the worker; /hang blocks its loop."""
+    """/ -> ok; /whoami -> pid:thread; /crash kills the worker; /hang blocks its loop;
+    /slow?SECONDS answers after an asyncio sleep."""
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
@@ -42,6 +43,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             os._exit(1)  # a process worker (its loop runs in the main thread)
         asyncio.get_running_loop().stop()
         await asyncio.sleep(10)
+    elif path == "/slow":  # holds a request without blocking the loop
+        await asyncio.sleep(float(scope["query_string"] or b"2"))
+        await _reply(send, b"slow")
     elif path == "/hang":
         time.sleep(float(os.environ.get("WAPPS_HANG", "2")))
         await _reply(send, b"late")

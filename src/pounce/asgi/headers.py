@@ -49,9 +49,39 @@ def validate_response_headers(raw: Iterable[Any]) -> list[tuple[bytes, bytes]]:
 
     Accepts any iterable of two-item sequences of ``bytes`` (the ASGI form). ``str`` values are
     refused rather than guessed at: the spec says bytes, and a silent encode would hide bugs.
+    Used as is for trailers and WebSocket handshake headers; a response head goes through
+    :func:`validate_response_head`, which also applies the framing rules.
     """
+    return _validate(raw, 0)[0]
+
+
+def validate_response_head(raw: Iterable[Any], status: int) -> ValidatedHead:
+    """Validate a response head's headers and apply the rules every protocol shares.
+
+    Returns ``(fields, content_length, close, has_server, has_date)``:
+
+    * ``Transfer-Encoding`` and ``Connection`` are dropped from *fields*: framing and connection
+      management belong to the server and differ per protocol (HTTP/2 forbids both fields);
+      ``Connection: close`` sets *close* so HTTP/1.1 closes after the response.
+    * ``Content-Length`` is checked (digits, duplicates must agree) and returned as an int; it
+      stays in *fields* except on a 204, which must not carry one (RFC 9110 §8.6).
+    * *has_server* and *has_date* tell whether the app sent its own, which then win over the
+      server's defaults.
+
+    One pass over the headers does all of it: this runs for every response.
+    """
+    return _validate(raw, status)
+
+
+ValidatedHead = tuple[list[tuple[bytes, bytes]], int | None, bool, bool, bool]
+
+
+def _validate(raw: Iterable[Any], status: int) -> ValidatedHead:
+    """The one loop behind both validators; *status* 0 means "not a response head"."""
     result: list[tuple[bytes, bytes]] = []
     append = result.append
+    content_length: int | None = None
+    close = has_server = has_date = False
     try:
         items = iter(raw)
     except TypeError:
@@ -86,5 +116,30 @@ def validate_response_headers(raw: Iterable[Any]) -> list[tuple[bytes, bytes]]:
                 if len(_VALID_VALUES) >= _CACHE_MAX:
                     _VALID_VALUES.clear()
                 _VALID_VALUES.add(value)
+        if status and lower in _FRAMING_NAMES:
+            if lower == b"content-length":
+                if not value.isdigit() or (
+                    content_length is not None and int(value) != content_length
+                ):
+                    raise InvalidHeader(f"invalid Content-Length {value!r}")
+                content_length = int(value)
+                if status == 204:
+                    continue
+            elif lower == b"transfer-encoding":
+                continue
+            elif lower == b"connection":
+                if b"close" in value.lower():
+                    close = True
+                continue
+            elif lower == b"server":
+                has_server = True
+            else:
+                has_date = True
         append((lower, value))
-    return result
+    return result, content_length, close, has_server, has_date
+
+
+#: Names a response head's validation looks at beyond validity (one set lookup per field).
+_FRAMING_NAMES = frozenset(
+    (b"content-length", b"transfer-encoding", b"connection", b"server", b"date")
+)

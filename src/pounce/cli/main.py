@@ -19,7 +19,8 @@ subcommand name, put ``--`` first: ``pounce -- config:app``.
 
 Exit codes: 0 success (and Ctrl-C), 1 ``reload`` could not signal the server,
 2 usage or configuration error (including options that are not supported
-yet), 3 start-up failure (import, bind, TLS, lifespan ...).
+yet), 3 start-up failure (import, bind, TLS, lifespan ...), 141 (as if killed by
+SIGPIPE, silently) when whoever reads the output stops reading, e.g. ``| head``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import ssl
 import stat
 import sys
 import sysconfig
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn, cast
@@ -63,6 +63,9 @@ EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_STARTUP: Final = 3
+#: The reader of our output went away (``pounce config show | head``): no traceback, the
+#: status a shell reports for a process ended by SIGPIPE.
+EXIT_BROKEN_PIPE: Final = 128 + 13
 
 SUBCOMMANDS: Final = ("config", "check", "reload")
 
@@ -133,6 +136,19 @@ def _error(message: str) -> None:
 
 def _notice(message: str) -> None:
     print(f"{PROG}: notice: {_one_line(message)}", file=sys.stderr)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: its reader is gone, and Python flushes it again at exit."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (tests, embedding)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def version_string() -> str:
@@ -406,49 +422,12 @@ def check_bind(spec: BindSpec) -> None:
 
 
 def check_tls(config: ServerConfig) -> None:
-    """Load the TLS files the way the server will, so mistakes surface before start-up."""
+    """Build the TLS context exactly as every worker will, so mistakes surface before start-up."""
     if config.ssl_certfile is None:
         return
-    for label, path in (
-        ("--ssl-certfile", config.ssl_certfile),
-        ("--ssl-keyfile", config.ssl_keyfile),
-        ("--ssl-ca-certs", config.ssl_ca_certs),
-    ):
-        if path is None:
-            continue
-        try:
-            with open(path, "rb") as fh:
-                fh.read(1)
-        except OSError as exc:
-            raise StartupError(f"cannot read {label} {path!r}: {exc.strerror}") from None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            context = ssl.SSLContext(config.ssl_version)
-            context.load_cert_chain(
-                config.ssl_certfile, config.ssl_keyfile, config.ssl_keyfile_password
-            )
-        except ssl.SSLError as exc:
-            raise StartupError(
-                f"cannot load the TLS certificate/key ({exc.reason or exc}); check that "
-                "the files are PEM, that the key matches the certificate and that "
-                "--ssl-keyfile-password is right"
-            ) from None
-        try:
-            context.verify_mode = ssl.VerifyMode(config.ssl_cert_reqs)
-            if config.ssl_ca_certs:
-                context.load_verify_locations(config.ssl_ca_certs)
-        except (ssl.SSLError, ValueError) as exc:
-            raise StartupError(
-                f"cannot use --ssl-ca-certs {config.ssl_ca_certs!r}: {exc}"
-            ) from None
-        try:
-            context.set_ciphers(config.ssl_ciphers)
-        except ssl.SSLError:
-            raise StartupError(
-                f"--ssl-ciphers {config.ssl_ciphers!r} selects no cipher OpenSSL knows; "
-                "see 'openssl ciphers' for valid strings"
-            ) from None
+    from pounce.transport.tls import create_ssl_context
+
+    create_ssl_context(config)
 
 
 def _check(argv: Sequence[str]) -> int:
@@ -544,7 +523,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         command = _serve
     try:
-        return command(args)
+        code = command(args)
+        # Inside the try: a reader that went away (``pounce config show | head``) must
+        # surface here, not as an "Exception ignored" when the interpreter flushes at exit.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except _Exit as exc:
         return exc.code
     except ConfigError as exc:

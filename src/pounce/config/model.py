@@ -496,8 +496,14 @@ class ServerConfig:
         _duration(), metavar=_DURATION,
     )
     timeout_request_body: float = _opt(
-        30.0, "time allowed between two chunks of request body", "Timeouts", _duration(),
+        30.0, "time a request body may keep the app waiting (408 beyond); body bytes earn "
+        "it back at --min-request-body-rate", "Timeouts", _duration(),
         metavar=_DURATION,
+    )
+    min_request_body_rate: int | None = _opt(
+        500, "bytes per second a request body must keep up to earn more waiting time "
+        "(off = every chunk restarts the body timeout)", "Timeouts",
+        _optional(_size(1)), metavar=_SIZE,
     )
     timeout_write: float = _opt(
         30.0, "time allowed for a client to accept buffered response data", "Timeouts",
@@ -628,8 +634,14 @@ class ServerConfig:
     )
     ssl_ca_certs: str | None = _opt(None, "CA certificates to verify clients against", "TLS",
                                     _opt_str, metavar="FILE")
-    ssl_ciphers: str = _opt("TLSv1", "OpenSSL cipher list", "TLS", _string(allow_empty=False),
-                            metavar="CIPHERS")
+    ssl_ciphers: str | None = _opt(
+        None, "OpenSSL cipher list (default: the ssl module's secure selection)", "TLS",
+        _optional(_string(allow_empty=False)), metavar="CIPHERS",
+    )
+    timeout_ssl_handshake: float = _opt(
+        10.0, "close a connection whose TLS handshake takes longer", "TLS", _duration(),
+        metavar=_DURATION,
+    )
 
     # WebSocket ------------------------------------------------------------------
     ws: Literal["auto", "none", "wsproto"] = _opt(
@@ -712,27 +724,26 @@ class ServerConfig:
                         "(the certificate enables TLS) or remove this option",
                         option=name,
                     )
-            for name in ("ssl_version", "ssl_cert_reqs", "ssl_ciphers"):
+            for name in ("ssl_version", "ssl_cert_reqs", "ssl_ciphers", "timeout_ssl_handshake"):
                 if getattr(self, name) != _DEFAULTS[name]:
                     raise ConfigError(
                         "has no effect without ssl_certfile; add --ssl-certfile or remove it",
                         option=name,
                         value=getattr(self, name),
                     )
+        elif self.ssl_cert_reqs != ssl.CERT_NONE and self.ssl_ca_certs is None:
+            raise ConfigError(
+                "client certificates cannot be verified without CA certificates; add "
+                "--ssl-ca-certs FILE (the CAs that issue client certificates)",
+                option="ssl_cert_reqs",
+                value=ssl.VerifyMode(self.ssl_cert_reqs).name,
+            )
         if self.limit_max_requests_jitter and self.limit_max_requests is None:
             raise ConfigError(
                 "has no effect without limit_max_requests; set --limit-max-requests too",
                 option="limit_max_requests_jitter",
                 value=self.limit_max_requests_jitter,
             )
-        if not self.reload:
-            for name in ("reload_dirs", "reload_includes", "reload_excludes"):
-                if getattr(self, name):
-                    raise ConfigError(
-                        "has no effect without reload; add --reload or remove it",
-                        option=name,
-                        value=getattr(self, name),
-                    )
         if self.log_config is not None:
             path = Path(self.log_config)
             if path.suffix.lower() not in LOG_CONFIG_SUFFIXES:
@@ -856,18 +867,7 @@ _DERIVED: Final = frozenset(f.name for f in dataclasses.fields(ServerConfig) if 
 #: Options whose machinery is not built yet.  Using one makes the CLI exit with
 #: "not yet supported: --flag" instead of silently ignoring it.  Remove a name
 #: here when its feature lands.
-UNSUPPORTED_OPTIONS: frozenset[str] = frozenset(
-    {
-        "ssl_keyfile",
-        "ssl_certfile",
-        "ssl_keyfile_password",
-        "ssl_version",
-        "ssl_cert_reqs",
-        "ssl_ca_certs",
-        "ssl_ciphers",
-        "ws",
-    }
-)
+UNSUPPORTED_OPTIONS: frozenset[str] = frozenset({"ws"})
 
 # When an option counts as "used".  Options not listed here count as used when
 # their value differs from the default.
@@ -876,6 +876,24 @@ _USED_WHEN: Final[Mapping[str, Callable[[ServerConfig], bool]]] = MappingProxyTy
         "ws": lambda c: c.ws == "wsproto",
     }
 )
+
+
+RELOAD_ONLY_OPTIONS: Final = ("reload_dirs", "reload_includes", "reload_excludes", "reload_delay")
+
+
+def ineffective_reload_options(config: ServerConfig) -> list[str]:
+    """Flags of the ``--reload-*`` options ``config`` sets although ``reload`` is off.
+
+    Not an error: command lines copied from Uvicorn (which only warns) must keep working, so
+    the server warns and serves.
+    """
+    if config.reload:
+        return []
+    return [
+        FIELD_DOCS[name].flag or name
+        for name in RELOAD_ONLY_OPTIONS
+        if getattr(config, name) != FIELD_DOCS[name].default
+    ]
 
 
 def unsupported_options(config: ServerConfig) -> list[str]:

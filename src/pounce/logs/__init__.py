@@ -10,7 +10,7 @@ from pounce.logs.access import (
     compile_access_format,
 )
 from pounce.logs.escape import escape_for_log
-from pounce.logs.formatters import JsonFormatter, TextFormatter
+from pounce.logs.formatters import JsonFormatter, TextFormatter, UvicornStyleFormatter
 from pounce.logs.setup import (
     ACCESS_LOGGER_NAME,
     ERROR_LOGGER_NAME,
@@ -35,6 +35,7 @@ __all__ = [
     "JsonFormatter",
     "LoggingSettings",
     "TextFormatter",
+    "UvicornStyleFormatter",
     "compile_access_format",
     "configure_logging",
     "configure_logging_from_config",

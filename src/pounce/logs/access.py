@@ -242,6 +242,19 @@ def _default_line(info: AccessInfo) -> str:
     )
 
 
+def _formatter_wants_fields(logger: logging.Logger) -> bool:
+    """True when a handler that would emit *logger*'s records formats access fields itself."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if getattr(handler.formatter, "wants_access_fields", False):
+                return True
+        if not current.propagate:
+            return False
+        current = current.parent
+    return False
+
+
 class AccessLogger:
     """Formats and emits one access-log line per finished request.
 
@@ -250,7 +263,7 @@ class AccessLogger:
     ``pounce.access`` logger is reconfigured later, build a new AccessLogger.
     """
 
-    __slots__ = ("_atoms", "_format", "_json", "_logger", "enabled")
+    __slots__ = ("_atoms", "_fields", "_format", "_logger", "enabled")
 
     enabled: bool
     """False when access logging is off or pounce.access would drop INFO lines."""
@@ -266,7 +279,9 @@ class AccessLogger:
         if log_format not in {"text", "json"}:
             raise ValueError(f"invalid log format {log_format!r}: expected 'text' or 'json'")
         self._logger = logger if logger is not None else logging.getLogger(ACCESS_LOGGER_NAME)
-        self._json = log_format == "json"
+        # Structured fields ride on every record for JSON output, and for a formatter that
+        # formats them itself (a Uvicorn-style --log-config); decided once, not per request.
+        self._fields = log_format == "json" or _formatter_wants_fields(self._logger)
         # Validate the format even when disabled: a typo should fail at start-up,
         # not when someone later turns the access log on.
         self._format = access_log_format
@@ -296,7 +311,7 @@ class AccessLogger:
         if not self.enabled:
             return
         message = self.format(info)
-        if not self._json:
+        if not self._fields:
             self._logger.info(message)
             return
         self._logger.info(message, extra=self._structured(info))

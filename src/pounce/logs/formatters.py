@@ -23,7 +23,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-__all__ = ["JsonFormatter", "TextFormatter"]
+__all__ = ["JsonFormatter", "TextFormatter", "UvicornStyleFormatter"]
 
 # Numeric value of the TRACE level.  Defined here (rather than imported from
 # ``setup``) so the formatters have no import-order dependency on it.
@@ -125,3 +125,50 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             payload["stack_info"] = self.formatStack(record.stack_info)
         return json.dumps(payload, ensure_ascii=True, default=str, separators=(",", ":"))
+
+
+class UvicornStyleFormatter(TextFormatter):
+    """Formats with Uvicorn's record fields, so a ``--log-config`` written for Uvicorn works.
+
+    Uvicorn's own formatters (``uvicorn.logging.DefaultFormatter`` / ``AccessFormatter``)
+    read fields Pounce's records do not carry -- the access one unpacks ``record.args`` as a
+    5-tuple and fails on every line -- and may not even be installed. A dictConfig naming
+    them gets this class instead (see :mod:`pounce.logs.setup`). It provides the fields
+    Uvicorn format strings use:
+
+    * ``%(levelprefix)s`` -- ``INFO:`` padded to one column (coloured with ``use_colors``);
+    * ``%(client_addr)s``, ``%(request_line)s``, ``%(status_code)s`` -- from the access
+      log's structured fields, which the access logger attaches when it sees this formatter.
+
+    The fields are set on a copy of the record: other handlers may be formatting the same
+    record on other threads.
+    """
+
+    #: Tells :class:`pounce.logs.AccessLogger` to attach its structured fields to records.
+    wants_access_fields = True
+
+    def __init__(
+        self,
+        fmt: str | None = None,
+        datefmt: str | None = None,
+        style: Literal["%", "{", "$"] = "%",
+        use_colors: bool | None = None,
+    ) -> None:
+        super().__init__(fmt=fmt or "%(levelprefix)s %(message)s", datefmt=datefmt, style=style)
+        self.use_colors = bool(use_colors)
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Standard formatting of a copy of ``record`` with the Uvicorn fields filled in."""
+        fields = dict(vars(record))
+        fields["levelprefix"] = self.level_prefix(record)
+        if "status" in fields:
+            fields.setdefault("status_code", fields["status"])
+            query = fields.get("query") or ""
+            target = f"{fields.get('path', '')}?{query}" if query else fields.get("path", "")
+            fields.setdefault(
+                "request_line",
+                f"{fields.get('method', '-')} {target} HTTP/{fields.get('http_version', '-')}",
+            )
+        for name in ("client_addr", "request_line", "status_code"):
+            fields.setdefault(name, "-")
+        return logging.Formatter.format(self, logging.makeLogRecord(fields))

@@ -8,12 +8,16 @@ Pounce logs through two well-known loggers:
 * ``pounce.access`` -- one line per response, on stdout by default so it can be
   piped separately from diagnostics.
 
+The ``asyncio`` logger (errors on a worker's event loop) is routed like
+``pounce.error``, so those messages share its format (text or JSON).
+
 Both pounce handlers are installed with ``propagate=False`` so that an
 application that configures the root logger does not print every line twice.
 """
 
 from __future__ import annotations
 
+import configparser
 import importlib
 import json
 import logging
@@ -25,6 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from pounce.config.errors import ConfigError
 from pounce.logs.formatters import JsonFormatter, TextFormatter
 
 __all__ = [
@@ -45,6 +50,10 @@ TRACE = 5
 ROOT_LOGGER_NAME = "pounce"
 ERROR_LOGGER_NAME = "pounce.error"
 ACCESS_LOGGER_NAME = "pounce.access"
+#: asyncio reports what goes wrong on a worker's loop (an exception in a callback, a task
+#: whose exception nobody retrieved, accept() failures) on this logger.  It gets Pounce's
+#: handler and format, so ``--log-format json`` output stays one JSON object per line.
+ASYNCIO_LOGGER_NAME = "asyncio"
 
 LOG_LEVELS: Mapping[str, int] = {
     "critical": logging.CRITICAL,
@@ -126,7 +135,7 @@ def _make_formatter(log_format: str, stream: TextIO, use_colors: bool | None) ->
 
 def _remove_default_handlers() -> None:
     """Undo a previous default set-up (handlers and the propagate switch)."""
-    for name in (ROOT_LOGGER_NAME, ACCESS_LOGGER_NAME):
+    for name in (ROOT_LOGGER_NAME, ACCESS_LOGGER_NAME, ASYNCIO_LOGGER_NAME):
         logger = logging.getLogger(name)
         ours = [h for h in logger.handlers if isinstance(h, _PounceStreamHandler)]
         for handler in ours:
@@ -144,13 +153,20 @@ def _install_default_handlers(
     error_stream: TextIO,
     access_stream: TextIO,
 ) -> None:
-    for name, stream in ((ROOT_LOGGER_NAME, error_stream), (ACCESS_LOGGER_NAME, access_stream)):
+    routes = (
+        (ROOT_LOGGER_NAME, error_stream),
+        (ACCESS_LOGGER_NAME, access_stream),
+        (ASYNCIO_LOGGER_NAME, error_stream),
+    )
+    for name, stream in routes:
         handler = _PounceStreamHandler(stream)
         handler.setFormatter(_make_formatter(log_format, stream, use_colors))
         logger = logging.getLogger(name)
         logger.addHandler(handler)
         logger.propagate = False
-    # pounce.error and pounce.access inherit the level set on "pounce".
+    # pounce.error and pounce.access inherit the level set on "pounce".  asyncio keeps its
+    # own level: its debug chatter is not Pounce's, and WARNING (from the root) lets through
+    # what matters.
     logging.getLogger(ERROR_LOGGER_NAME).setLevel(logging.NOTSET)
     logging.getLogger(ACCESS_LOGGER_NAME).setLevel(logging.NOTSET)
 
@@ -161,39 +177,157 @@ def _load_yaml(text: str, path: Path) -> Any:
     try:
         yaml = importlib.import_module("yaml")
     except ImportError:
-        raise ValueError(
-            f"log config {str(path)!r} is YAML, which needs PyYAML: pip install pyyaml"
-        ) from None
-    return yaml.safe_load(text)
+        raise _file_error(path, "it is YAML, which needs PyYAML: pip install pyyaml") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        # PyYAML's message spans several lines and quotes the source; its problem and
+        # position are what an operator needs.
+        problem = getattr(exc, "problem", None) or str(exc)
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        raise _file_error(path, f"not valid YAML: {problem}{where}") from None
+
+
+def _file_error(path: Path, problem: str) -> ConfigError:
+    """One line naming the file and the problem (a ConfigError: the CLI exits 2, no traceback)."""
+    return ConfigError(
+        " ".join(f"invalid log config file {str(path)!r}: {problem}".split())
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    """The message of *exc* and of its causes: dictConfig wraps the useful part.
+
+    ``Unable to configure formatter 'default'`` alone does not say that the formatter's class
+    could not be imported; its ``__cause__`` does.
+    """
+    parts: list[str] = []
+    current: BaseException | None = exc
+    while current is not None and len(parts) < 4:
+        text = str(current) or type(current).__name__
+        if isinstance(current, (KeyError, json.JSONDecodeError)) or not str(current):
+            text = f"{type(current).__name__}: {text}"
+        if not parts or text not in parts[-1]:
+            parts.append(text)
+        current = current.__cause__ or current.__context__
+    return ": ".join(parts)
 
 
 def _apply_config_file(path: Path) -> None:
     """Apply a JSON/YAML dictConfig or an INI fileConfig; errors name the file."""
     if not path.is_file():
-        raise ValueError(f"log config file {str(path)!r} does not exist")
+        raise _file_error(path, "the file does not exist")
     suffix = path.suffix.lower()
     try:
         if suffix in {".json", ".yaml", ".yml"}:
             text = path.read_text(encoding="utf-8")
-            data = json.loads(text) if suffix == ".json" else _load_yaml(text, path)
+            if suffix == ".json":
+                try:
+                    data = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise _file_error(
+                        path, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+                    ) from None
+            else:
+                data = _load_yaml(text, path)
             if not isinstance(data, dict):
-                raise ValueError("top level must be a mapping (a logging dictConfig)")
+                raise _file_error(path, "top level must be a mapping (a logging dictConfig)")
             _apply_dict_config(data)
         else:
-            # fileConfig's own default would silence every logger created before
-            # this call (including the application's); keep them alive.
-            logging.config.fileConfig(path, disable_existing_loggers=False)
-    except ValueError as exc:
-        if str(path) in str(exc):
-            raise
-        raise ValueError(f"invalid log config file {str(path)!r}: {exc}") from exc
+            parser = configparser.ConfigParser()
+            with path.open(encoding="utf-8") as f:
+                parser.read_file(f)
+            mentioned = _adapt_uvicorn_ini(parser)
+            try:
+                # fileConfig's own default would silence every logger created before
+                # this call (including the application's); keep them alive.
+                logging.config.fileConfig(parser, disable_existing_loggers=False)
+            except KeyError as exc:
+                raise _file_error(path, f"missing section or key {exc}") from None
+            _alias_uvicorn_loggers(mentioned)
+    except ConfigError:
+        raise
     except Exception as exc:
-        # dictConfig/fileConfig raise a zoo of types (KeyError, TypeError,
-        # ImportError, configparser errors, YAML errors, OSError ...).  They
-        # all mean the same thing to an operator: this file is wrong.
-        raise ValueError(
-            f"invalid log config file {str(path)!r}: {type(exc).__name__}: {exc}"
-        ) from exc
+        # json/yaml/configparser/dictConfig/fileConfig raise a zoo of types (KeyError,
+        # TypeError, ImportError, ValueError, YAML errors, OSError ...).  They all mean the
+        # same thing to an operator: this file is wrong, and here is the line that says how.
+        raise _file_error(path, _describe(exc)) from exc
+
+
+# Uvicorn's logger names and formatter classes, and what stands for them here.  A
+# --log-config written for Uvicorn then configures Pounce's loggers unchanged.
+UVICORN_LOGGER_ALIASES: Mapping[str, str] = {
+    "uvicorn": ROOT_LOGGER_NAME,
+    "uvicorn.error": ERROR_LOGGER_NAME,
+    "uvicorn.access": ACCESS_LOGGER_NAME,
+}
+_UVICORN_FORMATTERS = frozenset(
+    {
+        "uvicorn.logging.DefaultFormatter",
+        "uvicorn.logging.AccessFormatter",
+        "uvicorn.logging.ColourizedFormatter",
+    }
+)
+_UVICORN_STYLE_FORMATTER = "pounce.logs.formatters.UvicornStyleFormatter"
+
+
+def _adapt_uvicorn_dict(config: dict[str, Any]) -> set[str]:
+    """Swap Uvicorn's formatter classes for :class:`UvicornStyleFormatter` (in place).
+
+    Returns the logger names the configuration sets, for :func:`_alias_uvicorn_loggers`.
+    Uvicorn's own classes are replaced even when Uvicorn is installed: its access formatter
+    expects Uvicorn's record arguments and would fail on every access line.
+    """
+    formatters = config.get("formatters")
+    if isinstance(formatters, Mapping):
+        adapted: dict[str, Any] = {}
+        for name, spec in formatters.items():
+            if isinstance(spec, Mapping):
+                adapted[name] = {
+                    key: _UVICORN_STYLE_FORMATTER
+                    if key in ("()", "class") and value in _UVICORN_FORMATTERS
+                    else value
+                    for key, value in spec.items()
+                }
+            else:
+                adapted[name] = spec
+        config["formatters"] = adapted
+    loggers = config.get("loggers")
+    return set(loggers) if isinstance(loggers, Mapping) else set()
+
+
+def _adapt_uvicorn_ini(parser: configparser.ConfigParser) -> set[str]:
+    """The INI counterpart of :func:`_adapt_uvicorn_dict` (edits *parser* in place)."""
+    for section in parser.sections():
+        factory = parser.get(section, "class", raw=True, fallback=None)
+        if section.startswith("formatter_") and factory in _UVICORN_FORMATTERS:
+            parser.set(section, "class", _UVICORN_STYLE_FORMATTER)
+    mentioned = set()
+    for section in parser.sections():
+        if section.startswith("logger_"):
+            mentioned.add(parser.get(section, "qualname", raw=True, fallback=section[7:]))
+    return mentioned
+
+
+def _alias_uvicorn_loggers(mentioned: set[str]) -> None:
+    """Give ``pounce*`` loggers the set-up the file gave their ``uvicorn*`` counterparts.
+
+    Only where the file configures the Uvicorn name and not the Pounce one: a file that
+    names both means what it says.  The Uvicorn loggers keep their set-up too.
+    """
+    for theirs, ours in UVICORN_LOGGER_ALIASES.items():
+        if theirs not in mentioned or ours in mentioned:
+            continue
+        source = logging.getLogger(theirs)
+        target = logging.getLogger(ours)
+        for handler in list(target.handlers):
+            target.removeHandler(handler)
+        for handler in source.handlers:
+            target.addHandler(handler)
+        target.setLevel(source.level)
+        target.propagate = source.propagate
+        target.disabled = source.disabled
 
 
 def _apply_dict_config(data: Mapping[str, Any]) -> None:
@@ -203,7 +337,9 @@ def _apply_dict_config(data: Mapping[str, Any]) -> None:
     # file asks for it explicitly.
     config.setdefault("disable_existing_loggers", False)
     config.setdefault("version", 1)
+    mentioned = _adapt_uvicorn_dict(config)
     logging.config.dictConfig(config)
+    _alias_uvicorn_loggers(mentioned)
 
 
 def configure_logging(
@@ -224,7 +360,11 @@ def configure_logging(
     * With ``log_config`` (a path, or a dictConfig mapping): that configuration
       is authoritative and no default handlers are installed.  ``.json``,
       ``.yaml``/``.yml`` files are dictConfig; anything else is an INI
-      ``fileConfig``.  Any failure raises :class:`ValueError` naming the file.
+      ``fileConfig``.  Any failure raises :class:`~pounce.config.ConfigError` (a
+      ``ValueError``) whose one-line message names the file and the problem.  Uvicorn's
+      logger names (``uvicorn``, ``uvicorn.error``, ``uvicorn.access``) configure the
+      matching ``pounce`` loggers too, and Uvicorn's formatter classes are replaced by
+      :class:`~pounce.logs.formatters.UvicornStyleFormatter`, so a Uvicorn file works as is.
     * ``log_level`` (a name from :data:`LOG_LEVELS` or a number) is then set on
       the ``pounce`` logger, so it applies on top of a config file; ``None``
       leaves levels as they are.
@@ -249,7 +389,7 @@ def configure_logging(
             try:
                 _apply_dict_config(log_config)
             except Exception as exc:
-                raise ValueError(f"invalid log config: {type(exc).__name__}: {exc}") from exc
+                raise ConfigError(f"invalid log config: {_describe(exc)}") from exc
         else:
             _apply_config_file(Path(log_config))
         if level is not None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pounce.server.signals import install_signal_handlers
 from pounce.server.sockets import bind_sockets, describe
+from pounce.transport.tls import create_ssl_context
 from pounce.workers.model import choose_model
 from pounce.workers.reload import AppLoader
 from pounce.workers.supervisor import Supervisor
@@ -66,8 +67,12 @@ class Server:
         try:
             app = loader.load()
             model = choose_model(config)
+            if config.ssl_enabled:
+                # Fail here, in one line, rather than in every worker; each builds its own.
+                create_ssl_context(config)
             self._sockets = bind_sockets(config, reuse_port=model.accept == "reuseport")
-            self.bound_addresses = [describe(sock) for sock in self._sockets]
+            scheme = "https" if config.ssl_enabled else "http"
+            self.bound_addresses = [describe(sock, scheme) for sock in self._sockets]
             supervisor = Supervisor(
                 config, model, loader, app, self._sockets, close_listeners=self._close_sockets
             )

@@ -16,11 +16,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pounce.protocols.http1.protocol import HTTP1Protocol
-from pounce.server.context import WorkerContext
+from pounce.pipeline.context import WorkerContext
+from pounce.protocols.http1.protocol import http1_engine_factory
+from pounce.server.accept import ListenerGuard
+from pounce.transport.stream import StreamTransport
+from pounce.transport.tls import TLSAcceptor, log_handshake_failure, peer_of
 
 if TYPE_CHECKING:
     import contextvars
+    import ssl
 
     from pounce.asgi.types import ASGIApp
     from pounce.config import ServerConfig
@@ -41,6 +45,12 @@ def tick_interval(config: ServerConfig) -> float:
     return max(0.01, min(0.5, shortest / 4))
 
 
+def protocol_factory(ctx: WorkerContext) -> Callable[[], StreamTransport]:
+    """What the event loop calls for each new connection of this worker."""
+    engine = http1_engine_factory(ctx.config)
+    return lambda: StreamTransport(ctx, engine)
+
+
 class Worker:
     """Serves connections on one event loop until asked to stop."""
 
@@ -56,9 +66,12 @@ class Worker:
         name: str = "worker",
         max_requests: int | bool | None = True,
         on_request_limit: Callable[[], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.app = app
         self.config = config
+        #: This worker's own TLS context (built after the worker started), None for plain TCP.
+        self.ssl_context = ssl_context
         self.access_log = access_log
         self.proxy_trust = proxy_trust
         self.state = state
@@ -70,7 +83,8 @@ class Worker:
         self._stop: asyncio.Event | None = None
         self._force = False
         self._idle_grace = 0.0
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[asyncio.Server | TLSAcceptor] = []
+        self._protocol_factory: Callable[[], StreamTransport] | None = None
         #: ``--limit-max-requests`` for this worker: True = the config's value; a supervisor
         #: passes a jittered number, or None when it watches ``requests_total`` itself.
         self.max_requests: int | None = (
@@ -90,6 +104,10 @@ class Worker:
         #: worker's loop writes it; the distributor compares it with its own hand-off count to
         #: know how many connections are still queued for this worker (no shared lock).
         self.adopted = 0
+        #: TLS handshakes in progress (not yet in ``ctx.connections``). A drain treats them like
+        #: idle connections: it gives them the idle grace of a retirement (a connection handed
+        #: over just before it must not be cut mid-handshake), then cancels them.
+        self._handshakes: set[asyncio.Task[None]] = set()
 
     # -- thread-safe controls -----------------------------------------------------------------
 
@@ -144,9 +162,16 @@ class Worker:
         )
         ctx.max_requests = self.max_requests
         self.ctx = ctx
+        self._protocol_factory = protocol_factory(ctx)
+        guard = ListenerGuard(loop, self.name) if sockets else None
         for sock in sockets:
+            if self.ssl_context is not None:
+                # TLS: every connection goes through _adopt, where a handshake failure is seen.
+                self._servers.append(TLSAcceptor(loop, sock, self._adopt))
+                continue
+            assert guard is not None
             server = await loop.create_server(
-                lambda: HTTP1Protocol(ctx), sock=sock, backlog=self.config.backlog
+                self._protocol_factory, sock=guard.wrap(sock), backlog=self.config.backlog
             )
             self._servers.append(server)
         interval = tick_interval(self.config)
@@ -162,20 +187,45 @@ class Worker:
     def _adopt(self, sock: socket.socket) -> None:
         ctx = self.ctx
         loop = self.loop
-        if ctx is None or loop is None or ctx.shutting_down:
+        factory = self._protocol_factory
+        if ctx is None or loop is None or factory is None or ctx.shutting_down:
             self.adopted += 1
             sock.close()
             return
 
-        async def connect() -> None:
-            try:
-                await loop.connect_accepted_socket(lambda: HTTP1Protocol(ctx), sock)
-            except OSError:
-                sock.close()
-            finally:
-                self.adopted += 1
+        ssl_context = self.ssl_context
+        if ssl_context is not None:
+            # Attached now, before the handshake: a stalled handshake must not look like a
+            # hand-off still queued, or a distributor would stop sending this worker anything.
+            self.adopted += 1
 
-        loop.create_task(connect())
+        async def connect() -> None:
+            if ssl_context is None:
+                try:
+                    await loop.connect_accepted_socket(factory, sock)
+                except OSError:
+                    sock.close()
+                finally:
+                    self.adopted += 1
+                return
+            peer = peer_of(sock)
+            timeout = self.config.timeout_ssl_handshake
+            try:
+                await loop.connect_accepted_socket(
+                    factory, sock, ssl=ssl_context,
+                    ssl_handshake_timeout=timeout,
+                )
+            except OSError as exc:
+                sock.close()
+                log_handshake_failure(exc, peer, timeout)
+            except asyncio.CancelledError:
+                log_handshake_failure(ConnectionAbortedError("the worker is stopping"), peer, 0)
+                raise
+
+        task = loop.create_task(connect())
+        if ssl_context is not None:
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
 
     def _tick(self, interval: float) -> None:
         self.heartbeat = time.monotonic()
@@ -224,11 +274,13 @@ class Worker:
         interval = tick_interval(self.config)
         grace_end = loop.time() + min(self._idle_grace, self.config.timeout_graceful_shutdown)
         ctx.linger_idle = self._idle_grace > 0
-        while ctx.connections and not self._force and loop.time() < grace_end:
+        while (ctx.connections or self._handshakes) and not self._force and loop.time() < grace_end:
             # Connections close after their current/next response (shutting_down is set).
             await asyncio.sleep(min(0.01, interval))
             self._check_deadlines()
         ctx.linger_idle = False
+        for task in list(self._handshakes):
+            task.cancel()  # closes the transport; no request was started on it
         for conn in list(ctx.connections):
             conn.shutdown()
         deadline = loop.time() + self.config.timeout_graceful_shutdown

@@ -4,10 +4,17 @@ Without it every worker would poll the same listening socket and all of them wou
 each new connection (the thundering herd), and the kernel would favour whichever worker
 happened to be waiting, leaving others idle. The distributor thread accepts, picks the worker
 with the fewest in-flight connections (ties broken round-robin) and hands the socket over with
-``loop.call_soon_threadsafe``. Hand-offs per worker are bounded: when every worker is full
-(``--limit-concurrency`` connections, or :data:`HANDOFF_LIMIT` accepted but not yet
-attached), the distributor stops accepting and new connections wait in the kernel backlog
-instead of piling up in memory.
+``loop.call_soon_threadsafe``. Hand-offs per worker are bounded: when every worker has
+:data:`HANDOFF_LIMIT` connections accepted but not yet attached, the distributor stops
+accepting and new connections wait in the kernel backlog instead of piling up in memory.
+
+``--limit-concurrency`` is not enforced here: as in every other mode, each worker answers
+503 to a *request* beyond the limit. Counting connections here would let clients that have
+sent nothing (idle keep-alive connections, or a slow-loris crowd) lock out clients that have
+a request, with no answer at all until a header timeout closes the idle ones.
+
+When ``accept()`` fails for lack of descriptors or memory the distributor pauses (growing
+from 50 ms to 1 s) and logs one warning per few seconds (:mod:`pounce.server.accept`).
 
 TLS handshakes (when TLS is configured) happen in the worker's loop, after the hand-off, so a
 slow client can never stall the accept path.
@@ -28,6 +35,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from pounce.server.accept import AcceptThrottle
+
 if TYPE_CHECKING:
     from pounce.workers.handle import WorkerHandle
 
@@ -44,10 +53,8 @@ FULL_RECHECK = 0.002
 class Distributor:
     """Accepts on the listening sockets in a thread of its own and hands connections out."""
 
-    def __init__(self, sockets: Sequence[socket.socket], *, capacity: int | None) -> None:
+    def __init__(self, sockets: Sequence[socket.socket]) -> None:
         self._sockets = list(sockets)
-        #: Maximum in-flight connections per worker (None = only the hand-off bound applies).
-        self.capacity = capacity
         self._targets: tuple[int, tuple[WorkerHandle, ...]] = (0, ())
         self._applied = 0
         self._synced = threading.Condition()
@@ -56,6 +63,8 @@ class Distributor:
         self._rr = 0
         #: Connections accepted in total (distributor thread only).
         self.accepted = 0
+        self.throttle = AcceptThrottle("the accept distributor")
+        self._resting_until = 0.0
 
     # -- supervisor side ------------------------------------------------------------------------
 
@@ -98,7 +107,6 @@ class Distributor:
         count = len(targets)
         if count == 0:
             return None
-        capacity = self.capacity
         best: WorkerHandle | None = None
         best_load = 0
         start = self._rr % count
@@ -108,8 +116,6 @@ class Distributor:
             if pending >= HANDOFF_LIMIT:
                 continue
             load = worker.connection_count + max(0, pending)
-            if capacity is not None and load >= capacity:
-                continue
             if best is None or load < best_load:
                 best, best_load = worker, load
         self._rr = start + 1
@@ -123,6 +129,13 @@ class Distributor:
             while not self._stopping:
                 version, targets = self._targets
                 self._mark_applied(version)
+                if self._resting_until:
+                    # Out of descriptors: let them free up (connections wait in the backlog).
+                    remaining = self._resting_until - time.monotonic()
+                    if remaining > 0:
+                        time.sleep(min(remaining, 0.05))
+                        continue
+                    self._resting_until = 0.0
                 if self._pick(targets) is None:
                     # Full (or no workers yet): leave connections in the kernel backlog.
                     time.sleep(FULL_RECHECK)
@@ -154,11 +167,16 @@ class Distributor:
                 conn, _addr = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
+            except ConnectionAbortedError:
+                continue  # the client gave up while queued: nothing to do
             except OSError as exc:
-                # EMFILE/ENFILE/ECONNABORTED...: log, back off briefly, keep serving.
-                logger.error("accept() failed: %s", exc)
-                time.sleep(0.01)
+                # EMFILE/ENFILE/ENOBUFS/ENOMEM (or worse): retrying at once would spin and
+                # flood the log; pause, warn at most every few seconds.
+                pause = self.throttle.failed(exc)
+                self._resting_until = time.monotonic() + pause
                 return
+            if self.throttle.failures:
+                self.throttle.recovered()
             conn.setblocking(False)
             self.accepted += 1
             worker.handed += 1

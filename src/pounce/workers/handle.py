@@ -8,6 +8,7 @@ thread, so no lock is needed and none is taken on the request path.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
 import threading
@@ -29,12 +30,27 @@ def process_rss(pid: int) -> int | None:
         return None
 
 
+def trim_malloc() -> None:
+    """Return freed heap pages to the system (glibc ``malloc_trim``); a no-op elsewhere.
+
+    Memory freed by Python goes back to the C allocator, which keeps most of it mapped: RSS
+    would not go down after a generation of thread workers is released without this.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (AttributeError, OSError):
+        return
+    trim(0)
+
+
 class WorkerHandle(ABC):
     """One worker (thread or process) as the supervisor sees it."""
 
     kind: str = "worker"
 
     def __init__(self, *, name: str, slot: int, generation: int) -> None:
+        #: Internal id (``worker-<generation>.<slot>``): thread names, debug lines, stats.
         self.name = name
         #: Position in the pool: a replacement takes the slot (and reuseport socket) it replaces.
         self.slot = slot
@@ -51,6 +67,19 @@ class WorkerHandle(ABC):
         self.handed = 0
         self.started_at = time.monotonic()
         self.stopping = False
+
+    @property
+    def label(self) -> str:
+        """How log lines name this worker to a person: ``worker 2``, ``worker 2 (pid 4711)``.
+
+        Slots count from 1 as people do; the generation is mentioned once a reload made more
+        than one, and a process's pid so it can be found with ``ps``.
+        """
+        details = self._label_details()
+        return f"worker {self.slot + 1}" + (f" ({', '.join(details)})" if details else "")
+
+    def _label_details(self) -> list[str]:
+        return [f"generation {self.generation}"] if self.generation > 1 else []
 
     # -- lifecycle (supervisor thread) --------------------------------------------------------
 

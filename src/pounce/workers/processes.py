@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -29,12 +30,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pounce.errors import StartupError
+from pounce.server.accept import AcceptThrottle, is_resource_error
 from pounce.server.loops import loop_factory
 from pounce.workers.handle import RETIRE_GRACE, WorkerHandle, process_rss
 from pounce.workers.heap import HeapFreezer
 from pounce.workers.threads import make_worker, run_worker
 
 if TYPE_CHECKING:
+    import ssl
+
     from pounce.asgi.lifespan import Lifespan
     from pounce.asgi.types import ASGIApp
     from pounce.config import ServerConfig
@@ -104,7 +108,7 @@ async def _child_serve(
     holder: list[Worker] = []
     forced = [False]
 
-    def factory(lifespan: Lifespan) -> Worker:
+    def factory(lifespan: Lifespan, ssl_context: ssl.SSLContext | None) -> Worker:
         return make_worker(
             app,
             spec.config,
@@ -112,6 +116,7 @@ async def _child_serve(
             name=spec.name,
             max_requests=False,  # the supervisor watches the count and recycles
             on_request_limit=None,
+            ssl_context=ssl_context,
         )
 
     def attach(worker: Worker) -> None:
@@ -121,7 +126,8 @@ async def _child_serve(
         grace = min(RETIRE_GRACE, spec.config.timeout_keep_alive)
         loop.add_signal_handler(signal.SIGUSR1, lambda: worker.request_stop(idle_grace=grace))
         if spec.channel is not None:
-            loop.add_reader(spec.channel.fileno(), _receive_fds, spec.channel, worker)
+            throttle = AcceptThrottle(spec.name)
+            loop.add_reader(spec.channel.fileno(), _receive_fds, spec.channel, worker, throttle)
 
     def _force(worker: Worker) -> None:
         forced[0] = True
@@ -151,16 +157,28 @@ async def _child_serve(
     await run_worker(factory, app, spec.config, spec.listen, attach, on_ready, lambda: forced[0])
 
 
-def _receive_fds(channel: socket.socket, worker: Worker) -> None:
-    """Adopt every connection the supervisor's distributor has sent (worker's loop)."""
+def _receive_fds(channel: socket.socket, worker: Worker, throttle: AcceptThrottle) -> None:
+    """Adopt every connection the supervisor's distributor has sent (worker's loop).
+
+    Out of descriptors, the kernel cannot install a passed one: it is dropped and the message
+    comes flagged ``MSG_CTRUNC``. The worker then stops reading for a while (the next
+    hand-offs wait in the channel, then the distributor's bound holds them in the backlog)
+    and, before reading again, checks that a descriptor is free, so at most one connection is
+    lost per episode and the log gets one warning per few seconds.
+    """
+    if throttle.failures and not _descriptor_free(channel):
+        _rest(channel, worker, throttle, OSError(errno.EMFILE, os.strerror(errno.EMFILE)))
+        return
     while True:
         try:
-            _msg, fds, _flags, _addr = socket.recv_fds(channel, 16, 16)
+            msg, fds, flags, _addr = socket.recv_fds(channel, 16, 16)
         except (BlockingIOError, InterruptedError):
             return
-        except OSError:
+        except OSError as exc:
+            if is_resource_error(exc):
+                _rest(channel, worker, throttle, exc)
             return
-        if not fds and not _msg:
+        if not fds and not msg:
             # The supervisor closed its end: no more connections will come.
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(channel.fileno())
@@ -169,6 +187,34 @@ def _receive_fds(channel: socket.socket, worker: Worker) -> None:
             sock = socket.socket(fileno=fd)
             sock.setblocking(False)
             worker._adopt(sock)
+        if flags & socket.MSG_CTRUNC:
+            problem = f"{os.strerror(errno.EMFILE)} (a handed-over connection was lost)"
+            _rest(channel, worker, throttle, OSError(errno.EMFILE, problem))
+            return
+        if throttle.failures:
+            throttle.recovered()
+
+
+def _descriptor_free(channel: socket.socket) -> bool:
+    try:
+        os.close(os.dup(channel.fileno()))
+    except OSError:
+        return False
+    return True
+
+
+def _rest(channel: socket.socket, worker: Worker, throttle: AcceptThrottle, exc: OSError) -> None:
+    """Stop reading hand-offs for a growing pause, then resume (worker's loop)."""
+    loop = asyncio.get_running_loop()
+    fd = channel.fileno()
+    loop.remove_reader(fd)
+    pause = throttle.failed(exc)
+
+    def resume() -> None:
+        if channel.fileno() != -1:
+            loop.add_reader(fd, _receive_fds, channel, worker, throttle)
+
+    loop.call_later(pause, resume)
 
 
 class ProcessWorker(WorkerHandle):
@@ -198,12 +244,13 @@ class ProcessWorker(WorkerHandle):
             self._channel, child_channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             self._channel.settimeout(1.0)
             child_channel.setblocking(False)
+        self.pid: int | None = None
         spec = ChildSpec(
             app=app if ctx.get_start_method() == "fork" or config.app is None else None,
             config=config,
             listen=list(listen),
             channel=child_channel,
-            name=name,
+            name=self.label,
             max_requests=max_requests,
             parent_pid=os.getpid(),
         )
@@ -216,7 +263,12 @@ class ProcessWorker(WorkerHandle):
         self._connections = 0
         self._adopted = 0
         self._heartbeat = time.monotonic()
-        self.pid: int | None = None
+
+    def _label_details(self) -> list[str]:
+        details = super()._label_details()
+        if self.pid is not None:
+            details.append(f"pid {self.pid}")
+        return details
 
     def start(self) -> None:
         self._process.start()

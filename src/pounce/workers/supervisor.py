@@ -19,7 +19,9 @@ at a time, so capacity never drops and no request fails.
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import queue
 import random
 import socket
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pounce.errors import StartupError
 from pounce.workers.distributor import Distributor
-from pounce.workers.handle import WorkerHandle
+from pounce.workers.handle import WorkerHandle, process_rss, trim_malloc
 from pounce.workers.heap import HeapFreezer
 from pounce.workers.processes import ProcessWorker
 from pounce.workers.threads import ThreadWorker
@@ -48,8 +50,12 @@ MAX_START_FAILURES = 5
 POLL = 0.05
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
-#: A thread worker is not recycled for memory more often than this (threads share one RSS).
+#: A process worker is not recycled for memory before it is this old.
 RSS_RECYCLE_MIN_AGE = 5.0
+#: Thread workers: a generation is not rolled for memory before it is this old.
+MEMORY_ROLL_MIN_AGE = 1.0
+#: Thread workers: after a failed memory roll (the app's code no longer imports), wait this long.
+MEMORY_ROLL_RETRY = 30.0
 
 
 class WorkerFailure(StartupError):
@@ -85,6 +91,9 @@ class Supervisor:
         self.draining: tuple[WorkerHandle, ...] = ()
         self._starting: dict[WorkerHandle, WorkerHandle | None] = {}  # new -> the one it replaces
         self._draining: list[WorkerHandle] = []
+        #: Hung workers given up on: a killed process must still be waited for (reaped), or
+        #: it stays a zombie until multiprocessing happens to collect it at the next start.
+        self._abandoned: list[WorkerHandle] = []
         self._retry: dict[int, float] = {}  # slot -> when to start it again
         self._failures: dict[int, int] = {}
         self._limits: dict[WorkerHandle, int] = {}
@@ -103,6 +112,10 @@ class Supervisor:
         self._refreeze = False  # once workers stopped coming and going
         self._busy = False
         self._deferred: list[tuple[str, Any]] = []
+        # Thread workers and --limit-max-rss (see _check_process_memory).
+        self._memory_roll_pending = False
+        self._memory_floor = 0
+        self._memory_not_before = 0.0
 
     # -- requests from any thread (and signal handlers) -----------------------------------------
 
@@ -139,10 +152,20 @@ class Supervisor:
 
     def run(self, on_started: Callable[[], None]) -> None:
         """Start the first generation, supervise until stopped, then drain everything."""
+        if (
+            self.model.kind == "thread"
+            and self.config.limit_max_rss is not None
+            and not self._loader.reloadable
+        ):
+            raise StartupError(
+                "--limit-max-rss with thread workers needs the application as an import "
+                "string ('module:app'): the threads share this process's memory, and only a "
+                "fresh import of the app's modules releases what it holds; pass the app by "
+                "name, or use --worker-type process"
+            )
         try:
             if self.model.accept == "distributor":
-                capacity = self.config.limit_concurrency
-                self.distributor = Distributor(self._sockets, capacity=capacity)
+                self.distributor = Distributor(self._sockets)
                 self.distributor.start()
             if self.model.kind == "process":
                 # Before forking: children share the frozen pages instead of copying them.
@@ -268,7 +291,7 @@ class Supervisor:
                 if not handle.ready.is_set() and not handle.alive():
                     handle.poll()
                     error = StartupError(
-                        f"{handle.name} failed to start: {handle.error or 'it exited'}",
+                        f"{handle.label} failed to start: {handle.error or 'it exited'}",
                         details=handle.error_details,
                     )
             if error is not None or all(h.ready.is_set() for h in handles):
@@ -319,7 +342,7 @@ class Supervisor:
                 self.replacements += 1
                 logger.error(
                     "%s died unexpectedly (%s); replacing it",
-                    handle.name,
+                    handle.label,
                     handle.error or "no error reported",
                 )
                 self._schedule_retry(handle.slot, now)
@@ -329,16 +352,18 @@ class Supervisor:
                 logger.error(
                     "%s missed its heartbeat for %.1fs (--timeout-worker-healthcheck); "
                     "replacing it",
-                    handle.name,
+                    handle.label,
                     now - handle.heartbeat,
                 )
                 self._unpublish(handle)
                 self._account(handle)
                 handle.abandon()
+                self._abandoned.append(handle)
                 self.replacements += 1
                 self._schedule_retry(handle.slot, now, immediately=True)
                 self._thaw_heap()
                 continue
+        self._check_process_memory(now)
         if not self._starting:
             victim = self._recycle_candidate(now)
             if victim is not None:
@@ -350,6 +375,10 @@ class Supervisor:
                 self._starting[self._spawn(slot, self._app, self._generation)] = None
         self._check_starting(now)
         self._reap()
+        if self._memory_roll_pending and not self._draining:
+            # Not inside _reap() either: the old generation must be unreferenced first.
+            self._memory_roll_pending = False
+            self._release_memory()
         if self._refreeze and not (self._draining or self._starting or self._retry):
             # Not inside _reap(): its locals still reference the retired workers (and so the
             # old app) until it returns.
@@ -373,24 +402,83 @@ class Supervisor:
             if limit is not None and handle.requests_total >= limit:
                 logger.info(
                     "%s served %d requests (--limit-max-requests %d); recycling it",
-                    handle.name,
+                    handle.label,
                     handle.requests_total,
                     limit,
                 )
                 return handle
-        if limit_rss is not None:
+        if limit_rss is not None and self.model.kind == "process":
             candidates = [w for w in self.workers if now - w.started_at >= RSS_RECYCLE_MIN_AGE]
             for handle in sorted(candidates, key=lambda w: w.started_at):
                 rss = handle.rss()
                 if rss is not None and rss > limit_rss:
                     logger.info(
                         "%s uses %d MiB of memory (--limit-max-rss %d MiB); recycling it",
-                        handle.name,
+                        handle.label,
                         rss >> 20,
                         limit_rss >> 20,
                     )
                     return handle
         return None
+
+    def _check_process_memory(self, now: float) -> None:
+        """``--limit-max-rss`` for thread workers: roll a generation with a fresh import.
+
+        Threads share the process's memory, so recycling one thread frees nothing the app
+        holds (its module globals, caches, leaks). A new generation with the app's modules
+        imported again does: once the old generation has drained, its modules, app and
+        lifespan state are garbage, and :meth:`_release_memory` hands the pages back.
+        Memory held outside the app's modules (an installed library) is not released; then
+        the next roll waits until the process grew by another tenth of the limit.
+        """
+        limit = self.config.limit_max_rss
+        if (
+            limit is None
+            or self.model.kind != "thread"
+            or self._starting
+            or self._draining
+            or self._retry
+            or self._memory_roll_pending
+            or now < self._memory_not_before
+            or not self.workers
+            or any(now - w.started_at < MEMORY_ROLL_MIN_AGE for w in self.workers)
+        ):
+            return
+        rss = process_rss(os.getpid())
+        threshold = max(limit, self._memory_floor + limit // 10)
+        if rss is None or rss <= threshold:
+            return
+        logger.info(
+            "The process uses %d MiB of memory (--limit-max-rss %d MiB); starting a new "
+            "generation of workers with a fresh import of the app",
+            rss >> 20,
+            limit >> 20,
+        )
+        if self._reload(counted=False):
+            self.recycles += 1
+            self._memory_roll_pending = True
+        else:
+            self._memory_not_before = now + MEMORY_ROLL_RETRY
+
+    def _release_memory(self) -> None:
+        """The old generation is gone: collect it and return the freed pages to the system."""
+        limit = self.config.limit_max_rss
+        assert limit is not None
+        gc.collect()
+        trim_malloc()
+        rss = process_rss(os.getpid())
+        if rss is not None and rss > limit:
+            logger.warning(
+                "The process still uses %d MiB after a fresh generation (--limit-max-rss "
+                "%d MiB): the memory is not held by the app's own modules; the next roll "
+                "waits until it grows by %d MiB",
+                rss >> 20,
+                limit >> 20,
+                (limit // 10) >> 20,
+            )
+            self._memory_floor = rss
+        else:
+            self._memory_floor = 0
 
     def _check_starting(self, now: float) -> None:
         for new, old in list(self._starting.items()):
@@ -409,10 +497,10 @@ class Supervisor:
                 failures = self._failures.get(new.slot, 0) + 1
                 self._failures[new.slot] = failures
                 logger.error(
-                    "%s failed to start (%d in a row): %s",
-                    new.name,
-                    failures,
+                    "%s failed to start: %s (%d in a row)",
+                    new.label,
                     new.error or "it exited",
+                    failures,
                 )
                 if new.error_details:
                     logger.error("%s", new.error_details.rstrip())
@@ -444,6 +532,8 @@ class Supervisor:
         self._limits.pop(handle, None)
 
     def _reap(self) -> None:
+        if self._abandoned:
+            self._abandoned = [w for w in self._abandoned if _alive(w)]
         if self._draining:
             gone = [w for w in self._draining if not _alive(w)]
             if gone:
@@ -454,8 +544,10 @@ class Supervisor:
 
     # -- reload and scaling -------------------------------------------------------------------
 
-    def _reload(self) -> None:
-        logger.info("Reloading: starting a new generation of workers")
+    def _reload(self, *, counted: bool = True) -> bool:
+        """Roll a new generation with freshly imported code; False if it could not start."""
+        if counted:
+            logger.info("Reloading: starting a new generation of workers")
         self._thaw_heap()  # the old generation's app is about to become garbage
         try:
             app = self._loader.reload()
@@ -464,11 +556,11 @@ class Supervisor:
             logger.error("Reload failed, the current workers keep serving: %s", exc.message)
             if exc.details:
                 logger.error("%s", exc.details.rstrip())
-            return
+            return False
         except Exception as exc:
             self.failed_reloads += 1
             logger.exception("Reload failed, the current workers keep serving", exc_info=exc)
-            return
+            return False
         result = self._start_generation(app, max(1, len(self.workers)))
         if not isinstance(result, tuple):
             self.failed_reloads += 1
@@ -478,7 +570,7 @@ class Supervisor:
                 )
                 if result.details:
                     logger.error("%s", result.details.rstrip())
-            return
+            return False
         old = [*self.workers, *self._starting]
         self._starting.clear()
         self._retry.clear()
@@ -486,21 +578,23 @@ class Supervisor:
         self._publish(result)
         for handle in old:
             self._retire(handle)
-        self.reloads += 1
+        if counted:
+            self.reloads += 1
         logger.info("Reload complete: generation %d serving", self._generation)
+        return True
 
     def _scale(self, delta: int) -> None:
         if delta > 0:
             used = {w.slot for w in (*self.workers, *self._starting)} | set(self._retry)
             slot = next(i for i in range(len(used) + 1) if i not in used)
-            logger.info("Adding a worker (SIGTTIN): slot %d", slot)
+            logger.info("Adding a worker (SIGTTIN): worker %d", slot + 1)
             self._starting[self._spawn(slot, self._app, self._generation)] = None
         elif delta < 0:
             if len(self.workers) <= 1:
                 logger.info("SIGTTOU ignored: at least one worker keeps serving")
                 return
             victim = max(self.workers, key=lambda w: w.slot)
-            logger.info("Removing a worker (SIGTTOU): %s", victim.name)
+            logger.info("Removing a worker (SIGTTOU): %s", victim.label)
             self._unpublish(victim)
             self._retire(victim)
             sockets = self._slot_sockets.pop(victim.slot, None)
@@ -535,9 +629,12 @@ class Supervisor:
                     handle.request_stop(force=True)
         for handle in everyone:
             if _alive(handle):
-                logger.warning("%s did not stop in time; abandoning it", handle.name)
+                logger.warning("%s did not stop in time; abandoning it", handle.label)
                 handle.abandon()
                 _join(handle, 1.0)
+        for handle in self._abandoned:
+            _join(handle, 1.0)  # reap killed processes; a hung thread is a daemon, left alone
+        self._abandoned.clear()
         self.retired_requests += sum(w.requests_total for w in (*self.workers, *self._draining))
         self.workers = ()
         self.draining = ()

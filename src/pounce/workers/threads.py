@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 import traceback
@@ -25,6 +26,7 @@ from pounce.features.proxy_headers import ProxyTrust
 from pounce.logs import AccessLogger
 from pounce.server.loops import loop_factory
 from pounce.server.worker import Worker
+from pounce.transport.tls import create_ssl_context
 from pounce.workers.handle import RETIRE_GRACE, WorkerHandle, process_rss
 
 if TYPE_CHECKING:
@@ -35,7 +37,7 @@ logger = logging.getLogger("pounce.error")
 
 
 async def run_worker(  # noqa: PLR0917 - internal, called from two places
-    worker_factory: Callable[[Lifespan], Worker],
+    worker_factory: Callable[[Lifespan, ssl.SSLContext | None], Worker],
     app: ASGIApp,
     config: ServerConfig,
     sockets: list[socket.socket],
@@ -45,8 +47,11 @@ async def run_worker(  # noqa: PLR0917 - internal, called from two places
 ) -> None:
     """Lifespan start-up, serve until stopped, lifespan shutdown -- on the running loop.
 
-    Shared by thread and process workers so both behave the same way.
+    Shared by thread and process workers so both behave the same way. The TLS context is built
+    here, in the worker, before the app starts: it cannot be pickled to a process, and a worker
+    of a new generation (rolling reload) must read renewed certificate files.
     """
+    ssl_context = create_ssl_context(config) if config.ssl_enabled else None
     lifespan = Lifespan(
         app,
         config.lifespan,
@@ -54,7 +59,7 @@ async def run_worker(  # noqa: PLR0917 - internal, called from two places
         shutdown_timeout=config.timeout_graceful_shutdown,
     )
     await lifespan.startup()
-    worker = worker_factory(lifespan)
+    worker = worker_factory(lifespan, ssl_context)
     on_worker(worker)
     try:
         serving = asyncio.get_running_loop().create_task(worker.serve(sockets))
@@ -76,6 +81,7 @@ def make_worker(
     name: str,
     max_requests: int | bool | None,
     on_request_limit: Callable[[], None] | None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Worker:
     return Worker(
         app=app,
@@ -87,6 +93,7 @@ def make_worker(
         name=name,
         max_requests=max_requests,
         on_request_limit=on_request_limit,
+        ssl_context=ssl_context,
     )
 
 
@@ -150,20 +157,21 @@ class ThreadWorker(WorkerHandle):
             else:
                 self.error = f"{type(exc).__name__}: {exc}"
                 self.error_details = traceback.format_exc()
-                logger.error("%s crashed", self.name, exc_info=exc)
+                logger.error("%s crashed", self.label, exc_info=exc)
         finally:
             for sock in self._listen:
                 sock.close()
             self.exited.set()
 
-    def _factory(self, lifespan: Lifespan) -> Worker:
+    def _factory(self, lifespan: Lifespan, ssl_context: ssl.SSLContext | None) -> Worker:
         return make_worker(
             self.app,
             self.config,
             lifespan,
-            name=self.name,
+            name=self.label,
             max_requests=self._max_requests,
             on_request_limit=self._on_request_limit,
+            ssl_context=ssl_context,
         )
 
     def _attach(self, worker: Worker) -> None:

@@ -1,8 +1,12 @@
-"""One HTTP/1.1 connection on an asyncio transport.
+"""The HTTP/1.1 protocol engine: framing, keep-alive and pipelining over one connection.
 
-The protocol feeds bytes to a sans-IO parser, turns parsed requests into
-:class:`~pounce.asgi.cycle.RequestCycle` objects, and implements the cycle's
-:class:`~pounce.asgi.cycle.ResponseChannel` by framing the response onto the transport.
+The engine feeds the bytes its :class:`~pounce.transport.stream.StreamTransport` receives to a
+sans-IO parser, hands every parsed request to the worker's
+:class:`~pounce.pipeline.dispatcher.Dispatcher`, and frames each response through an
+:class:`HTTP1Stream`, the request's :class:`~pounce.pipeline.channel.ResponseChannel`. It never
+touches a socket: everything it does to the connection goes through the transport's small
+interface (``write``, ``pause_reading``, ``set_deadline``, ``close`` ...), so it is tested with a
+fake transport as well as through sockets.
 
 Life of a connection, one request at a time (pipelined requests wait in the parser's buffer
 until the response before them is complete, so responses always go out in order)::
@@ -11,8 +15,10 @@ until the response before them is complete, so responses always go out in order)
           |                                   |
           +--(parse error: 4xx, close)        +--(no keep-alive / shutdown: close)
 
-Timeouts are deadlines checked by the worker's once-per-tick sweep rather than one timer per
-connection: setting a float is far cheaper on the hot path than scheduling a timer handle.
+A complete response does not start the next pipelined request while the client is not reading:
+the next one waits until the transport's write buffer drains below its low-water mark, and the
+socket is not read meanwhile, so what one connection can make the server hold is bounded by the
+buffer limits whatever the client sends or fails to read.
 """
 
 from __future__ import annotations
@@ -20,14 +26,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from time import perf_counter
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO
 
-from pounce.asgi.cycle import BODY_HIGH_WATER, RequestCycle
-from pounce.asgi.headers import InvalidHeader
-from pounce.asgi.scope import http_scope
-from pounce.logs import AccessInfo, escape_for_log
-from pounce.protocols.http1.base import NEED_DATA, PAUSED, EndOfMessage, RequestHead
+from pounce.logs import escape_for_log
+from pounce.pipeline.events import (
+    CLOSED_BODY_TIMEOUT,
+    CLOSED_HEADER_TIMEOUT,
+    CLOSED_KEEP_ALIVE_TIMEOUT,
+    CLOSED_MALFORMED,
+    REJECTED_MALFORMED,
+    REJECTED_TIMEOUT,
+    RequestRejected,
+)
+from pounce.pipeline.scope import basic_extensions, full_extensions
+from pounce.protocols.http1.base import (
+    NEED_DATA,
+    PAUSED,
+    EndOfMessage,
+    ParserLimits,
+    RequestHead,
+)
 from pounce.protocols.http1.errors import ProtocolError
 from pounce.protocols.http1.response import (
     CHUNKED_END,
@@ -35,27 +53,28 @@ from pounce.protocols.http1.response import (
     NO_BODY_STATUSES,
     STATUS_LINES,
     early_hints_response,
+    error_body,
     error_response,
     status_line,
     trailer_block,
 )
-from pounce.server.context import Connection
+from pounce.transport.stream import ENGINE_KINDS, INFINITY, LINGER, NO_DEADLINE
 
 if TYPE_CHECKING:
-    from pounce.asgi.types import Headers
-    from pounce.features.proxy_headers import ProxyTrust
-    from pounce.server.context import WorkerContext
+    from collections.abc import Callable
+
+    from pounce.asgi.types import HeaderFields, Headers
+    from pounce.config import ServerConfig
+    from pounce.pipeline.cycle import RequestCycle
+    from pounce.protocols.http1.base import RequestParser
+    from pounce.transport.stream import StreamTransport
 
 logger = logging.getLogger("pounce.error")
 
-INFINITY = float("inf")
-
-# What the connection state's deadline currently guards.
-NO_DEADLINE = 0
-IDLE = 1  # keep-alive: waiting for the first byte of the next request
-HEADER = 2  # a request head is arriving (slowloris guard)
-BODY = 3  # the app awaits request body that is not arriving
-LINGER = 4  # closing: draining what the client still sends so the response is not reset
+# The engine's deadline kinds (the transport keeps its own below ENGINE_KINDS).
+IDLE = ENGINE_KINDS  # keep-alive: waiting for the first byte of the next request
+HEADER = ENGINE_KINDS + 1  # a request head is arriving (slowloris guard)
+BODY = ENGINE_KINDS + 2  # the app awaits request body that is not arriving fast enough
 
 # How the current response body is framed on the wire.
 FRAMING_LENGTH = 1
@@ -66,93 +85,85 @@ FRAMING_NONE = 4  # HEAD, 204, 304: no body bytes go out
 #: Unread request body the server will read and discard to keep a connection alive after the
 #: app answered without reading it; beyond this, closing is cheaper than reading.
 DISCARD_LIMIT = 1024 * 1024
-#: How long a closing connection keeps draining the client's bytes before it gives up.
-LINGER_SECONDS = 2.0
 #: Read size when a file must be copied through user space (no sendfile, TLS, chunked).
 FILE_CHUNK = 256 * 1024
+#: Above this many buffered request-body bytes the engine stops reading from the socket until
+#: the app consumes them: a fast client must not make the server buffer an upload without bound.
+BODY_HIGH_WATER = 256 * 1024
 
 
-class HTTP1Protocol(asyncio.Protocol, Connection):
-    """An ``asyncio.Protocol`` serving HTTP/1.x requests to an ASGI app."""
+class HTTP1Engine:
+    """One HTTP/1.x connection's protocol state."""
 
-    def __init__(self, ctx: WorkerContext) -> None:
+    __slots__ = (
+        "body_credit",
+        "body_rate",
+        "body_timeout",
+        "body_wait_start",
+        "ctx",
+        "cycle",
+        "discarded",
+        "discarding",
+        "dispatcher",
+        "drain_pending",
+        "head_bytes_seen",
+        "header_timeout",
+        "info",
+        "keep_alive",
+        "keep_alive_timeout",
+        "loop",
+        "message_done",
+        "parser",
+        "processing",
+        "stream",
+        "t",
+        "task_cycle",
+    )
+
+    def __init__(self, transport: StreamTransport, parser: RequestParser) -> None:
+        ctx = transport.ctx
+        self.t = transport
         self.ctx = ctx
         self.loop = ctx.loop
-        self.parser = ctx.new_parser()
-        self.transport: asyncio.Transport | None = None
-        self.client: tuple[str, int] | None = None
-        self.server: tuple[str, int | None] | None = None
-        self.scheme = "http"
-        #: The worker's proxy trust when this connection's peer is a trusted proxy, else None.
-        self.proxy_trust: ProxyTrust | None = None
+        self.info = transport.info
+        self.dispatcher = ctx.dispatcher
+        self.parser = parser
+        #: The request being answered (its stream is the response channel), or None.
+        self.stream: HTTP1Stream | None = None
         self.cycle: RequestCycle | None = None
-        self.task: asyncio.Task[None] | None = None
+        #: The request whose app task still runs (it may outlive its response).
         self.task_cycle: RequestCycle | None = None
-        # Two independent deadlines: the connection state's (header, idle, body, linger) and,
-        # while the client is not reading, the write deadline. The worker's tick compares
-        # `deadline`, the earlier of the two, so it stays a single float comparison.
-        self.deadline = INFINITY
-        self.deadline_kind = NO_DEADLINE
-        self.state_deadline = INFINITY
-        self.write_deadline = INFINITY
         self.keep_alive = True
-        self.closed = False
-        self.closing = True  # no writes: not connected yet, closing, or closed
-        self.peer_eof = False
-        self.read_paused = False
-        self.write_paused = False
-        self.drain_waiter: asyncio.Future[None] | None = None
         self.message_done = False  # the parser has emitted the current request's end
         self.discarding = False  # answered early: drop the rest of the request body
         self.discarded = 0
-        self.linger_backlog = 0  # write-buffer size when the closing deadline was last armed
         self.processing = False  # inside _process: a finished response must not re-enter it
         self.head_bytes_seen = False
-        # Response state of the current cycle.
-        self.http_version = "1.1"
-        self.head_request = False
-        self.head_pending = False
-        self.framing = FRAMING_LENGTH
-        self.remaining = 0
-        self.fields = b""
-        self.content_length: int | None = None
-        self.trailers_wanted = False
-        self.trailers: Headers = []
+        #: A response is complete but the client has not read it: the next request waits.
+        self.drain_pending = False
         config = ctx.config
         self.header_timeout = config.timeout_request_header
         self.keep_alive_timeout = config.timeout_keep_alive
+        self.body_timeout = config.timeout_request_body
+        self.body_rate = config.min_request_body_rate
+        # The body deadline is a budget, not a timer reset by every byte: waiting for the
+        # client spends it, body bytes earn it back at --min-request-body-rate, up to the body
+        # timeout. A client trickling one byte a second runs out; a slow app spends nothing.
+        self.body_credit = self.body_timeout
+        self.body_wait_start = 0.0
+        transport.set_deadline(HEADER, self.header_timeout)
 
-    # -- asyncio.Protocol ---------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement the interface without subclassing asyncio.Transport.
-        transport = cast("asyncio.Transport", transport)
-        self.transport = transport
-        self.closing = False
-        peer = transport.get_extra_info("peername")
-        sock = transport.get_extra_info("sockname")
-        if isinstance(peer, tuple):
-            self.client = (peer[0], peer[1])
-        if isinstance(sock, tuple):
-            self.server = (sock[0], sock[1])
-        elif isinstance(sock, str) and sock:
-            self.server = (sock, None)
-        if transport.get_extra_info("sslcontext") is not None:
-            self.scheme = "https"
-        trust = self.ctx.proxy_trust
-        if trust is not None and trust.trusts(self.client[0] if self.client else None):
-            self.proxy_trust = trust
-        self.ctx.connections.add(self)
-        self._set_deadline(HEADER, self.ctx.config.timeout_request_header)
+    # -- transport events ---------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        kind = self.deadline_kind
+        t = self.t
+        kind = t.deadline_kind
         if kind == IDLE:
-            # _set_deadline(HEADER, ...) inlined: this runs for every request.
-            self.deadline_kind = HEADER
-            self.state_deadline = deadline = self.loop.time() + self.header_timeout
-            write_deadline = self.write_deadline
-            self.deadline = deadline if deadline < write_deadline else write_deadline
+            # t.set_deadline(HEADER, ...) inlined: this runs for every request.
+            t.deadline_kind = HEADER
+            t.state_deadline = deadline = self.loop.time() + self.header_timeout
+            write_deadline = t.write_deadline
+            t.deadline = deadline if deadline < write_deadline else write_deadline
         elif kind == LINGER:
             return
         self.head_bytes_seen = True
@@ -167,41 +178,67 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
             self.processing = False
 
     def eof_received(self) -> bool | None:
-        self.peer_eof = True
-        if self.deadline_kind == LINGER:
-            return None
         cycle = self.cycle
         if cycle is None:
             if not self.discarding:
                 return None  # idle: let the transport close
             # The rest of an answered request's body can never arrive now.
             self.keep_alive = False
-            self._close()
+            self.t.close()
             return True
         cycle.feed_eof()
         # Keep the write side open: a client may half-close after sending its request.
         return True
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = self.closing = True
-        self.write_deadline = INFINITY
-        self._clear_deadline()
-        self.ctx.connections.discard(self)
+    def connection_lost(self) -> None:
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             cycle.feed_disconnect()
-        self._wake_drain()
 
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        self.write_deadline = self.loop.time() + self.ctx.config.timeout_write
-        self.deadline = min(self.state_deadline, self.write_deadline)
+    def write_resumed(self) -> None:
+        if self.drain_pending:
+            self.drain_pending = False
+            self._await_next_request(True)
 
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self.write_deadline = INFINITY
-        self.deadline = self.state_deadline
-        self._wake_drain()
+    def on_deadline(self, kind: int) -> None:
+        t = self.t
+        if kind == IDLE:
+            t.close(linger=False, reason=CLOSED_KEEP_ALIVE_TIMEOUT)
+        elif kind == HEADER:
+            if self.head_bytes_seen:
+                logger.info("Request head not received in time from %s; closing", self.info.peer)
+                self.keep_alive = False
+                self._write_error(408)
+                self._rejected(408, REJECTED_TIMEOUT)
+            t.close(linger=False, reason=CLOSED_HEADER_TIMEOUT)
+        elif kind == BODY:
+            cycle = self.cycle
+            logger.info("Request body too slow from %s; closing", self.info.peer)
+            self.keep_alive = False
+            if cycle is not None and not cycle.response_started:
+                cycle.feed_disconnect()
+                cycle.answer_with_error(408)
+                t.close(linger=False, reason=CLOSED_BODY_TIMEOUT)
+            elif cycle is None:
+                # Only the unread rest of an answered request was pending: the response is
+                # out (or still draining), so close gently instead of resetting.
+                t.close(reason=CLOSED_BODY_TIMEOUT)
+            else:
+                t.abort(CLOSED_BODY_TIMEOUT)
+
+    def shutdown(self) -> None:
+        self.keep_alive = False
+        if self.cycle is None and self.task_cycle is None:
+            self.t.close(linger=False)
+
+    def force_close(self) -> None:
+        running = self.task_cycle
+        if running is not None:
+            task = running.task
+            if task is not None and not task.done():
+                task.cancel()
+        self.keep_alive = False
+        self.t.abort()
 
     # -- parsing ------------------------------------------------------------------------------
 
@@ -217,16 +254,21 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
 
     def _process_events(self) -> None:
         parser = self.parser
+        t = self.t
         ended_here = False
-        while not self.closed:
+        while not t.closed:
             try:
                 event = parser.next_event()
             except ProtocolError as exc:
                 self._reject(exc)
                 return
             if event is NEED_DATA:
-                if self.peer_eof and self.cycle is None:
-                    self._close()
+                if self.cycle is None:
+                    if t.peer_eof:
+                        t.close()
+                    elif t.read_paused:
+                        # Between requests, with what was buffered used up: read again.
+                        t.resume_reading()
                 return
             if event is PAUSED:
                 # Bytes arrived after a complete request: a pipelined request waits for the
@@ -235,21 +277,21 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
                 # is buffered is at most one read, so reading goes on and a disconnect during
                 # a long response is still noticed.)
                 if not ended_here:
-                    self._pause_reading()
+                    t.pause_reading()
                 return
             cycle = self.cycle
             event_type = type(event)
             if event_type is RequestHead:
                 assert isinstance(event, RequestHead)
-                self._start_cycle(event)
+                self._start_request(event)
             elif event_type is EndOfMessage:
                 ended_here = True
                 self.message_done = True
                 if cycle is not None:
                     if not cycle.request_complete:  # a request without a body already is
                         cycle.feed_end()
-                    if self.deadline_kind == BODY:
-                        self._clear_deadline()
+                    if t.deadline_kind == BODY:
+                        self._waiting_for_body(False)
                     if self.cycle is cycle:
                         # The response is still to come; the parser has nothing more to say
                         # until it is out (what arrived meanwhile is at most this one read).
@@ -263,148 +305,256 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
                 if cycle is not None:
                     cycle.feed_body(bytes(event))
                     if cycle.buffered_body > BODY_HIGH_WATER:
-                        self._pause_reading()
+                        t.pause_reading()
                 else:
                     self.discarded += len(event)
                     if self.discarded > DISCARD_LIMIT:
                         self.keep_alive = False
-                        self._close(linger=False)
+                        t.close(linger=False)
                         return
-                # Progress: the body timeout runs between two pieces of body, whether the app
-                # reads them or they are being dropped after an early response.
-                if self.deadline_kind == BODY:
-                    self._set_deadline(BODY, self.ctx.config.timeout_request_body)
+                # Progress earns body credit, whether the app reads the pieces or they are
+                # being dropped after an early response.
+                if t.deadline_kind == BODY:
+                    self._body_progress(len(event))
 
-    def _start_cycle(self, head: RequestHead) -> None:
-        ctx = self.ctx
-        # _clear_deadline() inlined: this runs for every request.
-        self.deadline_kind = NO_DEADLINE
-        self.state_deadline = INFINITY
-        self.deadline = self.write_deadline
+    def _start_request(self, head: RequestHead) -> None:
+        t = self.t
+        # t.clear_deadline() inlined: this runs for every request.
+        t.deadline_kind = NO_DEADLINE
+        t.state_deadline = INFINITY
+        t.deadline = t.write_deadline
+        t.requests += 1
         self.head_bytes_seen = False
         self.message_done = False
-        self.keep_alive = head.keep_alive and not ctx.shutting_down
-        self.http_version = head.http_version
-        self.head_request = head.method == "HEAD"
-        scope = http_scope(
-            ctx,
-            head.http_version,
+        self.keep_alive = head.keep_alive and not self.ctx.shutting_down
+        has_body = head.chunked or bool(head.content_length)
+        if has_body:
+            self.body_credit = self.body_timeout
+        http_version = head.http_version
+        stream = HTTP1Stream(self, http_version, head.method == "HEAD")
+        self.stream = stream
+        cycle = self.dispatcher.start_request(
+            stream,
+            self.info,
+            http_version,
             head.method,
-            self.scheme,
             head.path,
             head.query,
             head.headers,
-            self.client,
-            self.server,
-            self.proxy_trust,
+            has_body,
+            head.expect_continue,
+            full_extensions if http_version == "1.1" else basic_extensions,
         )
-        cycle = RequestCycle(
-            ctx, self, scope, head.chunked or bool(head.content_length), head.expect_continue
-        )
-        self.cycle = cycle
-        limit = ctx.limit_concurrency
-        if limit is not None and ctx.active_requests >= limit:
-            cycle.response_started = True
-            cycle.status = 503
-            self.send_error_response(cycle, 503)
-            return
-        ctx.request_started()
-        self.task_cycle = cycle
-        task = ctx.start_task(cycle.run(ctx.app), context=ctx.base_context.copy())
-        # An eager task factory (set by the app on the loop) may have finished it already.
-        if self.task_cycle is cycle:
-            self.task = task
+        if cycle.task is not None:
+            self.task_cycle = cycle
 
     def _reject(self, exc: ProtocolError) -> None:
         """Answer a request the parser refused, and close: nothing after it is trusted."""
         if logger.isEnabledFor(logging.INFO):
-            client = f"{self.client[0]}:{self.client[1]}" if self.client else "unix socket"
             logger.info(
                 "Rejected invalid HTTP request from %s: %s (%d)",
-                client,
+                self.info.peer,
                 escape_for_log(exc.reason),
                 exc.status,
             )
+        t = self.t
         self.keep_alive = False
         if self.discarding:
             # The unread body of a request already answered turned out malformed: a second
             # response to one request would be read as the answer to the client's next one
             # (response queue poisoning), so the connection just ends.
-            self._close()
+            t.close(reason=CLOSED_MALFORMED)
             return
+        self._rejected(exc.status, REJECTED_MALFORMED)
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             # The body of a running request turned out malformed.
             cycle.feed_disconnect()
             if cycle.response_started:
-                self._abort()
+                t.abort(CLOSED_MALFORMED)
                 return
             cycle.response_started = True
             cycle.status = exc.status
         self._write_error(exc.status)
-        self._close()
+        t.close(reason=CLOSED_MALFORMED)
 
-    # -- ResponseChannel ----------------------------------------------------------------------
+    def _rejected(self, status: int, reason: str) -> None:
+        events = self.ctx.events
+        if events.active and events.wants(RequestRejected):
+            events.emit(RequestRejected(client=self.info.client, status=status, reason=reason))
+
+    # -- request body timing ------------------------------------------------------------------
+
+    def _waiting_for_body(self, waiting: bool) -> None:
+        t = self.t
+        if waiting:
+            self.body_wait_start = self.loop.time()
+            t.set_deadline(BODY, self.body_credit)
+        elif t.deadline_kind == BODY:
+            self.body_credit -= self.loop.time() - self.body_wait_start
+            t.clear_deadline()
+
+    def _body_progress(self, size: int) -> None:
+        now = self.loop.time()
+        rate = self.body_rate
+        if rate is None:
+            credit = self.body_timeout  # no minimum rate: every piece restarts the timeout
+        else:
+            credit = self.body_credit - (now - self.body_wait_start) + size / rate
+            credit = min(credit, self.body_timeout)
+        self.body_credit = credit
+        self.body_wait_start = now
+        self.t.set_deadline(BODY, credit)
+
+    # -- the end of a response ----------------------------------------------------------------
+
+    def _response_complete(self, stream: HTTP1Stream) -> None:
+        if stream is not self.stream:
+            return
+        cycle = self.cycle
+        self.stream = None
+        self.cycle = None
+        t = self.t
+        if not self.keep_alive or t.closed:
+            t.close()
+            return
+        if self.message_done:
+            self._next_request()
+        elif (cycle is not None and cycle.expect_continue) or t.peer_eof:
+            # The client still waits for "100 Continue" and may never send the body, or it
+            # half-closed before the body was complete: the rest can never come.
+            t.close()
+        else:
+            # Read and drop the rest of the request, then carry on with the next one; a client
+            # that stalls meanwhile is closed when its body credit runs out, as it would be
+            # while the app was reading.
+            self.discarding = True
+            self._waiting_for_body(True)
+            t.resume_reading()
+
+    def _app_finished(self, cycle: RequestCycle | None) -> None:
+        if self.task_cycle is cycle:
+            self.task_cycle = None
+        ctx = self.ctx
+        if ctx.shutting_down and not ctx.linger_idle and self.cycle is None and not self.t.closed:
+            self.t.close()
+
+    def _next_request(self) -> None:
+        self.discarding = False
+        self.discarded = 0
+        buffered = self.parser.start_next_cycle()
+        ctx = self.ctx
+        t = self.t
+        if ctx.shutting_down and not ctx.linger_idle:
+            t.close()
+            return
+        if t.write_paused:
+            # The client is not reading its responses: the next request must not start (and
+            # the socket is not read) until it does, or a pipelining client that never reads
+            # could make the server buffer responses without bound. The write deadline runs.
+            self.drain_pending = True
+            t.pause_reading()
+            return
+        self._await_next_request(buffered)
+
+    def _await_next_request(self, buffered: bool) -> None:
+        t = self.t
+        # t.set_deadline(IDLE, ...) inlined: this runs for every request.
+        t.deadline_kind = IDLE
+        t.state_deadline = deadline = self.loop.time() + self.keep_alive_timeout
+        write_deadline = t.write_deadline
+        t.deadline = deadline if deadline < write_deadline else write_deadline
+        if buffered or t.peer_eof:  # a pipelined request to parse, or a close to notice
+            # Reading stays paused while buffered requests remain: a client pipelining faster
+            # than it is answered must not grow the buffer by a read per request served.
+            self._process()
+        elif t.read_paused:
+            t.resume_reading()
+
+    def _write_error(self, status: int, headers: HeaderFields = ()) -> int:
+        """Write a complete closing response for errors the server answers itself."""
+        ctx = self.ctx
+        self.t.write(
+            error_response(
+                status, date_line=ctx.date_line, static_head=ctx.server_line, headers=headers
+            )
+        )
+        return len(error_body(status))
+
+
+class HTTP1Stream:
+    """One request's response on an HTTP/1.x connection: its framing and its channel."""
+
+    __slots__ = (
+        "conn",
+        "content_length",
+        "cycle",
+        "fields",
+        "flow",
+        "framing",
+        "head_pending",
+        "head_request",
+        "http_version",
+        "remaining",
+        "status",
+        "trailers",
+        "trailers_wanted",
+    )
+
+    def __init__(self, conn: HTTP1Engine, http_version: str, head_request: bool) -> None:
+        self.conn = conn
+        self.flow: StreamTransport = conn.t
+        self.cycle: RequestCycle | None = None
+        self.http_version = http_version
+        self.head_request = head_request
+        self.head_pending = False
+        self.status = 0
+        self.framing = FRAMING_LENGTH
+        self.remaining = 0
+        self.fields: HeaderFields = ()
+        self.content_length: int | None = None
+        self.trailers_wanted = False
+        self.trailers: list[tuple[bytes, bytes]] | None = None
+
+    def bind(self, cycle: RequestCycle) -> None:
+        self.cycle = cycle
+        conn = self.conn
+        if conn.stream is self:
+            conn.cycle = cycle
+
+    # -- the response head --------------------------------------------------------------------
 
     def start_response(
-        self, cycle: RequestCycle, status: int, headers: Headers, trailers: bool
+        self,
+        status: int,
+        fields: HeaderFields,
+        content_length: int | None,
+        close: bool,
+        trailers: bool,
     ) -> None:
-        ctx = self.ctx
+        conn = self.conn
         # A drain that began while the request ran: say so, so the client does not reuse it.
-        keep_alive = self.keep_alive and not ctx.shutting_down
-        content_length: int | None = None
-        has_server = has_date = False
-        parts: list[bytes] = []
-        for name, value in headers:
-            if name == b"content-length":
-                if not value.isdigit() or (
-                    content_length is not None and int(value) != content_length
-                ):
-                    raise InvalidHeader(f"invalid Content-Length {value!r}")
-                content_length = int(value)
-                if status == 204:
-                    continue
-            elif name == b"transfer-encoding":
-                continue  # the server frames the body itself
-            elif name == b"connection":
-                if b"close" in value.lower():
-                    keep_alive = False
-                continue
-            elif name == b"server":
-                has_server = True
-            elif name == b"date":
-                has_date = True
-            parts.append(name + b": " + value + b"\r\n")
-        if ctx.default_headers:
-            names = {name for name, _ in headers}
-            for name, value in ctx.default_headers:
-                if name not in names:
-                    parts.append(name + b": " + value + b"\r\n")
-        if not has_server:
-            parts.append(ctx.server_line)
-        if not has_date:
-            parts.append(ctx.date_line)
-        self.keep_alive = keep_alive
-        self.fields = b"".join(parts)
+        if close or conn.ctx.shutting_down:
+            conn.keep_alive = False
+        self.status = status
+        self.fields = fields
         self.content_length = content_length
         self.trailers_wanted = trailers
-        self.trailers = []
         self.head_pending = True
         # Send the head with the first body chunk (one write), or on its own if the app
         # awaits something else first.
-        ctx.flush_head_soon(self, cycle)
+        conn.ctx.flush_head_soon(self)
 
-    def flush_head_alone(self, cycle: RequestCycle) -> None:
+    def flush_head_alone(self) -> None:
         """Called at the next loop iteration: the app started a response but sent no body."""
-        if self.head_pending and self.cycle is cycle and not self.closed:
-            self._write(self._build_head(None))
+        if self.head_pending and self.conn.stream is self and not self.flow.closed:
+            self.flow.write(self._build_head(None))
 
     def _build_head(self, final_body_length: int | None) -> bytes:
         """Decide the body framing and serialise the response head."""
         self.head_pending = False
-        cycle = self.cycle
-        assert cycle is not None
-        status = cycle.status
+        conn = self.conn
+        status = self.status
         framing_field = b""
         if status in NO_BODY_STATUSES:
             framing = FRAMING_NONE
@@ -420,27 +570,35 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
             framing_field = b"transfer-encoding: chunked\r\n"
         else:
             framing = FRAMING_CLOSE
-            self.keep_alive = False
+            conn.keep_alive = False
         if self.head_request:
             framing = FRAMING_NONE
         self.framing = framing
-        if not self.keep_alive:
+        if not conn.keep_alive:
             connection = b"connection: close\r\n"
         elif self.http_version == "1.0":
             connection = b"connection: keep-alive\r\n"
         else:
             connection = b""
         line = STATUS_LINES.get(status) or status_line(status)
-        return b"".join((line, self.fields, framing_field, connection, b"\r\n"))
+        lines = b"\r\n".join([b": ".join(field) for field in self.fields])
+        if lines:
+            return b"".join((line, lines, b"\r\n", framing_field, connection, b"\r\n"))
+        return b"".join((line, framing_field, connection, b"\r\n"))
 
-    def write_body(self, cycle: RequestCycle, data: bytes, more_body: bool) -> None:
+    # -- the body -----------------------------------------------------------------------------
+
+    def write_body(self, data: bytes, more_body: bool) -> None:
+        flow = self.flow
+        cycle = self.cycle
+        assert cycle is not None
         if self.head_pending:
             head = self._build_head(None if more_body else len(data))
         else:
             head = b""
-            if more_body and self.framing == FRAMING_CHUNKED and data and not self.closing:
+            if more_body and self.framing == FRAMING_CHUNKED and data and not flow.closing:
                 # The steady state of a streamed response, checked first: one chunk, one write.
-                transport = self.transport
+                transport = flow.transport
                 assert transport is not None
                 cycle.bytes_sent += len(data)
                 transport.write(b"%x\r\n%b\r\n" % (len(data), data))
@@ -449,7 +607,7 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
         if framing == FRAMING_LENGTH:
             size = len(data)
             if size > self.remaining:
-                self._write(head + data[: self.remaining])
+                flow.write(head + data[: self.remaining])
                 cycle.bytes_sent += self.remaining
                 self.remaining = 0
                 cycle.protocol_misuse("the response body is longer than its Content-Length")
@@ -462,7 +620,7 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
                     "closing the connection",
                     self.remaining,
                 )
-                self.keep_alive = False
+                self.conn.keep_alive = False
         elif framing == FRAMING_CHUNKED:
             if data:
                 cycle.bytes_sent += len(data)
@@ -476,23 +634,23 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
             out = head + data
         else:
             out = head
-        if out and not self.closing:
-            transport = self.transport
-            assert transport is not None
-            transport.write(out)
+        if out:
+            flow.write(out)
 
-    async def write_file(self, cycle: RequestCycle, path: str) -> None:
+    async def write_file(self, path: str) -> None:
+        cycle = self.cycle
+        assert cycle is not None
         try:
             file = open(path, "rb")  # noqa: SIM115 - closed below, after awaits
         except OSError as exc:
             cycle.protocol_misuse(f"'http.response.pathsend' cannot open {path!r}: {exc}")
-            raise  # unreachable: protocol_misuse raises
         try:
             size = os.fstat(file.fileno()).st_size
+            flow = self.flow
             if self.head_pending:
-                self._write(self._build_head(size))
+                flow.write(self._build_head(size))
             framing = self.framing
-            if framing == FRAMING_NONE or self.closed:
+            if framing == FRAMING_NONE or flow.closed:
                 return
             if framing == FRAMING_LENGTH:
                 size = min(size, self.remaining)
@@ -504,292 +662,104 @@ class HTTP1Protocol(asyncio.Protocol, Connection):
                     self.remaining -= sent
             # What zero-copy could not send (chunked framing, TLS, uvloop) goes the slow way.
             file.seek(sent)
-            while sent < size and not self.closed:
+            while sent < size and not flow.closed:
                 chunk = file.read(min(FILE_CHUNK, size - sent))
                 if not chunk:
                     break  # the file shrank while being sent
                 sent += len(chunk)
-                self.write_body(cycle, chunk, True)
-                await self.drain()
+                self.write_body(chunk, True)
+                await flow.drain()
             if framing == FRAMING_LENGTH and self.remaining:
-                self.keep_alive = False
+                self.conn.keep_alive = False
         finally:
             file.close()
 
     async def _sendfile(self, file: BinaryIO, size: int) -> int:
         """Zero-copy ``os.sendfile`` where the event loop supports it; 0 bytes otherwise."""
-        transport = self.transport
+        transport = self.flow.transport
         if transport is None or not size or transport.get_extra_info("sslcontext") is not None:
             return 0
         try:
-            return await self.loop.sendfile(transport, file, 0, size, fallback=False)
+            return await self.conn.loop.sendfile(transport, file, 0, size, fallback=False)
         except (NotImplementedError, asyncio.SendfileNotAvailableError):
             return 0
 
-    def write_trailers(self, cycle: RequestCycle, headers: Headers, more: bool) -> None:
+    def write_trailers(self, headers: Headers, more: bool) -> None:
+        if self.trailers is None:
+            self.trailers = []
         self.trailers.extend(headers)
         if more:
             return
         if self.head_pending:
-            self._write(self._build_head(None))
+            self.flow.write(self._build_head(None))
         if self.framing == FRAMING_CHUNKED:
-            self._write(trailer_block(self.trailers))
+            self.flow.write(trailer_block(self.trailers))
         # Other framings cannot carry trailers: they are dropped, as RFC 9110 allows.
 
-    def write_early_hint(self, cycle: RequestCycle, links: list[bytes]) -> None:
+    def write_early_hint(self, links: list[bytes]) -> None:
         if self.http_version == "1.1":  # HTTP/1.0 clients do not expect 1xx responses
-            self._write(early_hints_response(links))
+            self.flow.write(early_hints_response(links))
 
-    def write_continue(self, cycle: RequestCycle) -> None:
-        self._write(CONTINUE_RESPONSE)
+    def write_continue(self) -> None:
+        self.flow.write(CONTINUE_RESPONSE)
 
-    def send_error_response(self, cycle: RequestCycle, status: int) -> None:
-        self.keep_alive = False
+    def send_error_response(self, status: int, headers: HeaderFields = ()) -> int:
+        conn = self.conn
+        conn.keep_alive = False
         self.head_pending = False
-        self._write_error(status)
-        cycle.response_complete = True
-        self.response_complete(cycle)
+        if conn.stream is not self:
+            return 0
+        return conn._write_error(status, headers)
 
-    def abort(self, cycle: RequestCycle) -> None:
-        if self.cycle is cycle or self.cycle is None:
-            self._abort()
+    def abort(self) -> None:
+        conn = self.conn
+        if conn.stream is self or conn.stream is None:
+            conn.keep_alive = False
+            conn.t.abort()
 
-    async def drain(self) -> None:
-        if self.write_paused and not self.closed:
-            waiter = self.loop.create_future()
-            self.drain_waiter = waiter
-            await waiter
+    # -- the request body ---------------------------------------------------------------------
 
-    def body_consumed(self, cycle: RequestCycle) -> None:
-        if self.read_paused and cycle is self.cycle:
-            self._resume_reading()
+    def body_consumed(self) -> None:
+        conn = self.conn
+        if self.flow.read_paused and conn.stream is self:
+            self.flow.resume_reading()
 
-    def waiting_for_body(self, cycle: RequestCycle, waiting: bool) -> None:
-        if cycle is not self.cycle:
+    def waiting_for_body(self, waiting: bool) -> None:
+        conn = self.conn
+        if conn.stream is not self:
             return
+        conn._waiting_for_body(waiting)
         if waiting:
-            self._set_deadline(BODY, self.ctx.config.timeout_request_body)
-            if self.read_paused:
-                self._resume_reading()
-        elif self.deadline_kind == BODY:
-            self._clear_deadline()
+            self.flow.resume_reading()
 
-    def response_complete(self, cycle: RequestCycle) -> None:
-        if cycle is not self.cycle:
-            return
-        if self.ctx.access_log.enabled:
-            self._log_access(cycle)
-        self.cycle = None
-        if not self.keep_alive or self.closed:
-            self._close()
-            return
-        if self.message_done:
-            self._next_request()
-        elif cycle.expect_continue or self.peer_eof:
-            # The client still waits for "100 Continue" and may never send the body, or it
-            # half-closed before the body was complete: the rest can never come.
-            self._close()
-        else:
-            # Read and drop the rest of the request, then carry on with the next one; a client
-            # that stalls meanwhile is closed after --timeout-request-body, as it would be
-            # while the app was reading.
-            self.discarding = True
-            self._set_deadline(BODY, self.ctx.config.timeout_request_body)
+    # -- the end ------------------------------------------------------------------------------
 
-    def app_finished(self, cycle: RequestCycle) -> None:
-        """The app's coroutine returned (the response may have completed earlier)."""
-        self.ctx.request_finished()
-        if self.task_cycle is cycle:
-            self.task = self.task_cycle = None
-        if (
-            self.ctx.shutting_down
-            and not self.ctx.linger_idle
-            and self.cycle is None
-            and not self.closed
-        ):
-            self._close()
+    def response_complete(self) -> None:
+        self.conn._response_complete(self)
 
-    # -- helpers ------------------------------------------------------------------------------
+    def app_finished(self) -> None:
+        self.conn._app_finished(self.cycle)
 
-    def _next_request(self) -> None:
-        self.discarding = False
-        self.discarded = 0
-        buffered = self.parser.start_next_cycle()
-        ctx = self.ctx
-        if ctx.shutting_down and not ctx.linger_idle:
-            self._close()
-            return
-        # _set_deadline(IDLE, ...) inlined: this runs for every request.
-        self.deadline_kind = IDLE
-        self.state_deadline = deadline = self.loop.time() + self.keep_alive_timeout
-        write_deadline = self.write_deadline
-        self.deadline = deadline if deadline < write_deadline else write_deadline
-        if self.read_paused:
-            self._resume_reading()
-        if buffered or self.peer_eof:  # a pipelined request to parse, or a close to notice
-            self._process()
 
-    def _log_access(self, cycle: RequestCycle) -> None:
-        scope = cycle.scope
-        self.ctx.access_log.log(
-            AccessInfo(
-                client=scope["client"],
-                method=scope["method"],
-                path=scope["path"],
-                query_string=scope["query_string"],
-                http_version=scope["http_version"],
-                status=cycle.status,
-                bytes_sent=cycle.bytes_sent,
-                duration=perf_counter() - cycle.start_time,
-                request_headers=scope["headers"],
-                scheme=scope["scheme"],
-            )
-        )
+def http1_engine_factory(config: ServerConfig) -> Callable[[StreamTransport], HTTP1Engine]:
+    """``transport -> HTTP1Engine`` for a worker, with the parser chosen once."""
+    new_parser = parser_factory(config)
+    return lambda transport: HTTP1Engine(transport, new_parser())
 
-    def _write(self, data: bytes) -> None:
-        if not self.closing:
-            transport = self.transport
-            assert transport is not None
-            transport.write(data)
 
-    def _write_error(self, status: int) -> None:
-        """A complete closing response for errors the server answers itself."""
-        ctx = self.ctx
-        self._write(error_response(status, date_line=ctx.date_line, static_head=ctx.server_line))
+def parser_factory(config: ServerConfig) -> Callable[[], RequestParser]:
+    """Pick the HTTP/1.1 parser implementation once, at start-up."""
+    limits = ParserLimits(
+        max_request_line=config.limit_request_line,
+        max_header_size=config.h11_max_incomplete_event_size or config.limit_request_header_size,
+        max_header_count=config.limit_request_fields,
+        max_body_size=config.limit_request_body,
+        allow_bare_lf=config.allow_bare_lf,
+    )
+    if config.http == "h11":
+        from pounce.protocols.http1.h11_parser import H11Parser
 
-    def _set_deadline(self, kind: int, timeout: float) -> None:
-        self.deadline_kind = kind
-        self.state_deadline = deadline = self.loop.time() + timeout
-        write_deadline = self.write_deadline
-        self.deadline = deadline if deadline < write_deadline else write_deadline
+        return lambda: H11Parser(limits)
+    from pounce.protocols.http1.parser import FastParser
 
-    def _clear_deadline(self) -> None:
-        self.deadline_kind = NO_DEADLINE
-        self.state_deadline = INFINITY
-        self.deadline = self.write_deadline
-
-    def on_deadline(self, now: float) -> None:
-        if now >= self.write_deadline:
-            logger.info("Client %s stopped reading the response; aborting", self._peer())
-            self._abort()
-            return
-        kind = self.deadline_kind
-        if kind == NO_DEADLINE or now < self.state_deadline:
-            return
-        self._clear_deadline()
-        if kind == IDLE:
-            self._close(linger=False)
-        elif kind == HEADER:
-            if self.head_bytes_seen:
-                logger.info("Request head not received in time from %s; closing", self._peer())
-                self.keep_alive = False
-                self._write_error(408)
-            self._close(linger=False)
-        elif kind == BODY:
-            cycle = self.cycle
-            logger.info("Request body stalled from %s; closing", self._peer())
-            if cycle is not None and not cycle.response_started:
-                cycle.response_started = True
-                cycle.status = 408
-                cycle.feed_disconnect()
-                self.keep_alive = False
-                self._write_error(408)
-                self._close(linger=False)
-            elif cycle is None:
-                # Only the unread rest of an answered request was pending: the response is
-                # out (or still draining), so close gently instead of resetting.
-                self.keep_alive = False
-                self._close()
-            else:
-                self._abort()
-        elif kind == LINGER:
-            self._linger_expired()
-
-    def _linger_expired(self) -> None:
-        """A closing connection's time is up: finish it without cutting off a slow reader."""
-        transport = self.transport
-        assert transport is not None
-        backlog = transport.get_write_buffer_size()
-        if backlog and backlog < self.linger_backlog:
-            # Still draining, just slowly: give it another period.
-            self.linger_backlog = backlog
-            self._set_deadline(LINGER, self.ctx.config.timeout_write)
-        elif backlog:
-            self._abort()  # no progress at all: the client stopped reading
-        else:
-            transport.close()  # everything is handed to the kernel; a FIN loses nothing
-
-    def _peer(self) -> str:
-        return f"{self.client[0]}:{self.client[1]}" if self.client else "unix socket"
-
-    def _pause_reading(self) -> None:
-        if not self.read_paused and self.transport is not None and not self.closed:
-            self.read_paused = True
-            self.transport.pause_reading()
-
-    def _resume_reading(self) -> None:
-        if self.read_paused and self.transport is not None and not self.closed:
-            self.read_paused = False
-            self.transport.resume_reading()
-
-    def _wake_drain(self) -> None:
-        waiter = self.drain_waiter
-        if waiter is not None:
-            self.drain_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def _close(self, *, linger: bool = True) -> None:
-        """Close after the buffered response is written.
-
-        With *linger*, the write side is shut first and what the client still sends is read
-        and dropped for a moment: closing a socket with unread input makes the kernel send a
-        reset, which can destroy the response before the client reads it. Either way a
-        deadline follows, so a client that never reads cannot keep a closing connection (and
-        its buffered response) alive.
-        """
-        transport = self.transport
-        if transport is None or self.closed or transport.is_closing():
-            return
-        self.closing = True
-        if linger and not self.peer_eof and transport.can_write_eof():
-            try:
-                transport.write_eof()
-            except OSError:
-                transport.close()
-                return
-            self._arm_linger(LINGER_SECONDS)
-            if self.read_paused:
-                self._resume_reading()
-            return
-        transport.close()
-        self._arm_linger(self.ctx.config.timeout_write)
-
-    def _arm_linger(self, timeout: float) -> None:
-        transport = self.transport
-        assert transport is not None
-        self.linger_backlog = transport.get_write_buffer_size()
-        # With a response still queued, the client gets at least the write timeout to read it.
-        if self.linger_backlog:
-            timeout = max(timeout, self.ctx.config.timeout_write)
-        self._set_deadline(LINGER, timeout)
-
-    def _abort(self) -> None:
-        self.keep_alive = False
-        transport = self.transport
-        if transport is not None and not self.closed:
-            self.closing = True
-            transport.abort()
-
-    # -- Connection (worker-facing) -----------------------------------------------------------
-
-    def shutdown(self) -> None:
-        self.keep_alive = False
-        if self.cycle is None and self.task is None:
-            self._close(linger=False)
-
-    def force_close(self) -> None:
-        task = self.task
-        if task is not None and not task.done():
-            task.cancel()
-        self._abort()
+    return lambda: FastParser(limits)

@@ -5,6 +5,7 @@ Pre-encoded once at import so the hot path only joins ready-made pieces.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from http import HTTPStatus
 
 STATUS_LINES: dict[int, bytes] = {
@@ -28,19 +29,34 @@ CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
 CHUNKED_END = b"0\r\n\r\n"
 
 
-def error_response(status: int, *, date_line: bytes = b"", static_head: bytes = b"") -> bytes:
-    """A complete, closing plain-text response for errors raised by the server itself."""
+def error_body(status: int) -> bytes:
+    """The plain-text body of a response the server answers itself: the reason phrase."""
     try:
-        phrase = HTTPStatus(status).phrase
+        return HTTPStatus(status).phrase.encode("ascii")
     except ValueError:
-        phrase = "Error"
-    body = phrase.encode("ascii")
+        return b"Error"
+
+
+def error_response(
+    status: int,
+    *,
+    date_line: bytes = b"",
+    static_head: bytes = b"",
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> bytes:
+    """A complete, closing plain-text response for errors raised by the server itself.
+
+    *headers* are extra fields (``Retry-After`` on a 429 or 503, say), already validated.
+    """
+    body = error_body(status)
+    extra = b"".join([name + b": " + value + b"\r\n" for name, value in headers])
     return b"".join(
         (
             status_line(status),
             b"content-type: text/plain; charset=utf-8\r\n",
             b"content-length: %d\r\n" % len(body),
             b"connection: close\r\n",
+            extra,
             date_line,
             static_head,
             b"\r\n",

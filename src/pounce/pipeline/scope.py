@@ -14,26 +14,24 @@ from pounce.features.proxy_headers import apply_trusted_proxy_headers
 
 if TYPE_CHECKING:
     from pounce.asgi.types import Headers
-    from pounce.features.proxy_headers import ProxyTrust
-    from pounce.server.context import WorkerContext
+    from pounce.pipeline.connection import ConnectionInfo
+    from pounce.pipeline.context import WorkerContext
 
 
 def http_scope(  # noqa: PLR0917 - positional on purpose: called once per request
     ctx: WorkerContext,
+    connection: ConnectionInfo,
     http_version: str,
     method: str,
-    scheme: str,
     raw_path: bytes,
     query_string: bytes,
     headers: Headers,
-    client: tuple[str, int] | None,
-    server: tuple[str, int | None] | None,
-    proxy_trust: ProxyTrust | None,
+    extensions: dict[str, dict[str, object]],
 ) -> dict[str, Any]:
     """The ``http`` scope of one request.
 
-    *proxy_trust* is given only when the connection's peer is a trusted proxy: the protocol
-    decides that once per connection, not per request.
+    *extensions* are the ones the request's channel can honour (no trailers or early hints
+    on HTTP/1.0, say); the connection's ``tls`` extension is added here.
     """
     # Percent-decoded as UTF-8; invalid sequences become U+FFFD, never an error.
     path = raw_path.decode("latin-1")
@@ -42,13 +40,16 @@ def http_scope(  # noqa: PLR0917 - positional on purpose: called once per reques
     if ctx.root_path:
         path = ctx.root_path + path
         raw_path = ctx.root_path_bytes + raw_path
+    tls = connection.tls
+    if tls is not None:
+        extensions["tls"] = dict(tls)
     scope: dict[str, Any] = {
         "type": "http",
         "asgi": {"version": ASGI_VERSION, "spec_version": HTTP_SPEC_VERSION},
         "http_version": http_version,
-        "server": server,
-        "client": client,
-        "scheme": scheme,
+        "server": connection.server,
+        "client": connection.client,
+        "scheme": connection.scheme,
         "method": method,
         "root_path": ctx.root_path,
         "path": path,
@@ -56,12 +57,23 @@ def http_scope(  # noqa: PLR0917 - positional on purpose: called once per reques
         "query_string": query_string,
         "headers": headers,
         "state": ctx.state.copy(),
-        "extensions": {
-            "http.response.pathsend": {},
-            "http.response.trailers": {},
-            "http.response.early_hint": {},
-        },
+        "extensions": extensions,
     }
+    proxy_trust = connection.proxy_trust
     if proxy_trust is not None:
         apply_trusted_proxy_headers(scope, proxy_trust)
     return scope
+
+
+def full_extensions() -> dict[str, dict[str, object]]:
+    """The extensions a channel that can send trailers and 1xx responses honours."""
+    return {
+        "http.response.pathsend": {},
+        "http.response.trailers": {},
+        "http.response.early_hint": {},
+    }
+
+
+def basic_extensions() -> dict[str, dict[str, object]]:
+    """HTTP/1.0: a client that expects neither trailers nor informational responses."""
+    return {"http.response.pathsend": {}}

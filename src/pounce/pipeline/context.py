@@ -12,57 +12,36 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pounce.protocols.http1.base import ParserLimits
+from pounce.pipeline.dispatcher import Dispatcher
+from pounce.pipeline.events import EventBus, RequestCompleted
 
 if TYPE_CHECKING:
-    from pounce.asgi.cycle import RequestCycle
     from pounce.asgi.types import ASGIApp
     from pounce.config import ServerConfig
     from pounce.features.proxy_headers import ProxyTrust
     from pounce.logs import AccessLogger
-    from pounce.protocols.http1.base import RequestParser
 
 
 class HeadFlusher(Protocol):
-    def flush_head_alone(self, cycle: RequestCycle) -> None: ...
+    def flush_head_alone(self) -> None: ...
 
 
-class Connection:
+class Connection(Protocol):
     """What the worker needs of any connection: timeouts and graceful shutdown."""
 
+    #: When :meth:`on_deadline` is due (``loop.time()`` clock); checked by the worker's tick.
     deadline: float
 
-    def on_deadline(self, now: float) -> None:
-        raise NotImplementedError
+    def on_deadline(self, now: float) -> None: ...
 
     def shutdown(self) -> None:
         """Close now if idle; otherwise finish the current response and then close."""
-        raise NotImplementedError
 
-    def force_close(self) -> None:
-        raise NotImplementedError
-
-
-def parser_factory(config: ServerConfig) -> Callable[[], RequestParser]:
-    """Pick the HTTP/1.1 parser implementation once, at start-up."""
-    limits = ParserLimits(
-        max_request_line=config.limit_request_line,
-        max_header_size=config.h11_max_incomplete_event_size or config.limit_request_header_size,
-        max_header_count=config.limit_request_fields,
-        max_body_size=config.limit_request_body,
-        allow_bare_lf=config.allow_bare_lf,
-    )
-    if config.http == "h11":
-        from pounce.protocols.http1.h11_parser import H11Parser
-
-        return lambda: H11Parser(limits)
-    from pounce.protocols.http1.parser import FastParser
-
-    return lambda: FastParser(limits)
+    def force_close(self) -> None: ...
 
 
 class WorkerContext:
@@ -79,6 +58,7 @@ class WorkerContext:
         state: dict[str, Any] | None = None,
         base_context: contextvars.Context | None = None,
         on_request_limit: Callable[[], None] | None = None,
+        event_handlers: Sequence[Callable[[Any], None]] = (),
     ) -> None:
         self.app = app
         self.config = config
@@ -87,7 +67,6 @@ class WorkerContext:
         self.proxy_trust = proxy_trust
         self.state: dict[str, Any] = state if state is not None else {}
         self.base_context = base_context if base_context is not None else contextvars.Context()
-        self.new_parser = parser_factory(config)
         # Request tasks start through the loop's own create_task, not eagerly (3.12's
         # eager_start), although running the app inside the protocol callback would save a
         # trip through the ready queue: under wrk with uvloop on 3.12 and 3.13, eager request
@@ -96,11 +75,10 @@ class WorkerContext:
         # request that finished before create_task() returned.
         self.start_task = loop.create_task
         self.connections: set[Connection] = set()
-        self._pending_heads: list[tuple[HeadFlusher, RequestCycle]] = []
+        self._pending_heads: list[HeadFlusher] = []
         self.debug_enabled = logging.getLogger("pounce.error").isEnabledFor(logging.DEBUG)
         self.root_path = config.root_path
         self.root_path_bytes = config.root_path.encode("utf-8")
-        self.limit_concurrency = config.limit_concurrency
         self.shutting_down = False
         #: During a retiring worker's idle grace, connections that fall idle stay open (their
         #: next request is answered with ``Connection: close``) instead of closing at once.
@@ -109,16 +87,26 @@ class WorkerContext:
         self.active_requests = 0
         self.on_request_limit = on_request_limit
         self.max_requests = config.limit_max_requests
+        #: The lifecycle event bus; the access log subscribes when it is enabled.
+        self.events = EventBus(event_handlers)
+        if access_log.enabled:
+            self.events.subscribe(access_log.log, kinds=(RequestCompleted,))
+        # Default response fields; an app's own field of the same name wins.
+        self.server_field: tuple[bytes, bytes] | None = (
+            (b"server", b"pounce") if config.server_header else None
+        )
         self.server_line = b"server: pounce\r\n" if config.server_header else b""
-        # --header defaults; an app's own header of the same name wins.
         self.default_headers = config.encoded_headers
         self.date_header = config.date_header
+        self.date_field: tuple[bytes, bytes] | None = None
         self.date_line = b""
         self._date_second = -1
         self.refresh_date()
+        #: Where every protocol engine hands its requests.
+        self.dispatcher = Dispatcher(self)
 
-    def flush_head_soon(self, conn: HeadFlusher, cycle: RequestCycle) -> None:
-        """Have *conn* write its pending response head at the next loop iteration.
+    def flush_head_soon(self, stream: HeadFlusher) -> None:
+        """Have *stream* write its pending response head at the next loop iteration.
 
         One callback per loop iteration serves every connection of the worker, rather than
         one timer handle per response: under load many responses start in one iteration.
@@ -126,13 +114,13 @@ class WorkerContext:
         pending = self._pending_heads
         if not pending:
             self.loop.call_soon(self._flush_pending_heads)
-        pending.append((conn, cycle))
+        pending.append(stream)
 
     def _flush_pending_heads(self) -> None:
         pending = self._pending_heads
         self._pending_heads = []
-        for conn, cycle in pending:
-            conn.flush_head_alone(cycle)
+        for stream in pending:
+            stream.flush_head_alone()
 
     def refresh_date(self) -> None:
         """Recompute the Date header at most once per second (called by the worker's tick)."""
@@ -140,7 +128,9 @@ class WorkerContext:
         if now != self._date_second:
             self._date_second = now
             if self.date_header:
-                self.date_line = b"date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+                value = formatdate(now, usegmt=True).encode()
+                self.date_field = (b"date", value)
+                self.date_line = b"date: " + value + b"\r\n"
 
     def request_started(self) -> None:
         self.requests_total += 1

@@ -1,9 +1,12 @@
 """The request/response cycle: one ASGI HTTP request, whatever protocol carried it.
 
 Every protocol (HTTP/1.1 now, HTTP/2 streams later) feeds a :class:`RequestCycle` with the
-request body and disconnects, and implements :class:`ResponseChannel` to put the response on the
-wire. Everything the ASGI spec asks of a server about the order and validity of messages, about
-application errors, backpressure, access logging and ``http.disconnect`` lives here, once.
+request body and disconnects, and implements a
+:class:`~pounce.pipeline.channel.ResponseChannel` to put the response on the wire. Everything the
+ASGI spec asks of a server about the order and validity of messages, about application errors,
+backpressure and ``http.disconnect`` lives here, once, and so does the end of every request: the
+:class:`~pounce.pipeline.events.RequestCompleted` event, whether the response completed or was
+cut off.
 
 The cycle is only touched from its worker's event-loop thread, so it needs no locks.
 """
@@ -14,13 +17,20 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from time import perf_counter
-from typing import TYPE_CHECKING, NoReturn, Protocol, cast
+from typing import TYPE_CHECKING, NoReturn, cast
 
-from pounce.asgi.headers import InvalidHeader, is_field_value, validate_response_headers
+from pounce.asgi.headers import (
+    InvalidHeader,
+    is_field_value,
+    validate_response_head,
+    validate_response_headers,
+)
+from pounce.pipeline.events import RequestCompleted
 
 if TYPE_CHECKING:
-    from pounce.asgi.types import ASGIApp, Headers, Message, Scope
-    from pounce.server.context import WorkerContext
+    from pounce.asgi.types import ASGIApp, HeaderFields, Headers, Message, Scope
+    from pounce.pipeline.channel import ResponseChannel
+    from pounce.pipeline.context import WorkerContext
 
 logger = logging.getLogger("pounce.error")
 
@@ -36,29 +46,6 @@ class ClientDisconnected(OSError):
     """
 
 
-class ResponseChannel(Protocol):
-    """What a protocol implements to carry one response. Called only from the cycle."""
-
-    #: True while the transport's write buffer is above its high-water mark.
-    write_paused: bool
-
-    def start_response(
-        self, cycle: RequestCycle, status: int, headers: Headers, trailers: bool
-    ) -> None: ...
-    def write_body(self, cycle: RequestCycle, data: bytes, more_body: bool) -> None: ...
-    async def write_file(self, cycle: RequestCycle, path: str) -> None: ...
-    def write_trailers(self, cycle: RequestCycle, headers: Headers, more: bool) -> None: ...
-    def write_early_hint(self, cycle: RequestCycle, links: list[bytes]) -> None: ...
-    def write_continue(self, cycle: RequestCycle) -> None: ...
-    def send_error_response(self, cycle: RequestCycle, status: int) -> None: ...
-    def abort(self, cycle: RequestCycle) -> None: ...
-    async def drain(self) -> None: ...
-    def body_consumed(self, cycle: RequestCycle) -> None: ...
-    def waiting_for_body(self, cycle: RequestCycle, waiting: bool) -> None: ...
-    def response_complete(self, cycle: RequestCycle) -> None: ...
-    def app_finished(self, cycle: RequestCycle) -> None: ...
-
-
 class RequestCycle:
     """One request's ASGI ``receive``/``send`` pair and the state machine behind them."""
 
@@ -66,6 +53,7 @@ class RequestCycle:
         "_body",
         "_body_size",
         "_final_delivered",
+        "_reported",
         "_streaming",
         "_waiter",
         "body_finished",
@@ -75,12 +63,15 @@ class RequestCycle:
         "ctx",
         "disconnected",
         "expect_continue",
+        "finished",
         "request_complete",
         "response_complete",
+        "response_headers",
         "response_started",
         "scope",
         "start_time",
         "status",
+        "task",
         "trailers_expected",
     )
 
@@ -113,7 +104,13 @@ class RequestCycle:
         self.status = 0
         self.bytes_sent = 0
         # perf_counter, not loop.time(): uvloop's clock only has millisecond resolution.
-        self.start_time = perf_counter() if ctx.access_log.enabled else 0.0
+        self.start_time = perf_counter() if ctx.events.active else 0.0
+        self.response_headers: Headers | None = None
+        self._reported = False
+        #: The task running the app, while it runs (the protocol cancels it on a forced close).
+        self.task: asyncio.Task[None] | None = None
+        #: The app's coroutine has returned (or was never started: admission refused it).
+        self.finished = False
 
     # -- fed by the protocol ------------------------------------------------------------------
 
@@ -168,7 +165,7 @@ class RequestCycle:
                 more = not self.request_complete
                 if not more:
                     self._final_delivered = True
-                self.channel.body_consumed(self)
+                self.channel.body_consumed()
                 return {"type": "http.request", "body": body, "more_body": more}
             if self.request_complete and not self._final_delivered:
                 self._final_delivered = True
@@ -179,17 +176,17 @@ class RequestCycle:
             if self.expect_continue:
                 self.expect_continue = False
                 if not self.response_started:
-                    self.channel.write_continue(self)
+                    self.channel.write_continue()
             waiter = self.ctx.loop.create_future()
             self._waiter = waiter
             waiting_for_body = not self.request_complete
             if waiting_for_body:
-                self.channel.waiting_for_body(self, True)
+                self.channel.waiting_for_body(True)
             try:
                 await waiter
             finally:
                 if waiting_for_body:
-                    self.channel.waiting_for_body(self, False)
+                    self.channel.waiting_for_body(False)
 
     async def send(self, message: Message) -> None:
         if self._streaming:
@@ -201,9 +198,10 @@ class RequestCycle:
                 is_chunk = False
             if is_chunk and type(body) is bytes:
                 channel = self.channel
-                channel.write_body(self, body, True)
-                if channel.write_paused:
-                    await channel.drain()
+                channel.write_body(body, True)
+                flow = channel.flow
+                if flow.write_paused:
+                    await flow.drain()
                 return
         try:
             kind = message["type"]
@@ -235,25 +233,27 @@ class RequestCycle:
                     )
                 body = bytes(body)
             channel = self.channel
-            channel.write_body(self, body, more)
+            channel.write_body(body, more)
             if not more:
                 self.body_finished = True
                 self._streaming = False
                 if not self.trailers_expected and not self.response_complete:
                     # _complete() inlined: the end of every response comes through here.
                     self.response_complete = True
-                    channel.response_complete(self)
+                    channel.response_complete()
+                    if self.ctx.events.active:
+                        self._emit_completed(True)
                     if self._waiter is not None:
                         self._wake()
-            elif channel.write_paused:  # checked here: no coroutine per chunk when not needed
-                await channel.drain()
+            elif channel.flow.write_paused:  # checked here: no coroutine per chunk otherwise
+                await channel.flow.drain()
         elif kind == "http.response.pathsend":
             if self.body_finished:
                 self.protocol_misuse("the app sent 'http.response.pathsend' after the final body")
             path = message.get("path")
             if not isinstance(path, str):
                 self.protocol_misuse("'http.response.pathsend' needs a 'path' string")
-            await self.channel.write_file(self, path)
+            await self.channel.write_file(path)
             self._body_finished()
         elif kind == "http.response.trailers":
             if not self.trailers_expected:
@@ -279,15 +279,27 @@ class RequestCycle:
         self.status = status
         self.trailers_expected = bool(message.get("trailers", False))
         try:
-            headers = validate_response_headers(message.get("headers", ()))
-            self.channel.start_response(self, status, headers, self.trailers_expected)
-            self._streaming = True
+            fields, content_length, close, has_server, has_date = validate_response_head(
+                message.get("headers", ()), status
+            )
         except InvalidHeader as exc:
             # Never forward it (response splitting); the client gets a clean 500 instead.
             logger.error("Invalid response header from the application: %s", exc)
-            self.status = 500
-            self.channel.send_error_response(self, 500)
+            self.answer_with_error(500)
             raise _ProtocolMisuse(f"invalid response header: {exc}") from None
+        ctx = self.ctx
+        if not has_server and ctx.server_field is not None:
+            fields.append(ctx.server_field)
+        if not has_date and ctx.date_field is not None:
+            fields.append(ctx.date_field)
+        if ctx.default_headers:
+            names = {name for name, _ in fields}
+            fields.extend(pair for pair in ctx.default_headers if pair[0] not in names)
+        self.response_headers = fields
+        self.channel.start_response(
+            status, fields, content_length, close, self.trailers_expected
+        )
+        self._streaming = True
 
     def _early_hint(self, message: Message) -> None:
         links = message.get("links", ())
@@ -297,7 +309,7 @@ class RequestCycle:
                 self.protocol_misuse(f"'http.response.early_hint' has an invalid link {link!r}")
             checked.append(link)
         if checked:
-            self.channel.write_early_hint(self, checked)
+            self.channel.write_early_hint(checked)
 
     def _body_finished(self) -> None:
         self.body_finished = True
@@ -312,7 +324,7 @@ class RequestCycle:
             self.protocol_misuse(f"invalid response trailer: {exc}")
         more = bool(message.get("more_trailers", False))
         # Trailers sent in several messages are merged by the channel and sent with the last.
-        self.channel.write_trailers(self, headers, more)
+        self.channel.write_trailers(headers, more)
         if not more:
             self._complete()
 
@@ -320,15 +332,47 @@ class RequestCycle:
         if self.response_complete:
             return
         self.response_complete = True
-        self.channel.response_complete(self)
+        self.channel.response_complete()
+        if self.ctx.events.active:
+            self._emit_completed(True)
         self._wake()
+
+    def answer_with_error(self, status: int, headers: HeaderFields = ()) -> None:
+        """Send a response of the server's own (a 500, a 503 from admission) and complete."""
+        self.response_started = True
+        self.status = status
+        self.bytes_sent = self.channel.send_error_response(status, headers)
+        self._complete()
+
+    def _emit_completed(self, complete: bool) -> None:
+        """Tell the bus this request is over (once): the access log, metrics, tracing."""
+        if self._reported:
+            return
+        self._reported = True
+        scope = self.scope
+        self.ctx.events.emit(
+            RequestCompleted(
+                client=scope["client"],
+                method=scope["method"],
+                path=scope["path"],
+                query_string=scope["query_string"],
+                http_version=scope["http_version"],
+                status=self.status,
+                bytes_sent=self.bytes_sent,
+                duration=perf_counter() - self.start_time,
+                request_headers=scope["headers"],
+                response_headers=self.response_headers,
+                scheme=scope["scheme"],
+                complete=complete,
+            )
+        )
 
     def protocol_misuse(self, problem: str) -> NoReturn:
         """Log *problem*, close the connection, and raise it into the app."""
         logger.error("ASGI protocol error: %s; closing the connection", problem)
         self._streaming = False
         self.response_complete = True
-        self.channel.abort(self)
+        self.channel.abort()
         self._wake()
         raise _ProtocolMisuse(problem)
 
@@ -349,7 +393,7 @@ class RequestCycle:
         except asyncio.CancelledError:
             # Graceful-shutdown timeout or a dropped connection: nothing to tell the client.
             if not self.response_complete:
-                self.channel.abort(self)
+                self.channel.abort()
             raise
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt | SystemExit):
@@ -366,10 +410,17 @@ class RequestCycle:
             elif not self.response_complete:
                 if not self.disconnected:
                     logger.error("ASGI callable returned without completing the response")
-                self.channel.abort(self)
+                self.channel.abort()
         finally:
             self._waiter = None
-            self.channel.app_finished(self)
+            self.finished = True
+            self.task = None
+            ctx = self.ctx
+            ctx.request_finished()
+            if ctx.events.active and not self._reported:
+                # Cut off (client gone, write timeout, app error mid-body): still one record.
+                self._emit_completed(False)
+            self.channel.app_finished()
 
     def _answer_failure(self) -> None:
         if self.disconnected or self.response_complete:
@@ -377,11 +428,9 @@ class RequestCycle:
         if self.response_started:
             # Part of a response is on the wire: closing is the only way to tell the client
             # that it is truncated.
-            self.channel.abort(self)
+            self.channel.abort()
         else:
-            self.response_started = True
-            self.status = 500
-            self.channel.send_error_response(self, 500)
+            self.answer_with_error(500)
 
 
 class _ProtocolMisuse(RuntimeError):

@@ -1,0 +1,125 @@
+"""The one place where a request enters the pipeline, whatever protocol carried it.
+
+Every protocol engine calls :meth:`Dispatcher.start_request` once per request or stream, with
+what it parsed and the channel that carries the response. The dispatcher builds the scope, runs
+the admission hooks, wraps the channel in the response filters the request needs, starts the
+app in a fresh copy of the lifespan's context, does the accounting and emits the events. A new
+protocol therefore gets limits, accounting, events and every feature by calling it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pounce.pipeline.admission import admission_hooks
+from pounce.pipeline.cycle import RequestCycle
+from pounce.pipeline.events import RequestRejected, RequestStarted
+from pounce.pipeline.filters import FilteredChannel
+from pounce.pipeline.scope import http_scope
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pounce.asgi.types import Headers, Scope
+    from pounce.pipeline.admission import Admission, Rejection
+    from pounce.pipeline.channel import ResponseChannel
+    from pounce.pipeline.connection import ConnectionInfo
+    from pounce.pipeline.context import WorkerContext
+    from pounce.pipeline.filters import FilterFactory, ResponseFilter
+
+__all__ = ["Dispatcher"]
+
+
+class Dispatcher:
+    """One per worker; used only from the worker's event-loop thread."""
+
+    __slots__ = ("admission", "ctx", "filter_factories")
+
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        *,
+        admission: tuple[Admission, ...] | None = None,
+        filter_factories: tuple[FilterFactory, ...] = (),
+    ) -> None:
+        self.ctx = ctx
+        self.admission = admission_hooks(ctx) if admission is None else admission
+        self.filter_factories = filter_factories
+
+    def start_request(  # noqa: PLR0917 - positional on purpose: called once per request
+        self,
+        channel: ResponseChannel,
+        connection: ConnectionInfo,
+        http_version: str,
+        method: str,
+        raw_path: bytes,
+        query_string: bytes,
+        headers: Headers,
+        has_body: bool,
+        expect_continue: bool,
+        extensions: Callable[[], dict[str, dict[str, object]]],
+    ) -> RequestCycle:
+        """Admit and start one HTTP request; the returned cycle is fed by the protocol."""
+        ctx = self.ctx
+        scope = http_scope(
+            ctx, connection, http_version, method, raw_path, query_string, headers, extensions()
+        )
+        if self.filter_factories:
+            channel = self._filtered(channel, scope)
+        cycle = RequestCycle(ctx, channel, scope, has_body, expect_continue)
+        channel.bind(cycle)
+        if self.admission:
+            rejection = self.admit(scope, connection)
+            if rejection is not None:
+                self.reject(cycle, rejection)
+                return cycle
+        ctx.request_started()
+        events = ctx.events
+        if events.active and events.wants(RequestStarted):
+            events.emit(
+                RequestStarted(
+                    client=scope["client"],
+                    method=method,
+                    path=scope["path"],
+                    http_version=http_version,
+                    scheme=scope["scheme"],
+                )
+            )
+        task = ctx.start_task(cycle.run(ctx.app), context=ctx.base_context.copy())
+        # An eager task factory (set by the app on the loop) may have finished it already.
+        if not cycle.finished:
+            cycle.task = task
+        return cycle
+
+    def admit(self, scope: Scope, connection: ConnectionInfo) -> Rejection | None:
+        """Run the admission hooks in order; the first refusal wins."""
+        for hook in self.admission:
+            rejection = hook.admit(scope, connection)
+            if rejection is not None:
+                return rejection
+        return None
+
+    def reject(self, cycle: RequestCycle, rejection: Rejection) -> None:
+        """Answer *cycle* with the server's own response instead of calling the app."""
+        events = self.ctx.events
+        if events.active and events.wants(RequestRejected):
+            scope = cycle.scope
+            events.emit(
+                RequestRejected(
+                    client=scope["client"],
+                    status=rejection.status,
+                    reason=rejection.reason,
+                    method=scope.get("method", "GET"),
+                    path=scope["path"],
+                )
+            )
+        cycle.finished = True  # the app is never called
+        cycle.answer_with_error(rejection.status, rejection.headers)
+
+    def _filtered(self, channel: ResponseChannel, scope: Scope) -> ResponseChannel:
+        filters: list[ResponseFilter] = []
+        for factory in self.filter_factories:
+            f = factory(scope)
+            if f is not None:
+                filters.append(f)
+        return FilteredChannel(channel, filters) if filters else channel

@@ -1,0 +1,218 @@
+"""Typed lifecycle events and the per-worker bus that delivers them.
+
+Every event is a frozen, slotted object: cheap to build, impossible to alter on the way, and safe
+to hand to another thread. Events are only built when someone listens: the pipeline checks
+:attr:`EventBus.active` (one attribute read) before constructing anything, so a server with no
+subscriber pays nothing per request.
+
+The access log is a subscriber like any other: it formats :class:`RequestCompleted`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from pounce.pipeline.connection import ConnectionInfo
+
+__all__ = [
+    "ConnectionClosed",
+    "ConnectionOpened",
+    "Event",
+    "EventBus",
+    "EventHandler",
+    "RequestCompleted",
+    "RequestRejected",
+    "RequestStarted",
+    "WebSocketClosed",
+    "WebSocketOpened",
+]
+
+logger = logging.getLogger("pounce.error")
+
+Headers = Sequence[tuple[bytes, bytes]]
+
+# Why a connection ended (ConnectionClosed.reason).
+CLOSED_BY_CLIENT: Final = "client closed"
+CLOSED_KEEP_ALIVE_TIMEOUT: Final = "keep-alive timeout"
+CLOSED_HEADER_TIMEOUT: Final = "request head timeout"
+CLOSED_BODY_TIMEOUT: Final = "request body timeout"
+CLOSED_WRITE_TIMEOUT: Final = "client stopped reading"
+CLOSED_MALFORMED: Final = "malformed request"
+CLOSED_SERVER: Final = "closed by server"
+CLOSED_SHUTDOWN: Final = "server shutting down"
+CLOSED_ABORTED: Final = "aborted"
+
+# Why a request was refused before the app saw it (RequestRejected.reason).
+REJECTED_CONCURRENCY: Final = "concurrency limit"
+REJECTED_MALFORMED: Final = "malformed"
+REJECTED_TOO_LARGE: Final = "too large"
+REJECTED_TIMEOUT: Final = "timeout"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionOpened:
+    connection: ConnectionInfo
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionClosed:
+    connection: ConnectionInfo
+    #: One of the ``CLOSED_*`` strings of this module.
+    reason: str
+    #: Requests (and WebSocket sessions) the connection carried.
+    requests: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestStarted:
+    client: tuple[str, int] | None
+    method: str
+    path: str
+    http_version: str
+    scheme: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestCompleted:
+    """One finished request: everything an access log, a metric or a trace needs.
+
+    The attribute names match what :class:`pounce.logs.AccessLogger` formats.
+    """
+
+    client: tuple[str, int] | str | None
+    method: str
+    path: str
+    query_string: bytes
+    http_version: str
+    status: int
+    #: Response body bytes handed to the transport (not counting the head).
+    bytes_sent: int
+    #: Seconds from the request's start to the end of its response.
+    duration: float
+    request_headers: Headers
+    response_headers: Headers | None
+    scheme: str
+    #: False when the response was cut off (write timeout, client gone, app error mid-body).
+    complete: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestRejected:
+    """A request the server answered itself, before (or instead of) calling the app."""
+
+    client: tuple[str, int] | None
+    status: int
+    #: One of the ``REJECTED_*`` strings of this module.
+    reason: str
+    #: Empty when the request could not even be parsed.
+    method: str = ""
+    path: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebSocketOpened:
+    client: tuple[str, int] | None
+    path: str
+    subprotocol: str | None
+    http_version: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebSocketClosed:
+    client: tuple[str, int] | None
+    path: str
+    #: The close code sent or received (1006 when the connection just dropped).
+    code: int
+    #: Who ended it: ``"client"``, ``"server"`` or ``"app"``.
+    initiator: str
+    duration: float
+
+
+Event = (
+    ConnectionOpened
+    | ConnectionClosed
+    | RequestStarted
+    | RequestCompleted
+    | RequestRejected
+    | WebSocketOpened
+    | WebSocketClosed
+)
+EventHandler = Callable[[Any], None]
+
+
+EVENT_TYPES: tuple[type, ...] = (
+    ConnectionOpened,
+    ConnectionClosed,
+    RequestStarted,
+    RequestCompleted,
+    RequestRejected,
+    WebSocketOpened,
+    WebSocketClosed,
+)
+
+
+class EventBus:
+    """Delivers events to subscribers, in order, on the worker's event-loop thread.
+
+    One bus per worker, touched only from its loop's thread, so it needs no lock. Handlers are
+    kept per event type, so emitting costs one dict lookup and only interested handlers run.
+    A handler that raises is logged once and keeps receiving later events: a broken subscriber
+    must not break requests.
+    """
+
+    __slots__ = ("_by_kind", "_failed", "active")
+
+    def __init__(self, handlers: Sequence[EventHandler] = ()) -> None:
+        self._by_kind: dict[type, tuple[EventHandler, ...]] = {}
+        self._failed: set[int] = set()
+        #: True when at least one handler listens. Producers check it before building events.
+        self.active = False
+        for handler in handlers:
+            self.subscribe(handler)
+
+    def subscribe(
+        self, handler: EventHandler, kinds: Sequence[type] | None = None
+    ) -> Callable[[], None]:
+        """Call *handler* for every event of *kinds* (all kinds when None).
+
+        Returns a function that removes the subscription again.
+        """
+        chosen = tuple(kinds) if kinds is not None else EVENT_TYPES
+        for kind in chosen:
+            if kind not in EVENT_TYPES:
+                raise TypeError(f"{kind!r} is not a Pounce event type")
+            self._by_kind[kind] = (*self._by_kind.get(kind, ()), handler)
+        self.active = True
+
+        def unsubscribe() -> None:
+            for kind in chosen:
+                left = tuple(h for h in self._by_kind.get(kind, ()) if h is not handler)
+                if left:
+                    self._by_kind[kind] = left
+                else:
+                    self._by_kind.pop(kind, None)
+            self.active = bool(self._by_kind)
+
+        return unsubscribe
+
+    def wants(self, kind: type) -> bool:
+        """True when some handler listens to *kind* (to skip building costly events)."""
+        return kind in self._by_kind
+
+    def emit(self, event: Event) -> None:
+        for handler in self._by_kind.get(type(event), ()):
+            try:
+                handler(event)
+            except Exception:
+                if id(handler) not in self._failed:
+                    self._failed.add(id(handler))
+                    logger.exception(
+                        "Event handler %r failed on %s; it keeps receiving events, but later "
+                        "failures are not logged",
+                        handler,
+                        type(event).__name__,
+                    )

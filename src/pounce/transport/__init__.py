@@ -1,0 +1,1 @@
+"""What sits between the listening socket and a protocol: TLS today."""
