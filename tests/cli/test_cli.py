@@ -12,6 +12,7 @@ import subprocess
 import sys
 import types
 from collections.abc import Callable, Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,9 @@ FLAG_TABLE: list[tuple[list[str], str, Any]] = [
     (["--ssl-certfile", "c.pem", "--ssl-ciphers", "HIGH"], "ssl_ciphers", "HIGH"),
     (["--ssl-certfile", "c.pem", "--timeout-ssl-handshake", "2s"], "timeout_ssl_handshake", 2.0),
     (["--ws", "none"], "ws", "none"),
-    (["--ws", "wsproto"], "ws", "wsproto"),
+    (["--ws", "wsproto"], "ws", "websockets"),
+    (["--ws", "websockets-sansio"], "ws", "websockets"),
+    (["--ws", "websockets"], "ws", "websockets"),
     (["--ws-max-size", "1000"], "ws_max_size", 1000),
     (["--ws-max-queue", "4"], "ws_max_queue", 4),
     (["--ws-ping-interval", "5"], "ws_ping_interval", 5.0),
@@ -251,19 +254,14 @@ def test_httptools_maps_to_fast_with_notice(
     assert err.startswith("pounce: notice: --http httptools")
 
 
-@pytest.mark.parametrize(
-    ("argv", "flags"),
-    [
-        (["--ws", "wsproto"], "--ws"),
-    ],
-)
-def test_not_yet_supported_flags_exit_2(
-    capsys: pytest.CaptureFixture[str], fake_run: FakeRun, argv: list[str], flags: str
+def test_ws_wsproto_maps_to_websockets_with_notice(
+    capsys: pytest.CaptureFixture[str], fake_run: FakeRun
 ) -> None:
-    code, _, err = run_cli(capsys, "main:app", *argv)
-    assert code == 2
-    assert err == f"pounce: error: not yet supported: {flags}\n"
-    assert fake_run.configs == []
+    code, _, err = run_cli(capsys, "main:app", "--ws", "wsproto")
+    assert code == 0
+    assert fake_run.config.ws == "websockets"
+    assert err.count("\n") == 1
+    assert err.startswith("pounce: notice: --ws wsproto")
 
 
 def test_reload_is_served(capsys: pytest.CaptureFixture[str], fake_run: FakeRun) -> None:
@@ -271,15 +269,6 @@ def test_reload_is_served(capsys: pytest.CaptureFixture[str], fake_run: FakeRun)
     assert code == 0
     assert fake_run.config.reload is True
     assert fake_run.config.reload_dirs == ("src",)
-
-
-def test_not_yet_supported_from_env_names_the_source(
-    capsys: pytest.CaptureFixture[str], fake_run: FakeRun, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("POUNCE_WS", "wsproto")
-    code, _, err = run_cli(capsys, "main:app")
-    assert code == 2
-    assert err == "pounce: error: not yet supported: --ws (from env POUNCE_WS)\n"
 
 
 def test_bad_values_exit_2_naming_the_flag(
@@ -425,7 +414,19 @@ def good_app(tmp_path: Path) -> Iterator[str]:
 def test_check_ok(capsys: pytest.CaptureFixture[str], good_app: str) -> None:
     code, out, err = run_cli(capsys, "check", good_app, "--port", "0")
     assert (code, err) == (0, "")
-    assert out == f"OK {good_app} (asgi3); can listen on 127.0.0.1:0; TLS off\n"
+    assert out.startswith(f"OK {good_app} (asgi3); can listen on 127.0.0.1:0; TLS off; ")
+    assert out.endswith("; WebSocket on (websockets " + version("websockets") + " sans-I/O)\n")
+
+
+def test_check_says_websocket_off_and_flags_without_effect(
+    capsys: pytest.CaptureFixture[str], good_app: str
+) -> None:
+    code, out, err = run_cli(
+        capsys, "check", good_app, "--port", "0", "--ws", "none", "--ws-max-size", "1k"
+    )
+    assert code == 0
+    assert out.endswith("; WebSocket off (--ws none)\n")
+    assert err == "pounce: notice: --ws-max-size has no effect: WebSocket support is off\n"
 
 
 def test_check_broken_app(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

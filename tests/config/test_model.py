@@ -200,8 +200,7 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("workers", "many", "auto"),
     ("worker_type", "fiber", "auto, thread, process"),
     ("accept", "magic", "auto, distributor, reuseport"),
-    ("ws", "websockets", "wsproto"),
-    ("ws", "yes", "auto, none, wsproto"),
+    ("ws", "yes", "auto, none, websockets, websockets-sansio, wsproto"),
     ("ws_max_size", 0, "at least 1"),
     ("ws_max_queue", 0, ">= 1"),
     ("ws_ping_interval", 0, "greater than zero"),
@@ -415,8 +414,8 @@ def test_unsupported_options_lists_flags() -> None:
          "limit_max_rss": "1g", "worker_type": "thread", "accept": "reuseport",
          "ssl_certfile": "c.pem", "ssl_keyfile": "k.pem"}
     )
-    # Worker options, dev reload and TLS are implemented; wsproto is not.
-    assert unsupported_options(c) == ["--ws"]
+    # Every option is implemented.
+    assert unsupported_options(c) == []
 
 
 def test_ws_auto_and_none_are_supported() -> None:

@@ -242,6 +242,11 @@ def _parse(
     if values.get("http") == "httptools":
         _notice("--http httptools uses Pounce's built-in parser (--http fast)")
         values["http"] = "fast"
+    if values.get("ws") == "wsproto":
+        _notice("--ws wsproto uses Pounce's WebSocket engine on websockets (--ws websockets)")
+        values["ws"] = "websockets"
+    elif values.get("ws") == "websockets-sansio":
+        values["ws"] = "websockets"  # the engine is websockets' sans-I/O protocol already
     return values, config_file
 
 
@@ -448,7 +453,11 @@ def _check(argv: Sequence[str]) -> int:
     kind = "asgi2, adapted" if isinstance(app, ASGI2Adapter) else "asgi3"
     addresses = ", ".join(str(spec) for spec in config.bind_specs)
     tls = "TLS on" if config.ssl_enabled else "TLS off"
-    print(f"OK {app_name} ({kind}); can listen on {addresses}; {tls}")
+    from pounce.protocols.websocket import describe_support, ignored_options
+
+    for flag in ignored_options(config):
+        _notice(f"{flag} has no effect: WebSocket support is off")
+    print(f"OK {app_name} ({kind}); can listen on {addresses}; {tls}; {describe_support(config)}")
     return EXIT_OK
 
 

@@ -644,13 +644,12 @@ class ServerConfig:
     )
 
     # WebSocket ------------------------------------------------------------------
-    ws: Literal["auto", "none", "wsproto"] = _opt(
-        "auto", "WebSocket support; none refuses upgrades", "WebSocket",
-        _choice("auto", "none", "wsproto", hints={
-            "websockets": "Pounce implements WebSockets with wsproto; use 'wsproto' or 'auto'",
-            "websockets-sansio": "Pounce implements WebSockets with wsproto; use 'wsproto'",
-        }),
-        metavar="{auto,none,wsproto}",
+    ws: Literal["auto", "none", "websockets", "websockets-sansio", "wsproto"] = _opt(
+        "auto", "WebSocket support: auto/websockets (on when the websockets package is "
+        "installed) or none (upgrades served as plain HTTP); websockets-sansio and wsproto "
+        "are accepted and use the same engine", "WebSocket",
+        _choice("auto", "none", "websockets", "websockets-sansio", "wsproto"),
+        metavar="{auto,none,websockets}",
     )
     ws_max_size: int = _opt(16777216, "maximum WebSocket message size", "WebSocket", _size(1),
                             metavar=_SIZE)
@@ -867,15 +866,11 @@ _DERIVED: Final = frozenset(f.name for f in dataclasses.fields(ServerConfig) if 
 #: Options whose machinery is not built yet.  Using one makes the CLI exit with
 #: "not yet supported: --flag" instead of silently ignoring it.  Remove a name
 #: here when its feature lands.
-UNSUPPORTED_OPTIONS: frozenset[str] = frozenset({"ws"})
+UNSUPPORTED_OPTIONS: frozenset[str] = frozenset()
 
 # When an option counts as "used".  Options not listed here count as used when
 # their value differs from the default.
-_USED_WHEN: Final[Mapping[str, Callable[[ServerConfig], bool]]] = MappingProxyType(
-    {
-        "ws": lambda c: c.ws == "wsproto",
-    }
-)
+_USED_WHEN: Final[Mapping[str, Callable[[ServerConfig], bool]]] = MappingProxyType({})
 
 
 RELOAD_ONLY_OPTIONS: Final = ("reload_dirs", "reload_includes", "reload_excludes", "reload_delay")

@@ -132,6 +132,22 @@ class WorkerContext:
                 self.date_field = (b"date", value)
                 self.date_line = b"date: " + value + b"\r\n"
 
+    def add_default_fields(
+        self, fields: list[tuple[bytes, bytes]], has_server: bool, has_date: bool
+    ) -> None:
+        """Complete a response head's *fields* with the server's defaults the app did not set.
+
+        ``Server`` and ``Date`` (unless turned off) and ``--header`` fields; an app's own
+        field of the same name wins. Every protocol's responses go through here.
+        """
+        if not has_server and self.server_field is not None:
+            fields.append(self.server_field)
+        if not has_date and self.date_field is not None:
+            fields.append(self.date_field)
+        if self.default_headers:
+            names = {name for name, _ in fields}
+            fields.extend(pair for pair in self.default_headers if pair[0] not in names)
+
     def request_started(self) -> None:
         self.requests_total += 1
         self.active_requests += 1

@@ -287,14 +287,7 @@ class RequestCycle:
             logger.error("Invalid response header from the application: %s", exc)
             self.answer_with_error(500)
             raise _ProtocolMisuse(f"invalid response header: {exc}") from None
-        ctx = self.ctx
-        if not has_server and ctx.server_field is not None:
-            fields.append(ctx.server_field)
-        if not has_date and ctx.date_field is not None:
-            fields.append(ctx.date_field)
-        if ctx.default_headers:
-            names = {name for name, _ in fields}
-            fields.extend(pair for pair in ctx.default_headers if pair[0] not in names)
+        self.ctx.add_default_fields(fields, has_server, has_date)
         self.response_headers = fields
         self.channel.start_response(
             status, fields, content_length, close, self.trailers_expected

@@ -16,6 +16,7 @@ from pounce.pipeline.cycle import RequestCycle
 from pounce.pipeline.events import RequestRejected, RequestStarted
 from pounce.pipeline.filters import FilteredChannel
 from pounce.pipeline.scope import http_scope
+from pounce.pipeline.websocket import WebSocketSession, websocket_scope
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from pounce.pipeline.connection import ConnectionInfo
     from pounce.pipeline.context import WorkerContext
     from pounce.pipeline.filters import FilterFactory, ResponseFilter
+    from pounce.pipeline.websocket import HandshakeChannel
 
 __all__ = ["Dispatcher"]
 
@@ -91,6 +93,42 @@ class Dispatcher:
             cycle.task = task
         return cycle
 
+    def open_websocket(  # noqa: PLR0917 - positional on purpose, like start_request
+        self,
+        channel: HandshakeChannel,
+        connection: ConnectionInfo,
+        http_version: str,
+        raw_path: bytes,
+        query_string: bytes,
+        headers: Headers,
+        subprotocols: list[str],
+    ) -> WebSocketSession | None:
+        """Admit one WebSocket handshake; None when it was refused (and answered).
+
+        The protocol attaches its frame engine to the session, then calls
+        :meth:`run_websocket`. A WebSocket counts as a request for accounting and limits
+        from here until its app returns.
+        """
+        ctx = self.ctx
+        scope = websocket_scope(
+            http_scope(ctx, connection, http_version, "GET", raw_path, query_string, headers, {}),
+            subprotocols,
+        )
+        session = WebSocketSession(ctx, channel, scope)
+        if self.admission:
+            rejection = self.admit(scope, connection)
+            if rejection is not None:
+                self._report_rejection(scope, rejection)
+                session.refuse(rejection.status, rejection.headers)
+                return None
+        ctx.request_started()
+        return session
+
+    def run_websocket(self, session: WebSocketSession) -> None:
+        """Start the app of an admitted WebSocket, in a fresh copy of the lifespan's context."""
+        ctx = self.ctx
+        session.task = ctx.start_task(session.run(ctx.app), context=ctx.base_context.copy())
+
     def admit(self, scope: Scope, connection: ConnectionInfo) -> Rejection | None:
         """Run the admission hooks in order; the first refusal wins."""
         for hook in self.admission:
@@ -101,9 +139,13 @@ class Dispatcher:
 
     def reject(self, cycle: RequestCycle, rejection: Rejection) -> None:
         """Answer *cycle* with the server's own response instead of calling the app."""
+        self._report_rejection(cycle.scope, rejection)
+        cycle.finished = True  # the app is never called
+        cycle.answer_with_error(rejection.status, rejection.headers)
+
+    def _report_rejection(self, scope: Scope, rejection: Rejection) -> None:
         events = self.ctx.events
         if events.active and events.wants(RequestRejected):
-            scope = cycle.scope
             events.emit(
                 RequestRejected(
                     client=scope["client"],
@@ -113,8 +155,6 @@ class Dispatcher:
                     path=scope["path"],
                 )
             )
-        cycle.finished = True  # the app is never called
-        cycle.answer_with_error(rejection.status, rejection.headers)
 
     def _filtered(self, channel: ResponseChannel, scope: Scope) -> ResponseChannel:
         filters: list[ResponseFilter] = []

@@ -93,6 +93,7 @@ class Server:
         self._write_pid_file()
         try:
             logger.info("Worker model: %s", model.describe())
+            self._log_websocket_support()
             supervisor.run(on_started=self._on_started)
         except BaseException as exc:
             if not self.started.is_set():
@@ -133,6 +134,17 @@ class Server:
         return supervisor.stats() if supervisor is not None else {"workers": []}
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _log_websocket_support(self) -> None:
+        from pounce.protocols.websocket import describe_support, how_to_enable, ignored_options
+
+        logger.info("%s", describe_support(self.config))
+        for flag in ignored_options(self.config):
+            logger.warning(
+                "%s has no effect: WebSocket support is off; to turn it on, %s",
+                flag,
+                how_to_enable(self.config),
+            )
 
     def _on_started(self) -> None:
         for address in self.bound_addresses:

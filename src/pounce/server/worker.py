@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("pounce.error")
 
+INFINITY = float("inf")
+
 
 def tick_interval(config: ServerConfig) -> float:
     """How often deadlines are checked: fine enough for the shortest timeout, at most 0.5 s."""
@@ -41,6 +43,9 @@ def tick_interval(config: ServerConfig) -> float:
         config.timeout_request_header,
         config.timeout_request_body,
         config.timeout_write,
+        # WebSocket keepalive pings and their timeout are deadlines of the same sweep.
+        config.ws_ping_interval or INFINITY,
+        config.ws_ping_timeout or INFINITY,
     )
     return max(0.01, min(0.5, shortest / 4))
 

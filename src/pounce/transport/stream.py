@@ -246,6 +246,16 @@ class StreamTransport(asyncio.Protocol):
         write_deadline = self.write_deadline
         self.deadline = deadline if deadline < write_deadline else write_deadline
 
+    def set_deadline_at(self, kind: int, when: float) -> None:
+        """Arm the engine's deadline *kind* for the ``loop.time()`` *when* (inf clears it)."""
+        if when == INFINITY:
+            self.clear_deadline()
+            return
+        self.deadline_kind = kind
+        self.state_deadline = when
+        write_deadline = self.write_deadline
+        self.deadline = when if when < write_deadline else write_deadline
+
     def clear_deadline(self) -> None:
         self.deadline_kind = NO_DEADLINE
         self.state_deadline = INFINITY

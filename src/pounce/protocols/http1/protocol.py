@@ -55,9 +55,11 @@ from pounce.protocols.http1.response import (
     early_hints_response,
     error_body,
     error_response,
+    serialize_fields,
     status_line,
     trailer_block,
 )
+from pounce.protocols.http1.upgrade import WebSocketUpgrade
 from pounce.transport.stream import ENGINE_KINDS, INFINITY, LINGER, NO_DEADLINE
 
 if TYPE_CHECKING:
@@ -118,9 +120,15 @@ class HTTP1Engine:
         "stream",
         "t",
         "task_cycle",
+        "upgrades",
     )
 
-    def __init__(self, transport: StreamTransport, parser: RequestParser) -> None:
+    def __init__(
+        self,
+        transport: StreamTransport,
+        parser: RequestParser,
+        upgrades: WebSocketUpgrade | None = None,
+    ) -> None:
         ctx = transport.ctx
         self.t = transport
         self.ctx = ctx
@@ -128,6 +136,8 @@ class HTTP1Engine:
         self.info = transport.info
         self.dispatcher = ctx.dispatcher
         self.parser = parser
+        #: Decides what an ``Upgrade: websocket`` request becomes (per worker).
+        self.upgrades = upgrades
         #: The request being answered (its stream is the response channel), or None.
         self.stream: HTTP1Stream | None = None
         self.cycle: RequestCycle | None = None
@@ -283,7 +293,8 @@ class HTTP1Engine:
             event_type = type(event)
             if event_type is RequestHead:
                 assert isinstance(event, RequestHead)
-                self._start_request(event)
+                if self._start_request(event):
+                    return  # the connection now belongs to another engine
             elif event_type is EndOfMessage:
                 ended_here = True
                 self.message_done = True
@@ -317,7 +328,8 @@ class HTTP1Engine:
                 if t.deadline_kind == BODY:
                     self._body_progress(len(event))
 
-    def _start_request(self, head: RequestHead) -> None:
+    def _start_request(self, head: RequestHead) -> bool:
+        """Hand the request to the dispatcher; True when the connection was upgraded."""
         t = self.t
         # t.clear_deadline() inlined: this runs for every request.
         t.deadline_kind = NO_DEADLINE
@@ -327,6 +339,8 @@ class HTTP1Engine:
         self.head_bytes_seen = False
         self.message_done = False
         self.keep_alive = head.keep_alive and not self.ctx.shutting_down
+        if head.upgrade is not None and self._upgrade(head):
+            return True
         has_body = head.chunked or bool(head.content_length)
         if has_body:
             self.body_credit = self.body_timeout
@@ -347,6 +361,14 @@ class HTTP1Engine:
         )
         if cycle.task is not None:
             self.task_cycle = cycle
+        return False
+
+    def _upgrade(self, head: RequestHead) -> bool:
+        """An ``Upgrade`` request: True when another engine took the connection over."""
+        upgrades = self.upgrades
+        if upgrades is None or b"websocket" not in (head.upgrade or b""):
+            return False
+        return upgrades.try_upgrade(self, head)
 
     def _reject(self, exc: ProtocolError) -> None:
         """Answer a request the parser refused, and close: nothing after it is trusted."""
@@ -581,10 +603,9 @@ class HTTP1Stream:
         else:
             connection = b""
         line = STATUS_LINES.get(status) or status_line(status)
-        lines = b"\r\n".join([b": ".join(field) for field in self.fields])
-        if lines:
-            return b"".join((line, lines, b"\r\n", framing_field, connection, b"\r\n"))
-        return b"".join((line, framing_field, connection, b"\r\n"))
+        return b"".join(
+            (line, serialize_fields(self.fields), framing_field, connection, b"\r\n")
+        )
 
     # -- the body -----------------------------------------------------------------------------
 
@@ -744,7 +765,8 @@ class HTTP1Stream:
 def http1_engine_factory(config: ServerConfig) -> Callable[[StreamTransport], HTTP1Engine]:
     """``transport -> HTTP1Engine`` for a worker, with the parser chosen once."""
     new_parser = parser_factory(config)
-    return lambda transport: HTTP1Engine(transport, new_parser())
+    upgrades = WebSocketUpgrade(config)
+    return lambda transport: HTTP1Engine(transport, new_parser(), upgrades)
 
 
 def parser_factory(config: ServerConfig) -> Callable[[], RequestParser]:

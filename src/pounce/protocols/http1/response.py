@@ -29,6 +29,12 @@ CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
 CHUNKED_END = b"0\r\n\r\n"
 
 
+def serialize_fields(fields: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """``name: value\\r\\n`` lines for validated fields (empty when there are none)."""
+    lines = b"\r\n".join([b": ".join(field) for field in fields])
+    return lines + b"\r\n" if lines else b""
+
+
 def error_body(status: int) -> bytes:
     """The plain-text body of a response the server answers itself: the reason phrase."""
     try:
@@ -49,7 +55,7 @@ def error_response(
     *headers* are extra fields (``Retry-After`` on a 429 or 503, say), already validated.
     """
     body = error_body(status)
-    extra = b"".join([name + b": " + value + b"\r\n" for name, value in headers])
+    extra = serialize_fields(headers)
     return b"".join(
         (
             status_line(status),
