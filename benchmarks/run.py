@@ -1048,9 +1048,10 @@ def render(
     ]
     kinds = {app_kind(a) for a in apps if any(r["app"] == a for r in results)}
     if "ws" in kinds:
+        nproc = meta.get("ws_client_processes", 1)
+        clients = "1 client process" if nproc == 1 else f"{nproc} client processes"
         lines.append(
-            f"- WebSocket rows: `benchmarks/ws_load.py` "
-            f"({meta.get('ws_client_processes', 1)} client process(es)), "
+            f"- WebSocket rows: `benchmarks/ws_load.py` ({clients}), "
             f"{meta['connections']} connections each "
             "sending one binary message and awaiting its echo, in a loop (messages/s, latency "
             "of one round trip); `client CPU` is the load generator's own CPU (100% = one core)"
