@@ -18,6 +18,14 @@ Apps (``apps:<name>``):
 ``bigstate`` holds ~100 MB of Python objects allocated at import, answers
              like ``hello`` -- memory comparisons (per-process copies vs
              shared state in threaded workers).
+``ws_echo``  WebSocket: accepts, then sends every message back as it came
+             (bytes as bytes, text as text) until the client disconnects --
+             per-message cost of the server's WebSocket path (the harness
+             drives it with ``benchmarks/ws_load.py``).  Plain HTTP requests
+             get ``hello``'s answer.
+
+The TLS rows of the runner (``tls_hello``, ``tls_hello_close``) serve
+``hello``: the app is the same, only the server's transport changes.
 
 Environment knobs (the runner sets them so every server does identical work):
 
@@ -149,6 +157,9 @@ async def _not_http(scope: dict[str, Any], receive: Any, send: Any) -> bool:
     if kind == "lifespan":
         await _lifespan(receive, send)
         return True
+    if kind == "websocket":
+        await send({"type": "websocket.close", "code": 1003})
+        return True
     raise RuntimeError(f"unsupported scope type {kind!r}")
 
 
@@ -248,4 +259,26 @@ async def bigstate(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await _hello_response(send)
 
 
-APPS = ("hello", "body64k", "echo", "stream", "cpu", "bigstate")
+async def ws_echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "websocket":
+        if not await _not_http(scope, receive, send):
+            await _hello_response(send)
+        return
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    if _COUNTS_DIR is not None:
+        _tick()  # per connection here, not per message: the hot loop stays as lean as the peers'
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            return  # websocket.disconnect
+        data = message.get("bytes")
+        if data is not None:
+            await send({"type": "websocket.send", "bytes": data})
+        else:
+            await send({"type": "websocket.send", "text": message.get("text") or ""})
+
+
+APPS = ("hello", "body64k", "echo", "stream", "cpu", "bigstate", "ws_echo")

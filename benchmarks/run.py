@@ -6,13 +6,16 @@
     python benchmarks/run.py --workers 2             # pass --workers 2 to every server
     python benchmarks/run.py --python python3.14t    # another interpreter (own venv)
     python benchmarks/run.py --self-check            # 1 s smoke test of the harness itself
+    python benchmarks/run.py --apps ws,tls           # WebSocket echo and TLS rows
+    python benchmarks/run.py --pounce-ref main~5     # an older Pounce as server pounce-ref
 
 For each app x server: start the server on a free 127.0.0.1 port, wait until it
-accepts connections, check one response is correct, warm up, run ``wrk``,
-sample the memory (RSS and PSS, summed over the server's process tree) while
-it runs, stop it (SIGTERM, bounded wait, SIGKILL).  Prints Markdown tables
-(req/s, ratio to uvicorn, p50/p99, errors, peak memory, target marks) and
-writes ``benchmarks/results/<timestamp>.json`` and ``.md``.
+accepts connections, check one response is correct, warm up, run the load
+(``wrk`` for HTTP and HTTPS, ``benchmarks/ws_load.py`` for WebSocket), sample
+the memory (RSS and PSS, summed over the server's process tree) while it runs,
+stop it (SIGTERM, bounded wait, SIGKILL).  Prints Markdown tables (req/s or
+msgs/s, ratio to the Uvicorn baseline, p50/p99, errors, peak memory, target
+marks) and writes ``benchmarks/results/<timestamp>.json`` and ``.md``.
 
 Only the standard library is used here; the servers run from the virtualenv
 made by ``benchmarks/setup.sh`` (created automatically when missing).
@@ -24,20 +27,24 @@ import argparse
 import contextlib
 import datetime as _dt
 import http.client
+import io
 import json
 import os
 import platform
 import re
 import shlex
+import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +54,41 @@ WORK = HERE / ".work"
 RESULTS = HERE / "results"
 HOST = "127.0.0.1"
 
-APPS = ("hello", "body64k", "echo", "stream", "cpu", "bigstate")
+sys.path.insert(0, str(HERE))
+import ws_load  # noqa: E402  (next to this file; standard library only)
+
+HTTP_APPS = ("hello", "body64k", "echo", "stream", "cpu", "bigstate")
+# WebSocket rows: the benchmark app ws_echo with messages of this many bytes.
+WS_APPS = {"ws_echo16": 16, "ws_echo64k": 64 * 1024}
+# HTTPS rows serve the hello app; *_close sends `Connection: close`, so every
+# request pays a full TLS handshake (wrk does not resume sessions).
+TLS_APPS = ("tls_hello", "tls_hello_close")
+APPS = (*HTTP_APPS, *WS_APPS, *TLS_APPS)
+APP_GROUPS = {"http": HTTP_APPS, "ws": tuple(WS_APPS), "tls": TLS_APPS, "all": APPS}
 ECHO_BODY_SIZE = 16 * 1024
 X = "\u00d7"  # multiplication sign for ratios
-BASELINE = "uvicorn"  # ratios are req/s divided by this server's req/s
+# Ratios are req/s (msgs/s) divided by this server's figure, per kind of app.
+BASELINES = {"http": "uvicorn", "tls": "uvicorn", "ws": "uvicorn-websockets"}
+BASELINE = BASELINES["http"]
 TARGET_SERVER = "pounce"
+REF_SERVER = "pounce-ref"  # an older Pounce (--pounce-ref) run side by side with this tree
+
+
+def app_kind(app: str) -> str:
+    """'http', 'ws' or 'tls': which load generator, check and server flags a row needs."""
+    if app in WS_APPS:
+        return "ws"
+    if app in TLS_APPS:
+        return "tls"
+    return "http"
+
+
+def asgi_app(app: str) -> str:
+    """The benchmarks/apps.py attribute a row serves."""
+    kind = app_kind(app)
+    return "ws_echo" if kind == "ws" else "hello" if kind == "tls" else app
+
+
 # (app or "*", peer, minimum ratio of TARGET_SERVER req/s to peer req/s)
 TARGETS: tuple[tuple[str, str, float], ...] = (
     ("hello", "uvicorn", 1.0),
@@ -70,14 +107,44 @@ def log(msg: str) -> None:
 
 
 @dataclass(frozen=True)
+class Tls:
+    """The run's certificate: server cert/key and the CA a checking client trusts."""
+
+    certfile: Path
+    keyfile: Path
+    cafile: Path
+    key_type: str
+
+
+@dataclass(frozen=True)
 class Server:
     name: str
     description: str
     requires: tuple[str, ...]  # modules that must import in the venv
+    kinds: frozenset[str] = frozenset({"http"})  # app kinds it is measured on
+    # Put first on the server's PYTHONPATH: how pounce-ref imports an older tree.
+    pythonpath: str | None = None
+    extra: tuple[str, ...] = field(default=())  # more flags, e.g. uvicorn --ws wsproto
 
-    def argv(self, python: str, app: str, port: int, workers: int | None) -> list[str]:
-        target = f"apps:{app}"
+    def argv(
+        self,
+        python: str,
+        app: str,
+        port: int,
+        workers: int | None,
+        tls: Tls | None = None,
+    ) -> list[str]:
+        kind = app_kind(app)
+        target = f"apps:{asgi_app(app)}"
         w: list[str] = []
+        tls_flags: list[str] = []
+        if kind == "tls":
+            if tls is None:
+                raise RuntimeError("no certificate for a TLS row")
+            if self.name == "hypercorn":
+                tls_flags = ["--certfile", str(tls.certfile), "--keyfile", str(tls.keyfile)]
+            else:  # pounce and uvicorn spell them alike
+                tls_flags = ["--ssl-certfile", str(tls.certfile), "--ssl-keyfile", str(tls.keyfile)]
         if self.name.startswith("pounce"):
             cmd = [
                 python,
@@ -94,9 +161,11 @@ class Server:
             ]
             if self.name == "pounce-h11":
                 cmd += ["--http", "h11"]
+            if kind == "ws":
+                cmd += ["--ws", "auto"]
             if workers:
                 w = ["--workers", str(workers)]
-            return cmd + w
+            return [*cmd, *self.extra, *tls_flags, *w]
         if self.name.startswith("uvicorn"):
             cmd = [
                 python,
@@ -111,13 +180,13 @@ class Server:
                 "warning",
                 "--no-access-log",
             ]
-            if self.name == "uvicorn":
-                cmd += ["--http", "httptools", "--loop", "uvloop"]
-            else:
+            if self.name == "uvicorn-h11":
                 cmd += ["--http", "h11", "--loop", "asyncio"]
+            else:  # uvicorn and its WebSocket variants (extra = --ws ...)
+                cmd += ["--http", "httptools", "--loop", "uvloop"]
             if workers:
                 w = ["--workers", str(workers)]
-            return cmd + w
+            return [*cmd, *self.extra, *tls_flags, *w]
         if self.name == "hypercorn":
             # Hypercorn has no access log unless --access-logfile is given.
             if workers:
@@ -132,6 +201,7 @@ class Server:
                 f"{HOST}:{port}",
                 "--log-level",
                 "warning",
+                *tls_flags,
                 *w,
                 target,
             ]
@@ -157,20 +227,57 @@ class Server:
         raise ValueError(self.name)
 
 
+ALL_KINDS = frozenset({"http", "ws", "tls"})
+_UVICORN_C = ("uvicorn", "httptools", "uvloop")
 SERVERS: dict[str, Server] = {
     s.name: s
     for s in (
-        Server("pounce", "pounce, default HTTP/1 implementation", ("pounce",)),
+        Server("pounce", "pounce, default HTTP/1 implementation", ("pounce",), ALL_KINDS),
         Server("pounce-h11", "pounce --http h11", ("pounce",)),
         Server(
-            "uvicorn", "uvicorn --http httptools --loop uvloop", ("uvicorn", "httptools", "uvloop")
+            "uvicorn",
+            "uvicorn --http httptools --loop uvloop",
+            _UVICORN_C,
+            frozenset({"http", "tls"}),
         ),
         Server("uvicorn-h11", "uvicorn --http h11 --loop asyncio", ("uvicorn", "h11")),
-        Server("hypercorn", "hypercorn -k asyncio", ("hypercorn",)),
+        Server(
+            "uvicorn-websockets",
+            "uvicorn --http httptools --loop uvloop --ws websockets",
+            (*_UVICORN_C, "websockets"),
+            frozenset({"ws"}),
+            extra=("--ws", "websockets"),
+        ),
+        Server(
+            "uvicorn-ws-sansio",
+            "uvicorn --http httptools --loop uvloop --ws websockets-sansio (what --ws auto picks)",
+            (*_UVICORN_C, "websockets"),
+            frozenset({"ws"}),
+            extra=("--ws", "websockets-sansio"),
+        ),
+        Server(
+            "uvicorn-wsproto",
+            "uvicorn --http httptools --loop uvloop --ws wsproto",
+            (*_UVICORN_C, "wsproto"),
+            frozenset({"ws"}),
+            extra=("--ws", "wsproto"),
+        ),
+        Server("hypercorn", "hypercorn -k asyncio", ("hypercorn",), ALL_KINDS),
         Server("granian", "granian --interface asgi (Rust core)", ("granian",)),
     )
 }
-DISTS = ("pounce", "uvicorn", "httptools", "uvloop", "h11", "hypercorn", "granian")
+DISTS = (
+    "pounce",
+    "uvicorn",
+    "httptools",
+    "uvloop",
+    "h11",
+    "websockets",
+    "wsproto",
+    "hypercorn",
+    "granian",
+    "trustme",
+)
 
 
 # ---------------------------------------------------------------------------
@@ -291,6 +398,121 @@ def machine_info() -> dict[str, Any]:
         "hostname": platform.node(),
         "wrk": wrk_version,
     }
+
+
+# ---------------------------------------------------------------------------
+# an older Pounce side by side (--pounce-ref)
+
+
+def resolve_pounce_ref(value: str) -> tuple[Path, str]:
+    """(directory to put on PYTHONPATH, description) for ``--pounce-ref``.
+
+    A directory is used as it is (a checkout or ``git worktree`` holding
+    ``src/pounce``, or a ``src`` directory itself).  Anything else is a git
+    revision of this repository: its ``src`` tree is exported once with
+    ``git archive`` into ``.work/pounce-ref-<commit>/`` -- no worktree is
+    registered, nothing in the repository changes, and a second run reuses it.
+    """
+    path = Path(value).expanduser()
+    if path.is_dir():
+        for src in (path / "src", path):
+            if (src / "pounce" / "__init__.py").is_file():
+                return src.resolve(), f"pounce from {src.resolve()}"
+        raise SystemExit(f"--pounce-ref {value}: no pounce package under {path} or {path}/src")
+    r = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet", f"{value}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if r.returncode != 0:
+        raise SystemExit(
+            f"--pounce-ref {value}: neither a directory nor a git revision of {REPO} "
+            "(give a commit, branch, tag, or the path of a checkout)"
+        )
+    commit = r.stdout.strip()
+    dest = WORK / f"pounce-ref-{commit[:12]}"
+    if not (dest / "src" / "pounce" / "__init__.py").is_file():
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", "--format=tar", commit, "src"],
+            capture_output=True,
+            check=True,
+            timeout=120,
+        ).stdout
+        tmp = Path(tempfile.mkdtemp(prefix=f".pounce-ref-{commit[:12]}-", dir=WORK))
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        if dest.exists():  # a half-made copy from an interrupted run
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+    subject = subprocess.run(
+        ["git", "-C", str(REPO), "log", "-1", "--format=%h %s", commit],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    at = subject[:72] if commit.startswith(value) else f"{value} = {subject[:72]}"
+    return (dest / "src").resolve(), f"pounce at {at}"
+
+
+def add_pounce_ref(value: str, vpy: Path) -> dict[str, str]:
+    """Register server pounce-ref and prove its interpreter imports the old tree."""
+    src, description = resolve_pounce_ref(value)
+    out = subprocess.run(
+        [str(vpy), "-c", "import pounce, pounce.__main__; print(pounce.__file__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=HERE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(HERE)])},
+        check=False,
+    )
+    imported = Path(out.stdout.strip() or "?")
+    if out.returncode != 0 or not imported.is_relative_to(src):
+        raise SystemExit(
+            f"--pounce-ref {value}: the venv does not import pounce from {src} "
+            f"(got {imported}; {out.stderr.strip()[-300:]})"
+        )
+    SERVERS[REF_SERVER] = Server(
+        REF_SERVER, description, ("pounce",), ALL_KINDS, pythonpath=str(src)
+    )
+    return {"ref": value, "pythonpath": str(src), "imports": str(imported), "what": description}
+
+
+# ---------------------------------------------------------------------------
+# TLS certificate (one per run)
+
+
+_MAKE_CERT = r"""
+import sys, trustme
+out, kind = sys.argv[1], sys.argv[2]
+ca = trustme.CA(key_type=getattr(trustme.KeyType, kind.upper()))
+leaf = ca.issue_cert("127.0.0.1", "localhost", key_type=getattr(trustme.KeyType, kind.upper()))
+leaf.private_key_pem.write_to_path(f"{out}/key.pem")
+with open(f"{out}/cert.pem", "wb") as f:
+    for pem in leaf.cert_chain_pems:
+        f.write(pem.bytes())
+ca.cert_pem.write_to_path(f"{out}/ca.pem")
+"""
+
+
+def make_certificate(vpy: Path, key_type: str, stamp: str) -> Tls:
+    """A fresh CA and a 127.0.0.1 leaf under .work/tls-<stamp>/, made with trustme in the venv."""
+    out = WORK / f"tls-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(
+        [str(vpy), "-c", _MAKE_CERT, str(out), key_type],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if r.returncode != 0:
+        raise RuntimeError(
+            "could not make the TLS certificate with trustme "
+            f"(run benchmarks/setup.sh --force): {r.stderr.strip()[-300:]}"
+        )
+    return Tls(out / "cert.pem", out / "key.pem", out / "ca.pem", key_type)
 
 
 # ---------------------------------------------------------------------------
@@ -453,7 +675,47 @@ def wrk_argv(port: int, app: str, duration: float, threads: int, conns: int) -> 
     argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency"]
     if app == "echo":
         argv += ["-s", str(post_script())]
-    return [*argv, f"http://{HOST}:{port}/"]
+    if app == "tls_hello_close":
+        argv += ["-H", "Connection: close"]
+    scheme = "https" if app_kind(app) == "tls" else "http"
+    return [*argv, f"{scheme}://{HOST}:{port}/"]
+
+
+def ws_load_argv(
+    vpy: Path, port: int, app: str, duration: float, conns: int, *, processes: int = 1
+) -> list[str]:
+    """ws_load.py runs in the servers' venv, where uvloop usually is."""
+    return [
+        str(vpy),
+        str(HERE / "ws_load.py"),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--size",
+        str(WS_APPS[app]),
+        "--connections",
+        str(conns),
+        "--duration",
+        f"{duration:g}",
+        "--processes",
+        str(processes),
+    ]
+
+
+def run_ws_load(argv: list[str], duration: float) -> dict[str, Any]:
+    """Run ws_load.py; its JSON in the same shape as parse_wrk's result (rps = msgs/s)."""
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"ws_load exited {r.returncode}: {r.stderr.strip()[-300:]}")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    return {
+        **out,
+        "rps": out["msgs_per_s"],
+        "requests": out["messages"],
+        "socket_errors": out["error_kinds"],
+        "non_2xx": 0,
+    }
 
 
 def run_wrk(argv: list[str], duration: float) -> str:
@@ -484,9 +746,21 @@ def wait_listening(proc: subprocess.Popen[bytes], port: int, timeout: float) -> 
     raise RuntimeError(f"did not accept connections within {timeout:.0f}s")
 
 
-def check_response(port: int, app: str) -> None:
-    """One request with a real client: a broken server must not post a record."""
-    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+def check_response(port: int, app: str, tls: Tls | None = None) -> None:
+    """One request (one echo) with a real client: a broken server must not post a record."""
+    kind = app_kind(app)
+    if kind == "ws":
+        ws_load.check_echo(HOST, port, WS_APPS[app])
+        return
+    conn: http.client.HTTPConnection
+    if kind == "tls":
+        assert tls is not None
+        # Verifies the chain and the 127.0.0.1 name against the run's own CA.
+        ctx = ssl.create_default_context(cafile=str(tls.cafile))
+        conn = http.client.HTTPSConnection(HOST, port, timeout=10, context=ctx)
+        app = "hello"
+    else:
+        conn = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
         if app == "echo":
             payload = os.urandom(ECHO_BODY_SIZE)
@@ -561,15 +835,19 @@ class Options:
     stop_timeout: float
     cpu_iters: int
     log_dir: Path
+    tls: Tls | None = None
+    ws_client_processes: int = 1
 
 
 def measure(server: Server, app: str, vpy: Path, opt: Options) -> dict[str, Any]:
     port = free_port()
-    argv = server.argv(str(vpy), app, port, opt.workers)
+    kind = app_kind(app)
+    argv = server.argv(str(vpy), app, port, opt.workers, opt.tls)
     counts_dir = Path(tempfile.mkdtemp(prefix=f"counts-{server.name}-{app}-", dir=WORK))
+    pythonpath = [server.pythonpath, str(HERE), os.environ.get("PYTHONPATH")]
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(filter(None, pythonpath)),
         "PYTHONUNBUFFERED": "1",
         "BENCH_CPU_ITERS": str(opt.cpu_iters),
         "BENCH_BIGSTATE_MB": "100" if app == "bigstate" else "0",
@@ -581,10 +859,24 @@ def measure(server: Server, app: str, vpy: Path, opt: Options) -> dict[str, Any]
         "server": server.name,
         "app": app,
         "port": port,
+        "kind": kind,
         "argv": [shlex.quote(a) for a in argv],
         "log": str(logfile),
         "status": "ok",
     }
+    if server.pythonpath:
+        res["pythonpath"] = server.pythonpath
+
+    def load(seconds: float) -> tuple[list[str], dict[str, Any], str]:
+        if kind == "ws":
+            largv = ws_load_argv(
+                vpy, port, app, seconds, opt.connections, processes=opt.ws_client_processes
+            )
+            return largv, run_ws_load(largv, seconds), ""
+        largv = wrk_argv(port, app, seconds, opt.threads, opt.connections)
+        out = run_wrk(largv, seconds)
+        return largv, parse_wrk(out), out
+
     with open(logfile, "wb") as lf:
         t0 = time.monotonic()
         proc = subprocess.Popen(
@@ -600,26 +892,33 @@ def measure(server: Server, app: str, vpy: Path, opt: Options) -> dict[str, Any]
         try:
             wait_listening(proc, port, opt.startup_timeout)
             res["startup_s"] = round(time.monotonic() - t0, 2)
-            check_response(port, app)
+            try:
+                check_response(port, app, opt.tls)
+            except Exception as exc:
+                res["check_failed"] = True
+                raise RuntimeError(f"correctness check: {exc or type(exc).__name__}") from exc
             time.sleep(0.2)  # let forked/spawned workers finish importing
             _, rss, pss = sampler.sample()
             res["idle_rss_kb"], res["idle_pss_kb"] = rss, pss
             sampler.start()
             if opt.warmup > 0:
-                run_wrk(wrk_argv(port, app, opt.warmup, opt.threads, opt.connections), opt.warmup)
+                load(opt.warmup)
             if proc.poll() is not None:
                 raise RuntimeError(f"exited with status {proc.returncode} during warm-up")
             pids = process_tree(proc.pid)
             cpu0, w0 = tree_cpu_seconds(pids), time.monotonic()
-            wargv = wrk_argv(port, app, opt.duration, opt.threads, opt.connections)
-            res["wrk_argv"] = wargv
-            out = run_wrk(wargv, opt.duration)
+            largv, result, out = load(opt.duration)
             wall = time.monotonic() - w0
             res["server_cpu_pct"] = round(
                 100 * (tree_cpu_seconds(process_tree(proc.pid)) - cpu0) / wall, 1
             )
-            res["wrk_output"] = out
-            res["wrk"] = parse_wrk(out)
+            # "wrk" keeps its name for every kind (same keys; rps = msgs/s for WebSocket)
+            # so that readers of older result files need no change.
+            res["load_tool"] = "ws_load" if kind == "ws" else "wrk"
+            res["wrk_argv"] = largv
+            if out:
+                res["wrk_output"] = out
+            res["wrk"] = result
             if proc.poll() is not None:
                 raise RuntimeError(f"exited with status {proc.returncode} during the run")
         except Exception as exc:
@@ -674,6 +973,8 @@ def ratio_of(rows: dict[str, dict[str, Any]], a: str, b: str) -> float | None:
 
 
 def target_checks(app: str, rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    if app_kind(app) != "http":
+        return []  # the targets are HTTP/1.1 ones; WebSocket and TLS rows are for comparison
     specific = [t for t in TARGETS if t[0] == app]
     checks = list(specific)
     for t in TARGETS:  # the generic floor applies unless a stricter one names the same peer
@@ -745,50 +1046,112 @@ def render(
         + (" (median req/s shown)" if meta["rounds"] > 1 else ""),
         "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
     ]
+    kinds = {app_kind(a) for a in apps if any(r["app"] == a for r in results)}
+    if "ws" in kinds:
+        nproc = meta.get("ws_client_processes", 1)
+        clients = "1 client process" if nproc == 1 else f"{nproc} client processes"
+        lines.append(
+            f"- WebSocket rows: `benchmarks/ws_load.py` ({clients}), "
+            f"{meta['connections']} connections each "
+            "sending one binary message and awaiting its echo, in a loop (messages/s, latency "
+            "of one round trip); `client CPU` is the load generator's own CPU (100% = one core)"
+        )
+    if "tls" in kinds and meta.get("tls"):
+        lines.append(
+            f"- TLS rows: the `hello` app over HTTPS, one {meta['tls']['key_type'].upper()} "
+            "certificate made for this run (trustme) and given to every server; "
+            "`tls_hello` keeps connections alive, `tls_hello_close` sends `Connection: close`, "
+            "so every request pays a full handshake (wrk does not resume sessions)"
+        )
+    ref = meta.get("pounce_ref")
+    if ref:
+        lines.append(
+            f"- `{REF_SERVER}`: {ref['what']} (PYTHONPATH={ref['pythonpath']}); "
+            f"`pounce` is this tree"
+        )
     for name, why in meta["skipped"].items():
         lines.append(f"- **skipped {name}**: {why}")
     lines += [
         "",
-        f"Ratios are req/s divided by `{BASELINE}` (httptools+uvloop) from the same "
-        "run; absolute numbers on a shared machine are noise, ratios are the signal. "
-        f"Targets are checked for `{TARGET_SERVER}` only.",
+        f"Ratios are req/s divided by `{BASELINE}` (httptools+uvloop) from the same run"
+        + (f" (msgs/s divided by `{BASELINES['ws']}` for WebSocket)" if "ws" in kinds else "")
+        + "; absolute numbers on a shared machine are noise, ratios are the signal. "
+        f"Targets are checked for `{TARGET_SERVER}` only"
+        + (", on the HTTP rows." if kinds - {"http"} else "."),
         "",
     ]
 
+    dead = {tuple(d) for d in meta.get("dead", ())}
     checks_all: list[dict[str, Any]] = []
     for app in apps:
         rows = {r["server"]: r for r in results if r["app"] == app}
         if not rows:
             continue
+        kind = app_kind(app)
+        base = BASELINES[kind]
+        unit = "msgs/s" if kind == "ws" else "req/s"
+        with_ref = REF_SERVER in rows and rows[REF_SERVER]["status"] == "ok"
         checks = target_checks(app, rows)
         checks_all += checks
+        head = [
+            "server",
+            unit,
+            f"{X} {base}",
+            *([f"{X} {REF_SERVER}"] if with_ref else []),
+            "p50",
+            "p99",
+            "errors",
+            "peak RSS",
+            "peak PSS",
+            "server CPU",
+            *(["client CPU"] if kind == "ws" else []),
+            *(["targets"] if kind == "http" else []),
+        ]
+        title = {
+            "ws": f"{app} (WebSocket echo, {WS_APPS.get(app, 0):,}-byte messages)",
+            "tls": f"{app} (HTTPS"
+            + (", new connection per request)" if app.endswith("_close") else ", keep-alive)"),
+        }.get(kind, app)
         lines += [
-            f"## {app}",
+            f"## {title}",
             "",
-            f"| server | req/s | {X} uvicorn | p50 | p99 | errors | peak RSS | peak PSS "
-            "| server CPU | targets |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "| " + " | ".join(head) + " |",
+            "|---|" + "---:|" * (len(head) - 2) + ("---|" if kind == "http" else "---:|"),
         ]
         worker_notes = []
         for name in servers:
             r = rows.get(name)
-            if r is None or name in meta["skipped"]:
+            if r is None or name in meta["skipped"] or (name, kind) in dead:
                 continue  # listed under "skipped" in the header
             if r["status"] != "ok":
-                lines.append(f"| {name} | FAILED | | | | | | | | {r.get('error', '')} |")
+                cells = ["FAILED", *[""] * (len(head) - 3), r.get("error", "")][: len(head) - 1]
+                if kind != "http":  # no targets column: the reason goes in the last one
+                    cells[-1] = r.get("error", "")
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
                 continue
             w, mem = r["wrk"], r["memory"]
-            ratio = ratio_of(rows, name, BASELINE)
             marks = ""
             if name == TARGET_SERVER:  # unmeasured targets are listed in the summary only
                 marks = " · ".join(_mark(c) for c in checks if c["status"] != "n/a") or "—"
-            shown = "—" if ratio is None else f"{ratio:.2f}{X}"
-            lines.append(
-                f"| {name} | {w['rps']:,.0f}{_spread(r)} | {shown} "
-                f"| {_fmt_ms(w['p50_ms'])} | {_fmt_ms(w['p99_ms'])} | {_errors(r)} "
-                f"| {_fmt_mb(mem['peak_rss_kb'])} | {_fmt_mb(mem['peak_pss_kb'])} "
-                f"| {r.get('server_cpu_pct', 0):.0f}% | {marks} |"
-            )
+
+            def shown(peer: str, name: str = name, rows: dict[str, dict[str, Any]] = rows) -> str:
+                ratio = ratio_of(rows, name, peer)
+                return "—" if ratio is None else f"{ratio:.2f}{X}"
+
+            cells = [
+                f"{w['rps']:,.0f}{_spread(r)}",
+                shown(base),
+                *([shown(REF_SERVER)] if with_ref else []),
+                _fmt_ms(w["p50_ms"]),
+                _fmt_ms(w["p99_ms"]),
+                _errors(r),
+                _fmt_mb(mem["peak_rss_kb"]),
+                _fmt_mb(mem["peak_pss_kb"]),
+                f"{r.get('server_cpu_pct', 0):.0f}%",
+                *([f"{w.get('client_cpu_pct', 0):.0f}%"] if kind == "ws" else []),
+                *([marks] if kind == "http" else []),
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
             stop = r.get("stop", {})
             if stop.get("signal") == "SIGKILL" or stop.get("stragglers_killed"):
                 worker_notes.append(
@@ -805,9 +1168,10 @@ def render(
                 ]
                 worker_notes.append(f"- {name}: " + ", ".join(parts))
         if worker_notes:
+            what = "connections" if kind == "ws" else "requests"
             lines += [
                 "",
-                "Notes; requests per worker are counted in the app and include the warm-up:",
+                f"Notes; {what} per worker are counted in the app and include the warm-up:",
                 *worker_notes,
             ]
         lines.append("")
@@ -828,8 +1192,17 @@ def render(
 # main
 
 
-def _split(value: str, allowed: tuple[str, ...] | list[str], what: str) -> list[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
+def _split(
+    value: str,
+    allowed: tuple[str, ...] | list[str],
+    what: str,
+    groups: dict[str, tuple[str, ...]] | None = None,
+) -> list[str]:
+    items: list[str] = []
+    for v in (v.strip() for v in value.split(",")):
+        for item in (groups or {}).get(v, (v,) if v else ()):
+            if item not in items:
+                items.append(item)
     bad = [v for v in items if v not in allowed]
     if bad:
         raise SystemExit(f"unknown {what}: {', '.join(bad)} (choose from {', '.join(allowed)})")
@@ -847,10 +1220,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--setup", action="store_true", help="(re)run setup.sh before measuring")
     p.add_argument(
-        "--servers", default=",".join(SERVERS), help=f"comma list, default all: {','.join(SERVERS)}"
+        "--servers",
+        default=None,
+        help=f"comma list, default all: {','.join(SERVERS)} (+ {REF_SERVER} with --pounce-ref); "
+        "each app runs on the servers that support its kind",
     )
     p.add_argument(
-        "--apps", default=",".join(APPS), help=f"comma list, default all: {','.join(APPS)}"
+        "--apps",
+        default="http",
+        help=f"comma list of {','.join(APPS)} or groups http (the default: "
+        f"{','.join(HTTP_APPS)}), ws, tls, all",
+    )
+    p.add_argument(
+        "--pounce-ref",
+        metavar="PATH_OR_GITREF",
+        default=None,
+        help=f"also run an older Pounce as server {REF_SERVER}: a git revision of this repository "
+        "(its src/ is exported to .work/) or the path of a checkout; it runs from the same venv "
+        "with PYTHONPATH=<tree>/src",
+    )
+    p.add_argument(
+        "--ws-client-processes",
+        type=int,
+        default=1,
+        help="ws_load.py processes sharing the WebSocket connections (1; raise it for "
+        "multi-worker servers on a machine with cores to spare)",
+    )
+    p.add_argument(
+        "--tls-key",
+        choices=("ecdsa", "rsa"),
+        default="ecdsa",
+        help="key type of the TLS rows' certificate (ecdsa: P-256, rsa: 2048 bits)",
     )
     p.add_argument("--workers", type=int, default=None, help="pass --workers N to every server")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of wrk per run (10)")
@@ -870,7 +1270,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--self-check",
         action="store_true",
-        help="smoke-test the harness: one peer, hello, 1 s; validate the table",
+        help="smoke-test the harness: one peer each for hello, ws_echo16 and tls_hello, "
+        "1 s each; validate the tables",
     )
     return p.parse_args(argv)
 
@@ -892,6 +1293,14 @@ def run_matrix(
     stamp = _dt.datetime.now(_dt.UTC)
     log_dir = WORK / "logs" / stamp.strftime("%Y%m%dT%H%M%SZ")
     log_dir.mkdir(parents=True, exist_ok=True)
+    tls: Tls | None = None
+    if any(app_kind(a) == "tls" for a in apps):
+        try:
+            tls = make_certificate(vpy, args.tls_key, stamp.strftime("%Y%m%dT%H%M%SZ"))
+        except RuntimeError as exc:
+            apps = [a for a in apps if app_kind(a) != "tls"]
+            skipped["TLS rows"] = str(exc)
+            log(f"SKIP the TLS rows: {exc}")
     opt = Options(
         duration=args.duration,
         warmup=args.warmup,
@@ -902,15 +1311,21 @@ def run_matrix(
         stop_timeout=args.stop_timeout,
         cpu_iters=cpu_iters,
         log_dir=log_dir,
+        tls=tls,
+        ws_client_processes=args.ws_client_processes,
     )
     all_rounds: list[dict[str, Any]] = []
-    dead: set[str] = set()  # servers that failed to start: skip them for the rest
+    # (server, kind) pairs that failed to start or failed the correctness check: the
+    # other apps of that kind would fail the same way (a Pounce without WebSocket or TLS
+    # yet), while its other kinds still run.
+    dead: set[tuple[str, str]] = set()
     for rnd in range(args.rounds):
         for app in apps:
+            kind = app_kind(app)
             # Odd rounds run the servers in reverse order so slow drift in
             # background load does not always favour the same server.
             for name in runnable if rnd % 2 == 0 else runnable[::-1]:
-                if name in dead:
+                if kind not in SERVERS[name].kinds or (name, kind) in dead:
                     continue
                 log(f"round {rnd + 1}/{args.rounds} {app:8s} {name:12s} ...")
                 r = measure(SERVERS[name], app, vpy, opt)
@@ -919,7 +1334,8 @@ def run_matrix(
                 if r["status"] == "ok":
                     w = r["wrk"]
                     log(
-                        f"    {w['rps']:>10,.0f} req/s  p50 {_fmt_ms(w['p50_ms'])}  "
+                        f"    {w['rps']:>10,.0f} {'msgs/s' if kind == 'ws' else 'req/s'}  "
+                        f"p50 {_fmt_ms(w['p50_ms'])}  "
                         f"p99 {_fmt_ms(w['p99_ms'])}  errors {w['errors']}  "
                         f"peak RSS {_fmt_mb(r['memory']['peak_rss_kb'])}"
                     )
@@ -927,14 +1343,19 @@ def run_matrix(
                     log(f"    FAILED: {r['error']}")
                     for line in r.get("log_tail", []):
                         log(f"      | {line}")
-                    if "startup_s" not in r:  # never came up: same result for every app
-                        dead.add(name)
-                        skipped[name] = f"failed to start ({r['error']}); log: {r['log']}"
-                        log(f"SKIP {name} for the remaining runs: it did not start")
+                    if "startup_s" not in r or r.get("check_failed"):
+                        # Same result for every app of this kind: skip the rest, say why.
+                        dead.add((name, kind))
+                        what = "failed to start" if "startup_s" not in r else "failed"
+                        label = name if kind == "http" else f"{name} ({kind} rows)"
+                        skipped[label] = f"{what}: {r['error']}; log: {r['log']}"
+                        log(f"SKIP {label} for the remaining runs: {what}: {r['error']}")
     # median round per (server, app)
     final: list[dict[str, Any]] = []
     for app in apps:
         for name in runnable:
+            if (name, app_kind(app)) in dead:
+                continue  # listed under "skipped" with the reason
             rs = [r for r in all_rounds if r["server"] == name and r["app"] == app]
             ok = sorted((r for r in rs if r["status"] == "ok"), key=lambda r: r["wrk"]["rps"])
             if ok:
@@ -945,7 +1366,7 @@ def run_matrix(
                 if len(ok) > 1:
                     pick["rps_median"] = statistics.median(pick["rounds_rps"])
                 final.append(pick)
-            elif rs and name not in dead:
+            elif rs:
                 final.append(rs[-1])
     meta = {
         "date": stamp.isoformat(timespec="seconds"),
@@ -959,10 +1380,17 @@ def run_matrix(
         "wrk_threads": args.threads,
         "connections": args.connections,
         "workers": args.workers,
+        "ws_client_processes": args.ws_client_processes,
         "rounds": args.rounds,
         "cpu_iters": cpu_iters,
         "skipped": skipped,
         "loadavg": load_before,
+        "tls": None
+        if tls is None
+        else {"certfile": str(tls.certfile), "keyfile": str(tls.keyfile), "key_type": tls.key_type},
+        "pounce_ref": getattr(args, "pounce_ref_info", None),
+        "dead": sorted(dead),
+        "server_descriptions": {n: SERVERS[n].description for n in servers},
         "log_dir": str(log_dir),
         "servers": servers,
         "apps": apps,
@@ -1002,23 +1430,40 @@ Transfer/sec:      9.00MB
     for k, v in want.items():
         if abs(w[k] - v) > 1e-9:
             problems.append(f"parse_wrk: {k}={w[k]!r}, expected {v!r}")
-    peer = next(
+    # ws_load's framing: masking is its own inverse, and the three length encodings.
+    mask = b"\x01\x02\x03\x04"
+    if ws_load.apply_mask(ws_load.apply_mask(b"hello, world", mask), mask) != b"hello, world":
+        problems.append("ws_load.apply_mask is not its own inverse")
+    for size, header in ((16, 2), (200, 4), (70_000, 10)):
+        frame = ws_load.masked_frame(bytes(size), mask)
+        if len(frame) != header + 4 + size or frame[0] != 0x82:
+            problems.append(f"ws_load.masked_frame({size} bytes) has a wrong header")
+
+    def installed(name: str) -> bool:
+        return all(probe["modules"].get(m) for m in SERVERS[name].requires)
+
+    # One row of each kind against a peer: the harness, not Pounce, is what is checked.
+    plan = [
         (
-            s
-            for s in ("uvicorn-h11", "uvicorn", "hypercorn", "granian")
-            if all(probe["modules"].get(m) for m in SERVERS[s].requires)
+            next(
+                (s for s in ("uvicorn-h11", "uvicorn", "hypercorn", "granian") if installed(s)),
+                None,
+            ),
+            "hello",
         ),
-        None,
-    )
-    if peer is None:
-        problems.append("no peer server installed in the venv")
-    else:
-        args.duration, args.warmup, args.rounds = 1.0, 0.5, 1
-        meta, results = run_matrix(args, [peer], ["hello"], vpy, probe)
-        text, _ = render(meta, results, [peer], ["hello"])
+        (next((s for s in ("uvicorn-websockets", "hypercorn") if installed(s)), None), "ws_echo16"),
+        (next((s for s in ("uvicorn", "hypercorn") if installed(s)), None), "tls_hello"),
+    ]
+    args.duration, args.warmup, args.rounds = 1.0, 0.5, 1
+    for peer, app in plan:
+        if peer is None:
+            problems.append(f"no peer server installed in the venv for {app}")
+            continue
+        meta, results = run_matrix(args, [peer], [app], vpy, probe)
+        text, _ = render(meta, results, [peer], [app])
         row = next((ln for ln in text.splitlines() if ln.startswith(f"| {peer} |")), None)
         if row is None:
-            problems.append("no table row for the peer")
+            problems.append(f"no table row for {peer} on {app}: {meta['skipped']}")
         else:
             cells = [c.strip() for c in row.strip("|").split("|")]
             try:
@@ -1028,11 +1473,11 @@ Transfer/sec:      9.00MB
                 assert p50[1] in ("µs", "ms"), p50
                 assert cells[6].endswith("MB") and float(cells[6].split()[0]) > 0, cells[6]
                 if rps <= 0:
-                    problems.append(f"req/s is {rps}")
+                    problems.append(f"{app}: req/s is {rps}")
                 if cells[5] != "0":
-                    problems.append(f"errors during self-check: {cells[5]}")
+                    problems.append(f"{app}: errors during self-check: {cells[5]}")
             except (ValueError, IndexError, AssertionError) as exc:
-                problems.append(f"table row does not parse ({exc!r}): {row}")
+                problems.append(f"{app}: table row does not parse ({exc!r}): {row}")
         print(text)
     for p in problems:
         log(f"SELF-CHECK PROBLEM: {p}")
@@ -1044,9 +1489,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.quick:
         args.duration = 3.0
-    servers = _split(args.servers, list(SERVERS), "servers")
-    apps = _split(args.apps, APPS, "apps")
+    apps = _split(args.apps, APPS, "apps", APP_GROUPS)
     vpy = ensure_env(args.python, args.setup)
+    args.pounce_ref_info = add_pounce_ref(args.pounce_ref, vpy) if args.pounce_ref else None
+    servers = _split(args.servers or ",".join(SERVERS), list(SERVERS), "servers")
+    if args.pounce_ref and REF_SERVER not in servers:
+        servers.append(REF_SERVER)  # asked for by --pounce-ref: always next to pounce
+    if REF_SERVER in servers and TARGET_SERVER in servers:
+        # Old next to new in the tables, whatever order --servers gave.
+        servers.remove(REF_SERVER)
+        servers.insert(servers.index(TARGET_SERVER) + 1, REF_SERVER)
     probe = probe_venv(vpy)
     if args.self_check:
         return self_check(args, vpy, probe)

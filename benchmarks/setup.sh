@@ -7,8 +7,10 @@
 #
 # * installs wrk through apt-get when it is missing;
 # * creates benchmarks/.work/venv-<X.Y[t]> for the chosen interpreter with
-#   the peer servers (uvicorn[standard], hypercorn, granian when a wheel
-#   exists) and pounce installed editable from the repository root.
+#   the peer servers (uvicorn[standard] -- which brings websockets --,
+#   wsproto for `uvicorn --ws wsproto`, hypercorn, granian when a wheel
+#   exists), trustme for the TLS rows' certificate, and pounce installed
+#   editable from the repository root.
 #
 # Every peer is installed on its own so that one missing wheel (typical on
 # free-threaded or brand-new interpreters) only removes that peer.  A stamp
@@ -23,7 +25,7 @@ while [[ $# -gt 0 ]]; do
         --python) PYTHON="$2"; shift 2 ;;
         --python=*) PYTHON="${1#*=}"; shift ;;
         --force) FORCE=1; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "setup.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -98,7 +100,13 @@ if ! try_install uvicorn-standard --only-binary=:all: "uvicorn[standard]"; then
     try_install httptools --only-binary=:all: httptools || true
     try_install uvloop --only-binary=:all: uvloop || true
 fi
+# `uvicorn --ws websockets` comes with uvicorn[standard]; wsproto is the
+# other implementation Uvicorn offers (and the one Hypercorn uses).
+try_install websockets --only-binary=:all: websockets || true
+try_install wsproto --only-binary=:all: wsproto || true
 try_install hypercorn --only-binary=:all: hypercorn || true
+# A throwaway CA and 127.0.0.1 certificate for the TLS rows (one per run, made by run.py).
+try_install trustme --only-binary=:all: trustme || true
 # granian ships a compiled core: only accept a prebuilt wheel.
 try_install granian --only-binary=:all: granian || true
 # pounce itself, editable, so the benchmark always runs the working tree.
@@ -106,7 +114,8 @@ try_install pounce -e "$REPO" || true
 
 "$VENV/bin/python" - <<'EOF' >&2
 import importlib.metadata as md
-for dist in ("pounce", "uvicorn", "httptools", "uvloop", "h11", "hypercorn", "granian"):
+for dist in ("pounce", "uvicorn", "httptools", "uvloop", "h11", "websockets", "wsproto",
+             "hypercorn", "granian", "trustme"):
     try:
         print(f"[setup]   {dist:10s} {md.version(dist)}")
     except md.PackageNotFoundError:

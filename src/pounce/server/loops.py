@@ -1,4 +1,9 @@
-"""Choosing the event loop implementation (``--loop``)."""
+"""Choosing the event loop implementation (``--loop``).
+
+``pounce[standard]`` installs uvloop on every CPython outside Windows, free-threaded builds
+included: a PEP 508 marker cannot tell a ``--disable-gil`` build from a GIL one.  So whether
+uvloop is *used* is decided here, at start-up, by looking at the GIL after the import.
+"""
 
 from __future__ import annotations
 
