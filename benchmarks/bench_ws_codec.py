@@ -92,7 +92,7 @@ def main() -> None:
     import wsproto
 
     try:
-        import websockets.speedups  # noqa: F401
+        import websockets.speedups
 
         speedups = "with C speedups"
     except ImportError:
