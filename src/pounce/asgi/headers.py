@@ -44,6 +44,9 @@ def is_field_value(value: bytes) -> bool:
     return not value.translate(None, FIELD_VALUE_BYTES)
 
 
+ValidatedHead = tuple[list[tuple[bytes, bytes]], int | None, bool, bool, bool]
+
+
 def validate_response_headers(raw: Iterable[Any]) -> list[tuple[bytes, bytes]]:
     """Return the app's headers as ``(lower-cased name, value)`` byte pairs, or raise.
 
@@ -52,7 +55,7 @@ def validate_response_headers(raw: Iterable[Any]) -> list[tuple[bytes, bytes]]:
     Used as is for trailers and WebSocket handshake headers; a response head goes through
     :func:`validate_response_head`, which also applies the framing rules.
     """
-    return _validate(raw, 0)[0]
+    return validate_response_head(raw, 0)[0]
 
 
 def validate_response_head(raw: Iterable[Any], status: int) -> ValidatedHead:
@@ -68,16 +71,9 @@ def validate_response_head(raw: Iterable[Any], status: int) -> ValidatedHead:
     * *has_server* and *has_date* tell whether the app sent its own, which then win over the
       server's defaults.
 
-    One pass over the headers does all of it: this runs for every response.
+    One pass over the headers does all of it: this runs for every response. *status* 0
+    means "not a response head": :func:`validate_response_headers` then only validates.
     """
-    return _validate(raw, status)
-
-
-ValidatedHead = tuple[list[tuple[bytes, bytes]], int | None, bool, bool, bool]
-
-
-def _validate(raw: Iterable[Any], status: int) -> ValidatedHead:
-    """The one loop behind both validators; *status* 0 means "not a response head"."""
     result: list[tuple[bytes, bytes]] = []
     append = result.append
     content_length: int | None = None
@@ -116,7 +112,7 @@ def _validate(raw: Iterable[Any], status: int) -> ValidatedHead:
                 if len(_VALID_VALUES) >= _CACHE_MAX:
                     _VALID_VALUES.clear()
                 _VALID_VALUES.add(value)
-        if status and lower in _FRAMING_NAMES:
+        if lower in _FRAMING_NAMES and status:
             if lower == b"content-length":
                 if not value.isdigit() or (
                     content_length is not None and int(value) != content_length

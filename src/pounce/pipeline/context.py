@@ -98,6 +98,7 @@ class WorkerContext:
         self.default_headers = config.encoded_headers
         self.date_header = config.date_header
         self.date_field: tuple[bytes, bytes] | None = None
+        self._default_tail: tuple[tuple[bytes, bytes], ...] = ()
         self.date_line = b""
         self._date_second = -1
         self.refresh_date()
@@ -128,6 +129,9 @@ class WorkerContext:
                 value = formatdate(now, usegmt=True).encode()
                 self.date_field = (b"date", value)
                 self.date_line = b"date: " + value + b"\r\n"
+            self._default_tail = tuple(
+                f for f in (self.server_field, self.date_field) if f is not None
+            )
 
     def add_default_fields(
         self, fields: list[tuple[bytes, bytes]], has_server: bool, has_date: bool
@@ -137,6 +141,9 @@ class WorkerContext:
         ``Server`` and ``Date`` (unless turned off) and ``--header`` fields; an app's own
         field of the same name wins. Every protocol's responses go through here.
         """
+        if not (has_server or has_date or self.default_headers):
+            fields.extend(self._default_tail)  # the usual case: both defaults, nothing else
+            return
         if not has_server and self.server_field is not None:
             fields.append(self.server_field)
         if not has_date and self.date_field is not None:

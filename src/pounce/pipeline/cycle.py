@@ -62,8 +62,12 @@ class ResponseChannel(Protocol):
     def flow(self) -> FlowControl:
         """Checked by ``send()`` after every body chunk, without a coroutine when not paused."""
 
-    def bind(self, cycle: RequestCycle) -> None:
-        """Called once, before the app runs: the cycle whose response this channel carries."""
+    @property
+    def cycle(self) -> RequestCycle | None:
+        """The cycle whose response this channel carries, set once before the app runs."""
+
+    @cycle.setter
+    def cycle(self, value: RequestCycle | None) -> None: ...
 
     def start_response(
         self,
@@ -102,7 +106,10 @@ class ResponseChannel(Protocol):
     def response_complete(self) -> None: ...
 
     def app_finished(self) -> None:
-        """The app's coroutine returned (the response may have completed earlier)."""
+        """The app's coroutine returned (the response may have completed earlier).
+
+        Always the last call for a cycle: the channel drops its reference to it here.
+        """
 
 
 class RequestCycle:

@@ -19,7 +19,6 @@ from pounce.pipeline.scope import http_scope
 from pounce.pipeline.websocket import WebSocketSession, websocket_scope
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
 
     from pounce.asgi.types import Headers, Scope
     from pounce.pipeline.admission import Admission, Rejection
@@ -59,17 +58,35 @@ class Dispatcher:
         headers: Headers,
         has_body: bool,
         expect_continue: bool,
-        extensions: Callable[[], dict[str, dict[str, object]]],
+        informational: bool,
     ) -> RequestCycle:
-        """Admit and start one HTTP request; the returned cycle is fed by the protocol."""
+        """Admit and start one HTTP request; the returned cycle is fed by the protocol.
+
+        *informational* says whether the channel can send trailers and 1xx responses, which
+        decides the extensions the scope advertises.
+        """
         ctx = self.ctx
         scope = http_scope(
-            ctx, connection, http_version, method, raw_path, query_string, headers, extensions()
+            ctx,
+            connection,
+            http_version,
+            method,
+            raw_path,
+            query_string,
+            headers,
+            # Fresh dicts (an app may change its scope, or serialise it), as literals: fast.
+            {
+                "http.response.pathsend": {},
+                "http.response.trailers": {},
+                "http.response.early_hint": {},
+            }
+            if informational
+            else {"http.response.pathsend": {}},
         )
         if self.filter_factories:
             channel = self._filtered(channel, scope)
         cycle = RequestCycle(ctx, channel, scope, has_body, expect_continue)
-        channel.bind(cycle)
+        channel.cycle = cycle
         if self.admission:
             rejection = self.admit(scope, connection)
             if rejection is not None:
@@ -142,6 +159,7 @@ class Dispatcher:
         self._report_rejection(cycle.scope, rejection)
         cycle.finished = True  # the app is never called
         cycle.answer_with_error(rejection.status, rejection.headers)
+        cycle.channel.app_finished()  # as at the end of any request: the channel lets go
 
     def _report_rejection(self, scope: Scope, rejection: Rejection) -> None:
         events = self.ctx.events

@@ -57,8 +57,13 @@ class FilteredChannel:
         self._trailers: list[tuple[bytes, bytes]] = []
         self.flow: FlowControl = inner.flow
 
-    def bind(self, cycle: RequestCycle) -> None:
-        self._inner.bind(cycle)
+    @property
+    def cycle(self) -> RequestCycle | None:
+        return self._inner.cycle
+
+    @cycle.setter
+    def cycle(self, value: RequestCycle | None) -> None:
+        self._inner.cycle = value
 
     def start_response(
         self,

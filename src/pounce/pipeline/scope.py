@@ -13,6 +13,8 @@ from pounce.asgi.types import ASGI_VERSION, HTTP_SPEC_VERSION
 from pounce.features.proxy_headers import apply_trusted_proxy_headers
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from pounce.asgi.types import Headers
     from pounce.pipeline.connection import ConnectionInfo
     from pounce.pipeline.context import WorkerContext
@@ -26,7 +28,7 @@ def http_scope(  # noqa: PLR0917 - positional on purpose: called once per reques
     raw_path: bytes,
     query_string: bytes,
     headers: Headers,
-    extensions: dict[str, dict[str, object]],
+    extensions: dict[str, Mapping[str, object]],
 ) -> dict[str, Any]:
     """The ``http`` scope of one request.
 
@@ -63,17 +65,3 @@ def http_scope(  # noqa: PLR0917 - positional on purpose: called once per reques
     if proxy_trust is not None:
         apply_trusted_proxy_headers(scope, proxy_trust)
     return scope
-
-
-def full_extensions() -> dict[str, dict[str, object]]:
-    """The extensions a channel that can send trailers and 1xx responses honours."""
-    return {
-        "http.response.pathsend": {},
-        "http.response.trailers": {},
-        "http.response.early_hint": {},
-    }
-
-
-def basic_extensions() -> dict[str, dict[str, object]]:
-    """HTTP/1.0: a client that expects neither trailers nor informational responses."""
-    return {"http.response.pathsend": {}}

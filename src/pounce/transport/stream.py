@@ -103,6 +103,8 @@ class _Unconnected:
 
 
 _UNCONNECTED_INFO = ConnectionInfo(client=None, server=None)
+#: The engine of every connection that is gone: late calls (a task finishing) do nothing.
+_GONE = _Unconnected()
 
 
 class StreamTransport(asyncio.Protocol):
@@ -119,7 +121,7 @@ class StreamTransport(asyncio.Protocol):
         self.loop = ctx.loop
         self.transport: asyncio.Transport | None = None
         self.info = _UNCONNECTED_INFO
-        self.engine: Engine = _Unconnected()
+        self.engine: Engine = _GONE
         self._engine_factory = engine_factory
         self._alpn_engines = alpn_engines
         self.deadline = INFINITY
@@ -173,7 +175,12 @@ class StreamTransport(asyncio.Protocol):
         self.clear_deadline()
         ctx = self.ctx
         ctx.connections.discard(self)
-        self.engine.connection_lost()
+        engine = self.engine
+        # Let go of the engine (which points back here) so the pair is freed by reference
+        # counting, not left to the garbage collector once per connection.
+        self.engine = _GONE
+        self.__dict__.pop("data_received", None)
+        engine.connection_lost()
         self._wake_drain()
         events = ctx.events
         if events.active and events.wants(ConnectionClosed):

@@ -38,7 +38,6 @@ from pounce.pipeline.events import (
     REJECTED_TIMEOUT,
     RequestRejected,
 )
-from pounce.pipeline.scope import basic_extensions, full_extensions
 from pounce.protocols.http1.base import (
     NEED_DATA,
     PAUSED,
@@ -50,12 +49,12 @@ from pounce.protocols.http1.errors import ProtocolError
 from pounce.protocols.http1.response import (
     CHUNKED_END,
     CONTINUE_RESPONSE,
+    JOIN_FIELD,
     NO_BODY_STATUSES,
     STATUS_LINES,
     early_hints_response,
     error_body,
     error_response,
-    serialize_fields,
     status_line,
     trailer_block,
 )
@@ -210,7 +209,7 @@ class HTTP1Engine:
     def write_resumed(self) -> None:
         if self.drain_pending:
             self.drain_pending = False
-            self._await_next_request(True)
+            self._next_request()
 
     def on_deadline(self, kind: int) -> None:
         t = self.t
@@ -359,8 +358,11 @@ class HTTP1Engine:
             head.headers,
             has_body,
             head.expect_continue,
-            full_extensions if http_version == "1.1" else basic_extensions,
+            # HTTP/1.0 clients expect neither trailers nor informational responses.
+            http_version == "1.1",
         )
+        if self.stream is stream:  # not already answered (admission, an eager task)
+            self.cycle = cycle
         if cycle.task is not None:
             self.task_cycle = cycle
         return False
@@ -432,57 +434,24 @@ class HTTP1Engine:
 
     # -- the end of a response ----------------------------------------------------------------
 
-    def _response_complete(self, stream: HTTP1Stream) -> None:
-        if stream is not self.stream:
-            return
-        cycle = self.cycle
-        self.stream = None
-        self.cycle = None
-        t = self.t
-        if not self.keep_alive or t.closed:
-            t.close()
-            return
-        if self.message_done:
-            self._next_request()
-        elif (cycle is not None and cycle.expect_continue) or t.peer_eof:
-            # The client still waits for "100 Continue" and may never send the body, or it
-            # half-closed before the body was complete: the rest can never come.
-            t.close()
-        else:
-            # Read and drop the rest of the request, then carry on with the next one; a client
-            # that stalls meanwhile is closed when its body credit runs out, as it would be
-            # while the app was reading.
-            self.discarding = True
-            self._waiting_for_body(True)
-            t.resume_reading()
-
-    def _app_finished(self, cycle: RequestCycle | None) -> None:
-        if self.task_cycle is cycle:
-            self.task_cycle = None
-        ctx = self.ctx
-        if ctx.shutting_down and not ctx.linger_idle and self.cycle is None and not self.t.closed:
-            self.t.close()
-
     def _next_request(self) -> None:
         self.discarding = False
         self.discarded = 0
-        buffered = self.parser.start_next_cycle()
         ctx = self.ctx
         t = self.t
         if ctx.shutting_down and not ctx.linger_idle:
             t.close()
             return
         if t.write_paused:
-            # The client is not reading its responses: the next request must not start (and
-            # the socket is not read) until it does, or a pipelining client that never reads
-            # could make the server buffer responses without bound. The write deadline runs.
+            # The client is not reading its responses: the next request must not start until
+            # it does, or a pipelining client that never reads could make the server buffer
+            # responses without bound. The parser stays paused, so bytes that arrive
+            # meanwhile stop the reading (_process_events); a client that just reads its
+            # response costs no pause and resume. The write deadline runs; write_resumed()
+            # comes back here.
             self.drain_pending = True
-            t.pause_reading()
             return
-        self._await_next_request(buffered)
-
-    def _await_next_request(self, buffered: bool) -> None:
-        t = self.t
+        buffered = self.parser.start_next_cycle()
         # t.set_deadline(IDLE, ...) inlined: this runs for every request.
         t.deadline_kind = IDLE
         t.state_deadline = deadline = self.loop.time() + self.keep_alive_timeout
@@ -532,19 +501,16 @@ class HTTP1Stream:
         self.http_version = http_version
         self.head_request = head_request
         self.head_pending = False
-        self.status = 0
-        self.framing = FRAMING_LENGTH
-        self.remaining = 0
-        self.fields: HeaderFields = ()
-        self.content_length: int | None = None
-        self.trailers_wanted = False
         self.trailers: list[tuple[bytes, bytes]] | None = None
-
-    def bind(self, cycle: RequestCycle) -> None:
-        self.cycle = cycle
-        conn = self.conn
-        if conn.stream is self:
-            conn.cycle = cycle
+        # status, fields, content_length and trailers_wanted are set by start_response and
+        # framing and remaining by _build_head, before anything reads them: one request's
+        # worth of attribute stores saved.
+        self.status: int
+        self.fields: HeaderFields
+        self.content_length: int | None
+        self.trailers_wanted: bool
+        self.framing: int
+        self.remaining: int
 
     # -- the response head --------------------------------------------------------------------
 
@@ -605,8 +571,10 @@ class HTTP1Stream:
         else:
             connection = b""
         line = STATUS_LINES.get(status) or status_line(status)
+        # serialize_fields() inlined: this runs for every response.
+        lines = b"\r\n".join(map(JOIN_FIELD, self.fields))
         return b"".join(
-            (line, serialize_fields(self.fields), framing_field, connection, b"\r\n")
+            (line, lines, b"\r\n" if lines else b"", framing_field, connection, b"\r\n")
         )
 
     # -- the body -----------------------------------------------------------------------------
@@ -657,8 +625,10 @@ class HTTP1Stream:
             out = head + data
         else:
             out = head
-        if out:
-            flow.write(out)
+        if out and not flow.closing:
+            transport = flow.transport
+            assert transport is not None
+            transport.write(out)
 
     async def write_file(self, path: str) -> None:
         cycle = self.cycle
@@ -758,10 +728,39 @@ class HTTP1Stream:
     # -- the end ------------------------------------------------------------------------------
 
     def response_complete(self) -> None:
-        self.conn._response_complete(self)
+        conn = self.conn
+        if conn.stream is not self:
+            return
+        conn.stream = None
+        conn.cycle = None
+        t = self.flow
+        if not conn.keep_alive or t.closed:
+            t.close()
+        elif conn.message_done:
+            conn._next_request()
+        elif (self.cycle is not None and self.cycle.expect_continue) or t.peer_eof:
+            # The client still waits for "100 Continue" and may never send the body, or it
+            # half-closed before the body was complete: the rest can never come.
+            t.close()
+        else:
+            # Read and drop the rest of the request, then carry on with the next one; a client
+            # that stalls meanwhile is closed when its body credit runs out, as it would be
+            # while the app was reading.
+            conn.discarding = True
+            conn._waiting_for_body(True)
+            t.resume_reading()
 
     def app_finished(self) -> None:
-        self.conn._app_finished(self.cycle)
+        conn = self.conn
+        cycle = self.cycle
+        # The cycle's last call: drop the stream <-> cycle reference loop now, so both go with
+        # their last reference instead of waiting for (and feeding) the garbage collector.
+        self.cycle = None
+        if conn.task_cycle is cycle:
+            conn.task_cycle = None
+        ctx = conn.ctx
+        if ctx.shutting_down and not ctx.linger_idle and conn.cycle is None:
+            self.flow.close()  # a no-op when it is closed already
 
 
 def http1_engine_factory(
