@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pounce.asgi.types import HeaderFields, Headers
@@ -22,8 +22,6 @@ from pounce.pipeline.context import WorkerContext
 from pounce.pipeline.cycle import RequestCycle
 from pounce.pipeline.scope import full_extensions
 
-App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
-
 INFO = ConnectionInfo(client=("10.0.0.7", 51000), server=("10.0.0.1", 8000))
 
 #: What FakeChannel.send_error_response says it wrote (a real channel returns its body size).
@@ -32,7 +30,7 @@ ERROR_BODY_SIZE = 21
 
 def make_context(
     loop: asyncio.AbstractEventLoop,
-    app: App,
+    app: Any,
     *,
     events: list[Any] | None = None,
     base_context: contextvars.Context | None = None,
@@ -191,7 +189,7 @@ def start(
     method: str = "GET",
     raw_path: bytes = b"/",
     query_string: bytes = b"",
-    headers: Headers = (),
+    headers: Sequence[tuple[bytes, bytes]] = (),
     has_body: bool = False,
     expect_continue: bool = False,
     http_version: str = "1.1",

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from tests.pipeline.fakes import ERROR_BODY_SIZE, INFO, FakeChannel, make_context, settle, start
 
-from pounce.asgi.types import Headers
+from pounce.asgi.types import Headers, Scope
 from pounce.features.proxy_headers import ProxyTrust
 from pounce.pipeline.admission import ConcurrencyLimit, Rejection
 from pounce.pipeline.connection import ConnectionInfo
@@ -98,7 +98,7 @@ def test_root_path_prefixes_path_and_raw_path(loop: asyncio.AbstractEventLoop) -
 def test_tls_extension_is_copied_per_request(loop: asyncio.AbstractEventLoop) -> None:
     app = Recorder()
     ctx = make_context(loop, app)
-    tls = {"server_cert": None, "client_cert_chain": [], "tls_version": 0x0304}
+    tls: dict[str, Any] = {"server_cert": None, "client_cert_chain": [], "tls_version": 0x0304}
     info = ConnectionInfo(client=("10.0.0.7", 1), server=("10.0.0.1", 443), scheme="https",
                           tls=tls)
     start(ctx, connection=info)
@@ -212,7 +212,7 @@ class RateLimit:
     def __init__(self) -> None:
         self.seen: list[tuple[str, ConnectionInfo]] = []
 
-    def admit(self, scope: dict[str, Any], connection: ConnectionInfo) -> Rejection | None:
+    def admit(self, scope: Scope, connection: ConnectionInfo) -> Rejection | None:
         self.seen.append((scope["path"], connection))
         if scope["path"] == "/limited":
             return Rejection(429, "rate limit", ((b"retry-after", b"5"),))
@@ -247,7 +247,7 @@ def test_first_refusing_hook_wins(loop: asyncio.AbstractEventLoop) -> None:
             self.name = name
             self.rejection = rejection
 
-        def admit(self, scope: dict[str, Any], connection: ConnectionInfo) -> Rejection | None:
+        def admit(self, scope: Scope, connection: ConnectionInfo) -> Rejection | None:
             asked.append(self.name)
             return self.rejection
 

@@ -24,6 +24,7 @@ from pounce.pipeline.events import (
     CLOSED_HEADER_TIMEOUT,
     CLOSED_KEEP_ALIVE_TIMEOUT,
     CLOSED_MALFORMED,
+    CLOSED_WRITE_TIMEOUT,
     REJECTED_MALFORMED,
     REJECTED_TIMEOUT,
     RequestCompleted,
@@ -133,7 +134,7 @@ class App:
         path = scope["path"]
         if path.startswith("/gate/"):
             await self.gate(path[6:]).wait()
-        if path == "/echo":
+        if path.endswith("/echo"):
             data = b""
             while True:
                 message = await receive()
@@ -288,6 +289,73 @@ def test_unread_body_is_discarded_and_the_connection_reused(
     conn.send(b"hello" + get("/next"))
     assert conn.take() == ok(b"/next")
     assert not conn.closing
+
+
+def test_early_answer_to_a_request_expecting_continue_closes(
+    loop: asyncio.AbstractEventLoop, app: App
+) -> None:
+    conn = Conn(loop, app)
+    conn.send(b"POST /early HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\n"
+              b"expect: 100-continue\r\n\r\n")
+    # No 100 Continue went out, so the client may never send the body: nothing to wait for.
+    assert conn.take() == ok(b"/early")
+    assert conn.closing
+
+
+def test_discarding_stops_beyond_the_limit(loop: asyncio.AbstractEventLoop, app: App) -> None:
+    conn = Conn(loop, app)
+    conn.send(b"POST /early HTTP/1.1\r\nhost: t\r\ncontent-length: 5000000\r\n\r\n")
+    assert conn.take() == ok(b"/early")
+    conn.send(b"x" * 600_000)
+    assert not conn.closing
+    conn.send(b"x" * 600_000)  # past DISCARD_LIMIT: closing is cheaper than reading on
+    assert conn.closing
+
+
+def test_reading_pauses_above_the_body_high_water_mark(
+    loop: asyncio.AbstractEventLoop, app: App
+) -> None:
+    conn = Conn(loop, app)
+    size = 300_000
+    conn.send(b"POST /gate/echo HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n\r\n" % size)
+    conn.send(b"x" * (size - 10))
+    assert not conn.sock.reading  # the app has not read it yet: stop buffering
+    app.gate("echo").set()
+    settle(loop)
+    assert conn.sock.reading  # the app took the body
+    conn.send(b"y" * 10)
+    assert conn.take() == ok(b"x" * (size - 10) + b"y" * 10)
+
+
+def test_streaming_waits_for_the_client_to_read(
+    loop: asyncio.AbstractEventLoop, app: App
+) -> None:
+    conn = Conn(loop, app)
+    conn.t.pause_writing()
+    conn.send(get("/stream"))
+    assert conn.take() == (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                           b"2\r\nab\r\n")
+    assert conn.t.drain_waiter is not None  # send() waits in the transport's drain()
+    conn.t.resume_writing()
+    settle(loop)
+    assert conn.take() == b"2\r\ncd\r\n0\r\n\r\n"
+
+
+def test_write_timeout_aborts_and_reports_incomplete(
+    loop: asyncio.AbstractEventLoop, app: App, clock: Clock
+) -> None:
+    conn = Conn(loop, app, timeout_write=4)
+    conn.t.pause_writing()
+    conn.send(get("/stream"))
+    clock.now += 4
+    conn.t.on_deadline(clock.now)
+    assert conn.sock.aborted
+    assert conn.t.close_reason == CLOSED_WRITE_TIMEOUT
+    conn.t.connection_lost(None)  # what the loop reports after abort()
+    settle(loop)
+    (done,) = conn.completed()
+    assert (done.bytes_sent, done.complete) == (2, False)
+    assert conn.ctx.active_requests == 0
 
 
 # -- framing ------------------------------------------------------------------------------------
