@@ -169,7 +169,7 @@ class App:
 class Conn:
     """One connection: a StreamTransport with the HTTP/1.1 engine on a FakeSocket."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, app: App, **options: Any) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, app: Any, **options: Any) -> None:
         self.loop = loop
         self.app = app
         self.events: list[Any] = []
@@ -446,6 +446,61 @@ def test_expect_continue_through_the_engine(loop: asyncio.AbstractEventLoop, app
     assert conn.take() == b"HTTP/1.1 100 Continue\r\n\r\n"
     conn.send(b"abc")
     assert conn.take() == ok(b"abc")
+
+
+async def trailers_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.early_hint", "links": [b"</s.css>; rel=preload"]})
+    await send({"type": "http.response.start", "status": 200, "headers": [],
+                "trailers": True})
+    await send({"type": "http.response.body", "body": b"data"})
+    await send({"type": "http.response.trailers", "headers": [(b"checksum", b"abc")]})
+
+
+def test_early_hints_and_trailers_on_http11(loop: asyncio.AbstractEventLoop) -> None:
+    conn = Conn(loop, trailers_app)
+    conn.send(get("/"))
+    assert conn.take() == (
+        b"HTTP/1.1 103 Early Hints\r\nlink: </s.css>; rel=preload\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"4\r\ndata\r\n0\r\nchecksum: abc\r\n\r\n"
+    )
+    assert not conn.closing
+
+
+def test_http10_gets_neither_early_hints_nor_trailers(loop: asyncio.AbstractEventLoop) -> None:
+    conn = Conn(loop, trailers_app)
+    conn.send(get("/", version="1.0"))
+    assert conn.take() == b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\ndata"
+    assert conn.closing
+
+
+async def short_body_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"10")]})
+    await send({"type": "http.response.body", "body": b"short"})
+
+
+def test_body_shorter_than_its_content_length_closes(loop: asyncio.AbstractEventLoop) -> None:
+    conn = Conn(loop, short_body_app)
+    conn.send(get("/") + get("/never"))
+    assert conn.take() == b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"
+    assert conn.closing  # the client is still waiting for 5 bytes: only closing ends that
+
+
+async def long_body_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"toolong"})
+
+
+def test_body_longer_than_its_content_length_is_cut_and_aborted(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    conn = Conn(loop, long_body_app)
+    conn.send(get("/"))
+    assert conn.take() == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nto"
+    assert conn.sock.aborted
+    assert conn.ctx.active_requests == 0
 
 
 # -- malformed requests -------------------------------------------------------------------------
