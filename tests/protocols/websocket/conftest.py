@@ -466,7 +466,7 @@ class WsClient:
                 self.send_frame(OP_PONG, frame.payload)
 
 
-def expect_failure(client: WsClient, code: int) -> None:
+def expect_failure(client: WsClient, code: int | tuple[int, ...]) -> None:
     """_Fail the WebSocket Connection_ (RFC 6455 7.1.7): a close frame with *code*, then EOF.
 
     The RFC says the server SHOULD send the close frame first; Pounce does. Uvicorn with
