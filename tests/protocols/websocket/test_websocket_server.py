@@ -7,6 +7,9 @@ from __future__ import annotations
 import select
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from tests.helpers import wait_until
@@ -15,8 +18,11 @@ from tests.protocols.websocket.conftest import (
     OP_CLOSE,
     OP_PING,
     OP_TEXT,
+    RSV1,
+    RunningWsServer,
     WsClient,
     build_frame,
+    deflate,
     expect_failure,
     http_get,
     is_reference,
@@ -25,53 +31,55 @@ from tests.protocols.websocket.conftest import (
 from tests.protocols.websocket.ws_apps import app, wait_result
 
 
+@contextmanager
+def session(
+    path: str, extensions: str | None = None, **options: Any
+) -> Iterator[tuple[RunningWsServer, WsClient]]:
+    """A server with *options* and one client whose handshake to *path* is done."""
+    with ws_server(app, **options) as running, WsClient.open(running.url) as client:
+        client.handshake(path, extensions=extensions)
+        yield running, client
+
+
 def test_keep_alive_timeout_does_not_close_an_idle_websocket() -> None:
-    with ws_server(app, timeout_keep_alive=0.5, ws_ping_interval=None) as running:
-        with WsClient.open(running.url) as client:
-            client.handshake("/echo")
-            # Four keep-alive timeouts of silence: a WebSocket is not an idle HTTP connection.
-            assert client.still_open(wait=2.0)
-            client.send_text("still here")
-            assert client.read_text() == "still here"
+    with session("/echo", timeout_keep_alive=0.5, ws_ping_interval=None) as (_, client):
+        # Four keep-alive timeouts of silence: a WebSocket is not an idle HTTP connection.
+        assert client.still_open(wait=2.0)
+        client.send_text("still here")
+        assert client.read_text() == "still here"
 
 
 def test_server_pings_and_a_live_peer_stays_connected() -> None:
-    with ws_server(app, ws_ping_interval=0.3, ws_ping_timeout=1.0) as running:
-        with WsClient.open(running.url) as client:
-            client.handshake("/echo")
-            pings = 0
-            deadline = time.monotonic() + 2.0
-            while time.monotonic() < deadline:
-                try:
-                    frame = client.read_frame(timeout=max(0.01, deadline - time.monotonic()))
-                except TimeoutError:
-                    break
-                assert frame.opcode != OP_CLOSE, f"closed a live peer: {frame.close_code}"
-                if frame.opcode == OP_PING:
-                    pings += 1
-                    client.send_frame(0xA, frame.payload)
-            assert pings >= 2
-            client.send_text("alive")
-            assert client.read_text() == "alive"
+    with session("/echo", ws_ping_interval=0.3, ws_ping_timeout=1.0) as (_, client):
+        pings = 0
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            try:
+                frame = client.read_frame(timeout=max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            assert frame.opcode != OP_CLOSE, f"closed a live peer: {frame.close_code}"
+            if frame.opcode == OP_PING:
+                pings += 1
+                client.send_frame(0xA, frame.payload)
+        assert pings >= 2
+        client.send_text("alive")
+        assert client.read_text() == "alive"
 
 
 def test_ping_timeout_drops_a_dead_peer() -> None:
-    with ws_server(app, ws_ping_interval=0.3, ws_ping_timeout=0.5) as running:
-        with WsClient.open(running.url) as client:
-            client.handshake("/echo")
-            # Never answer a ping (read nothing either): the server must give up on us.
-            start = time.monotonic()
-            client.expect_tcp_close(timeout=6.0)
-            assert time.monotonic() - start < 6.0
+    with session("/echo", ws_ping_interval=0.3, ws_ping_timeout=0.5) as (_, client):
+        # Never answer a ping (read nothing either): the server must give up on us.
+        start = time.monotonic()
+        client.expect_tcp_close(timeout=6.0)
+        assert time.monotonic() - start < 6.0
 
 
 def test_ping_timeout_off_keeps_a_silent_peer() -> None:
-    with ws_server(app, ws_ping_interval=0.2, ws_ping_timeout=None) as running:
-        with WsClient.open(running.url) as client:
-            client.handshake("/echo")
-            time.sleep(1.2)
-            client.send_text("ok")
-            assert client.read_text() == "ok"
+    with session("/echo", ws_ping_interval=0.2, ws_ping_timeout=None) as (_, client):
+        time.sleep(1.2)
+        client.send_text("ok")
+        assert client.read_text() == "ok"
 
 
 def test_max_queue_pauses_a_fast_sender() -> None:
@@ -180,32 +188,25 @@ def test_echo_in_every_worker_mode(options: dict[str, object]) -> None:
 
 @pytest.mark.parametrize("options", WORKER_MODES)
 def test_protocol_error_in_every_worker_mode(options: dict[str, object]) -> None:
-    with ws_server(app, **options) as running:
-        with WsClient.open(running.url) as client:
-            client.handshake("/echo")
-            client.send_text("unmasked", mask=False)
-            expect_failure(client, 1002)
+    with session("/echo", **options) as (running, client):
+        client.send_text("unmasked", mask=False)
+        expect_failure(client, 1002)
         assert http_get(running.url) == (200, b"ok")
 
 
 @pytest.mark.parametrize("options", WORKER_MODES)
 def test_size_limit_and_deflate_in_every_worker_mode(options: dict[str, object]) -> None:
-    from tests.protocols.websocket.conftest import RSV1, deflate
-
-    with ws_server(app, ws_max_size=1000, **options) as running:
-        with WsClient.open(running.url) as client:
-            client.handshake("/echo", extensions="permessage-deflate; client_no_context_takeover")
-            client.send_text(deflate(b"small"), rsv=RSV1)
-            assert client.read_message() == (OP_TEXT, b"small")
-            client.send_binary(b"x" * 1001)
-            expect_failure(client, 1009)
+    offer = "permessage-deflate; client_no_context_takeover"
+    with session("/echo", offer, ws_max_size=1000, **options) as (_, client):
+        client.send_text(deflate(b"small"), rsv=RSV1)
+        assert client.read_message() == (OP_TEXT, b"small")
+        client.send_binary(b"x" * 1001)
+        expect_failure(client, 1009)
 
 
 @pytest.mark.parametrize("options", WORKER_MODES[1:])
 def test_graceful_shutdown_in_worker_modes(options: dict[str, object]) -> None:
-    with ws_server(app, timeout_graceful_shutdown=5, **options) as running:
-        with WsClient.open(running.url) as client:
-            client.handshake("/hold")
-            running.shutdown()
-            client.expect_close(1001)
+    with session("/hold", timeout_graceful_shutdown=5, **options) as (running, client):
+        running.shutdown()
+        client.expect_close(1001)
         assert running.stopped(15.0)
