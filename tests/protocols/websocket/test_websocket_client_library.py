@@ -84,8 +84,9 @@ def test_ping_round_trip(echo_url: str) -> None:
 
 
 def test_clean_close_with_code(echo_url: str) -> None:
-    ws = open_client(echo_url)
-    ws.close(code=4000, reason="bye")
+    with open_client(echo_url) as ws:
+        ws.close(code=4000, reason="bye")
+    # The close code the server sent back: it echoes ours (RFC 6455 5.5.1).
     assert ws.close_code == 4000
     assert ws.close_reason == "bye"
 
