@@ -252,16 +252,28 @@ class WsClient:
     def read_http_response(self) -> HandshakeResponse:
         """A whole non-101 response: head plus a Content-Length, chunked or EOF-framed body."""
         response = self.read_response_head()
-        length = response.header(b"content-length")
+        self._read_body(response)
+        return response
+
+    def _read_body(self, response: HandshakeResponse) -> None:
         if response.status in (101, 204, 304) or 100 <= response.status < 200:
-            return response
+            return
+        length = response.header(b"content-length")
         if length is not None:
             response.body = self._read_exact(int(length))
         elif (response.header(b"transfer-encoding") or b"").lower() == b"chunked":
             response.body = self._read_chunked()
         else:
-            response.body = self.read_until_eof()
-        return response
+            response.body = self._read_until_eof()
+
+    def _read_until_eof(self) -> bytes:
+        data, self.buffer = self.buffer, b""
+        try:
+            while chunk := self.sock.recv(65536):
+                data += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+        return data
 
     def _read_chunked(self) -> bytes:
         body = b""
@@ -284,22 +296,10 @@ class WsClient:
 
     def handshake(self, path: str = "/echo", **kwargs: Any) -> HandshakeResponse:
         """Upgrade and insist on 101 with the right Sec-WebSocket-Accept."""
-        self.upgrade_request(path, **kwargs)
-        response = self.read_response_head()
+        response = self.try_handshake(path, **kwargs)
         if response.status != 101:
-            response = self._finish_refusal(response)
             raise AssertionError(f"expected 101, got {response.status}: {response.body!r}")
         assert response.header(b"sec-websocket-accept") == accept_value(self.key)
-        self.response = response
-        return response
-
-    def _finish_refusal(self, response: HandshakeResponse) -> HandshakeResponse:
-        length = response.header(b"content-length")
-        try:
-            if length is not None:
-                response.body = self._read_exact(int(length))
-        except (ServerClosed, TimeoutError):
-            pass
         return response
 
     def try_handshake(self, path: str = "/echo", **kwargs: Any) -> HandshakeResponse:
@@ -308,12 +308,8 @@ class WsClient:
         response = self.read_response_head()
         if response.status == 101:
             self.response = response
-            return response
-        length = response.header(b"content-length")
-        if length is not None:
-            response.body = self._read_exact(int(length))
-        elif (response.header(b"transfer-encoding") or b"").lower() == b"chunked":
-            response.body = self._read_chunked()
+        else:
+            self._read_body(response)
         return response
 
     # -- frames -------------------------------------------------------------------------
