@@ -147,6 +147,45 @@ def test_unknown_extension_is_not_accepted(connect: Connect) -> None:
 
 
 @pytest.mark.parametrize(
+    "offer",
+    [
+        "permessage-deflate; server_max_window_bits=7",
+        "permessage-deflate; client_max_window_bits=16",
+        "permessage-deflate; server_max_window_bits=abc",
+        "permessage-deflate; server_no_context_takeover=1",
+        "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+        "permessage-deflate; \u00e9",
+    ],
+    ids=["swb-7", "cwb-16", "swb-abc", "sncto-value", "duplicate", "non-ascii"],
+)
+def test_invalid_deflate_offer_is_declined_not_crashed(echo_url: str, offer: str) -> None:
+    # RFC 7692 5/7.1: a server declines an offer with invalid parameters; it does not fail the
+    # handshake for it (refusing the whole handshake with 400 is tolerated), and never crashes.
+    with WsClient.open(echo_url) as client:
+        client.upgrade_request("/echo", headers=[(b"Sec-WebSocket-Extensions", offer.encode())])
+        response = client.read_response_head()
+        assert response.status in (101, 400)
+        if response.status == 101:
+            assert response.header(b"sec-websocket-extensions") is None
+            client.send_text("plain")
+            assert client.read_text() == "plain"
+    assert http_get(echo_url) == (200, b"ok")
+
+
+def test_garbage_extensions_header_does_not_crash(echo_url: str) -> None:
+    with WsClient.open(echo_url) as client:
+        client.upgrade_request(
+            "/echo", headers=[(b"Sec-WebSocket-Extensions", b";;;, ,permessage-deflate;=,\xff")]
+        )
+        response = client.read_response_head()
+        assert response.status in (101, 400)
+        if response.status == 101 and response.header(b"sec-websocket-extensions") is None:
+            client.send_text("plain")
+            assert client.read_text() == "plain"
+    assert http_get(echo_url) == (200, b"ok")
+
+
+@pytest.mark.parametrize(
     "text", ["hello", "\u00e9t\u00e9 " * 1000, ""], ids=["short", "repetitive", "empty"]
 )
 def test_compressed_text_round_trip(connect: Connect, text: str) -> None:

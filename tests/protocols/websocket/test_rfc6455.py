@@ -75,6 +75,17 @@ def test_connection_header_with_several_tokens_and_mixed_case_upgrade(raw: Raw) 
     echo_round_trip(client)
 
 
+def test_frames_sent_right_behind_the_handshake_are_not_lost(raw: Raw) -> None:
+    # A client may pipeline its first frames with the upgrade request (same TCP segment).
+    client = raw()
+    client.upgrade_request("/echo")
+    client.send_raw(build_frame(OP_TEXT, b"early") + build_frame(OP_BINARY, b"bird"))
+    response = client.read_response_head()
+    assert response.status == 101
+    assert client.read_message() == (OP_TEXT, b"early")
+    assert client.read_message() == (OP_BINARY, b"bird")
+
+
 def test_missing_key_is_refused(raw: Raw) -> None:
     client = raw()
     response = client.try_handshake("/echo", omit=("sec-websocket-key",))
