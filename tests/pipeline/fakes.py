@@ -20,7 +20,7 @@ from pounce.logs import AccessLogger
 from pounce.pipeline.connection import ConnectionInfo
 from pounce.pipeline.context import WorkerContext
 from pounce.pipeline.cycle import RequestCycle
-from pounce.pipeline.scope import full_extensions
+from pounce.pipeline.dispatcher import Dispatcher
 
 INFO = ConnectionInfo(client=("10.0.0.7", 51000), server=("10.0.0.1", 8000))
 
@@ -39,7 +39,7 @@ def make_context(
 ) -> WorkerContext:
     """A worker's context as the worker builds it; *events* (if given) collects every event."""
     handlers: Sequence[Callable[[Any], None]] = (events.append,) if events is not None else ()
-    return WorkerContext(
+    ctx = WorkerContext(
         app=app,
         config=ServerConfig(**options),
         loop=loop,
@@ -49,6 +49,9 @@ def make_context(
         on_request_limit=on_request_limit,
         event_handlers=handlers,
     )
+    # The worker builds one dispatcher per context; tests keep it on the context for reach.
+    ctx.dispatcher = Dispatcher(ctx)  # type: ignore[attr-defined]
+    return ctx
 
 
 def settle(loop: asyncio.AbstractEventLoop, rounds: int = 20) -> None:
@@ -98,7 +101,7 @@ class FakeChannel:
 
     def __init__(self) -> None:
         self.flow = FakeFlow()
-        self.cycle: RequestCycle | None = None
+        self._cycle: RequestCycle | None = None
         self.calls: list[str] = []
         self.head: tuple[int, list[tuple[bytes, bytes]], int | None, bool, bool] | None = None
         self.body: list[tuple[bytes, bool]] = []
@@ -117,9 +120,15 @@ class FakeChannel:
     def body_bytes(self) -> bytes:
         return b"".join(data for data, _ in self.body)
 
-    def bind(self, cycle: RequestCycle) -> None:
-        self.calls.append("bind")
-        self.cycle = cycle
+    @property
+    def cycle(self) -> RequestCycle | None:
+        return self._cycle
+
+    @cycle.setter
+    def cycle(self, cycle: RequestCycle | None) -> None:
+        # The dispatcher binds the cycle once; the channel lets go of it at app_finished.
+        self.calls.append("bind" if cycle is not None else "unbind")
+        self._cycle = cycle
 
     def start_response(
         self,
@@ -194,11 +203,11 @@ def start(
     expect_continue: bool = False,
     http_version: str = "1.1",
     connection: ConnectionInfo = INFO,
-    extensions: Callable[[], dict[str, dict[str, object]]] = full_extensions,
+    informational: bool = True,
 ) -> tuple[RequestCycle, FakeChannel]:
     """Hand one request to the context's dispatcher, as a protocol engine does."""
     channel = channel if channel is not None else FakeChannel()
-    cycle = ctx.dispatcher.start_request(
+    cycle = ctx.dispatcher.start_request(  # type: ignore[attr-defined]
         channel,
         connection,
         http_version,
@@ -208,6 +217,6 @@ def start(
         list(headers),
         has_body,
         expect_continue,
-        extensions,
+        informational,
     )
     return cycle, channel

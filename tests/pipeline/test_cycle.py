@@ -537,13 +537,6 @@ class DisconnectDuringFile(FakeChannel):
         self.cycle.feed_disconnect()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="suspected bug: after 'http.response.pathsend' the cycle completes the response "
-    "without checking whether the client disconnected during write_file, so a cut-off file "
-    "is reported as RequestCompleted(complete=True) (a cut-off 'http.response.body' is "
-    "reported complete=False)",
-)
 def test_disconnect_during_pathsend_reports_incomplete(
     loop: asyncio.AbstractEventLoop, tmp_path: Path
 ) -> None:

@@ -144,11 +144,6 @@ def test_connection_info_is_frozen_and_names_its_peer() -> None:
     assert ConnectionInfo(client=None, server=("/tmp/s", None)).peer == "unix socket"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="suspected bug: unsubscribe() filters by handler identity, so removing one "
-    "subscription of a handler also removes its other subscriptions to the same kinds",
-)
 def test_unsubscribe_removes_only_its_own_subscription() -> None:
     seen: list[Any] = []
 

@@ -320,6 +320,9 @@ class RequestCycle:
             if not isinstance(path, str):
                 self.protocol_misuse("'http.response.pathsend' needs a 'path' string")
             await self.channel.write_file(path)
+            if self.disconnected:
+                # Cut off while the file went out: the response is not complete.
+                raise ClientDisconnected("the client closed the connection")
             self._body_finished()
         elif kind == "http.response.trailers":
             if not self.trailers_expected:

@@ -189,10 +189,15 @@ class EventBus:
         self.active = True
 
         def unsubscribe() -> None:
+            # Removes this subscription only: the same handler may be subscribed twice.
             for kind in chosen:
-                left = tuple(h for h in self._by_kind.get(kind, ()) if h is not handler)
-                if left:
-                    self._by_kind[kind] = left
+                handlers = list(self._by_kind.get(kind, ()))
+                for index, h in enumerate(handlers):
+                    if h is handler:
+                        del handlers[index]
+                        break
+                if handlers:
+                    self._by_kind[kind] = tuple(handlers)
                 else:
                     self._by_kind.pop(kind, None)
             self.active = bool(self._by_kind)
