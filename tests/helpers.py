@@ -216,3 +216,23 @@ class PounceSubprocess:
 
     def join_reader(self) -> None:
         self._reader.join(5)
+
+
+@contextmanager
+def propagating(*names: str) -> Iterator[None]:
+    """Let these loggers reach the root logger (where caplog listens), then restore them."""
+    import logging
+
+    saved = []
+    for name in names:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.propagate, logger.level, logger.disabled))
+        logger.propagate = True
+        logger.disabled = False
+    try:
+        yield
+    finally:
+        for logger, propagate, level, disabled in saved:
+            logger.propagate = propagate
+            logger.setLevel(level)
+            logger.disabled = disabled

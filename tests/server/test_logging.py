@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from tests.apps import hello
-from tests.helpers import RawClient, status_of, wait_until
+from tests.helpers import RawClient, propagating, status_of, wait_until
 
 from pounce.logs.formatters import JsonFormatter
 from pounce.testing import serve
@@ -31,19 +31,8 @@ ACCESS_LINE = re.compile(
 @pytest.fixture(autouse=True)
 def propagating_loggers() -> Iterator[None]:
     """caplog listens on the root logger: make sure pounce's loggers reach it, then restore."""
-    saved = []
-    for name in ("pounce", "pounce.error", "pounce.access"):
-        logger = logging.getLogger(name)
-        saved.append((logger, logger.propagate, logger.level, logger.disabled))
-        logger.propagate = True
-        logger.disabled = False
-    try:
+    with propagating("pounce", "pounce.error", "pounce.access"):
         yield
-    finally:
-        for logger, propagate, level, disabled in saved:
-            logger.propagate = propagate
-            logger.setLevel(level)
-            logger.disabled = disabled
 
 
 def access_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

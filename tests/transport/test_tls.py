@@ -27,7 +27,7 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from tests.apps import hello, scope_json
-from tests.helpers import wait_until
+from tests.helpers import propagating, wait_until
 
 from pounce.config import ServerConfig
 from pounce.errors import StartupError
@@ -144,19 +144,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
 @pytest.fixture(autouse=True)
 def propagating_loggers() -> Iterator[None]:
     """caplog listens on the root logger: make sure pounce's loggers reach it, then restore."""
-    saved = []
-    for name in ("pounce", "pounce.error", "asyncio"):
-        logger = logging.getLogger(name)
-        saved.append((logger, logger.propagate, logger.level, logger.disabled))
-        logger.propagate = True
-        logger.disabled = False
-    try:
+    with propagating("pounce", "pounce.error", "asyncio"):
         yield
-    finally:
-        for logger, propagate, level, disabled in saved:
-            logger.propagate = propagate
-            logger.setLevel(level)
-            logger.disabled = disabled
 
 
 def port_of(running: RunningServer) -> int:
