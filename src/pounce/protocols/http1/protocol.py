@@ -585,15 +585,13 @@ class HTTP1Stream:
         assert cycle is not None
         if self.head_pending:
             head = self._build_head(None if more_body else len(data))
+        elif more_body and self.framing == FRAMING_CHUNKED and data and not flow.closing:
+            # The steady state of a streamed response, checked first: one chunk, one write.
+            cycle.bytes_sent += len(data)
+            flow.transport.write(b"%x\r\n%b\r\n" % (len(data), data))  # type: ignore[union-attr]
+            return
         else:
             head = b""
-            if more_body and self.framing == FRAMING_CHUNKED and data and not flow.closing:
-                # The steady state of a streamed response, checked first: one chunk, one write.
-                transport = flow.transport
-                assert transport is not None
-                cycle.bytes_sent += len(data)
-                transport.write(b"%x\r\n%b\r\n" % (len(data), data))
-                return
         framing = self.framing
         if framing == FRAMING_LENGTH:
             size = len(data)
