@@ -235,6 +235,13 @@ SERVERS: dict[str, Server] = {
         Server("pounce", "pounce, default HTTP/1 implementation", ("pounce",), ALL_KINDS),
         Server("pounce-h11", "pounce --http h11", ("pounce",)),
         Server(
+            "pounce-asyncio",
+            "pounce --loop asyncio (the plain install, without uvloop)",
+            ("pounce",),
+            ALL_KINDS,
+            extra=("--loop", "asyncio"),
+        ),
+        Server(
             "uvicorn",
             "uvicorn --http httptools --loop uvloop",
             _UVICORN_C,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from pounce.pipeline.connection import ConnectionInfo
 from pounce.pipeline.events import (
@@ -114,8 +114,6 @@ class StreamTransport(asyncio.Protocol):
         self,
         ctx: WorkerContext,
         engine_factory: Callable[[StreamTransport], Engine],
-        *,
-        alpn_engines: dict[str, Callable[[StreamTransport], Engine]] | None = None,
     ) -> None:
         self.ctx = ctx
         self.loop = ctx.loop
@@ -123,7 +121,6 @@ class StreamTransport(asyncio.Protocol):
         self.info = _UNCONNECTED_INFO
         self.engine: Engine = _GONE
         self._engine_factory = engine_factory
-        self._alpn_engines = alpn_engines
         self.deadline = INFINITY
         self.deadline_kind = NO_DEADLINE
         self.state_deadline = INFINITY
@@ -150,10 +147,8 @@ class StreamTransport(asyncio.Protocol):
         ctx = self.ctx
         info = self.info = connection_info(transport, ctx)
         ctx.connections.add(self)
-        factory = self._engine_factory
-        if info.alpn is not None and self._alpn_engines:
-            factory = self._alpn_engines.get(info.alpn, factory)
-        self._attach(factory(self))
+        # The engine factory may look at info.alpn (HTTP/2 will be chosen that way).
+        self._attach(self._engine_factory(self))
         events = ctx.events
         if events.active and events.wants(ConnectionOpened):
             events.emit(ConnectionOpened(connection=info))
@@ -302,10 +297,6 @@ class StreamTransport(asyncio.Protocol):
                 self.close_reason = reason
             self.closing = True
             transport.abort()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        transport = self.transport
-        return default if transport is None else transport.get_extra_info(name, default)
 
     # -- worker-facing (pounce.pipeline.context.Connection) ---------------------------------
 
