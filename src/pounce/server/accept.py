@@ -10,8 +10,9 @@ the log (asyncio's own accept loop does both: it logs a traceback per attempt, u
   failures it did not log, and one line when accepting works again,
 * resumes by itself once descriptors are free.
 
-The paths: asyncio's accept loop (``loop.create_server``: :class:`ListenerGuard`), the accept
-distributor thread and the process workers' descriptor hand-off (:class:`AcceptThrottle`).
+The paths: asyncio's accept loop (``loop.create_server``: :class:`ListenerGuard`), TLS
+listeners (:class:`TLSAcceptor`), the accept distributor thread and the process workers'
+descriptor hand-off (:class:`AcceptThrottle`).
 uvloop handles the condition inside libuv (it accepts and closes the excess connections
 quietly), so its listeners are left alone.
 """
@@ -20,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.selector_events
+import contextlib
 import errno
 import logging
 import socket
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 logger = logging.getLogger("pounce.error")
@@ -166,3 +169,61 @@ class ListenerGuard:
             self._previous(loop, context)
         else:
             loop.default_exception_handler(context)
+
+
+class TLSAcceptor:
+    """Accepts on one TLS listening socket of a worker and hands each connection to *adopt*.
+
+    Used instead of ``loop.create_server(ssl=...)`` for TLS listeners, so that the handshake
+    of every connection runs where its failure is seen (:mod:`pounce.transport.tls`).
+    Accepting never waits for a handshake: *adopt* only schedules it. Out of descriptors, it
+    pauses and reports like every other accept path (:class:`AcceptThrottle`). ``close()``
+    stops accepting and closes the socket, as ``asyncio.Server.close()`` does.
+    """
+
+    #: Connections accepted per readiness event before other callbacks get the loop again.
+    BATCH: Final = 64
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        adopt: Callable[[socket.socket], None],
+        where: str = "TLS listener",
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.adopt = adopt
+        self.closed = False
+        self._throttle = AcceptThrottle(where)
+        sock.setblocking(False)
+        loop.add_reader(sock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        for _ in range(self.BATCH):
+            try:
+                conn, _addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in {errno.ECONNABORTED, errno.EPROTO}:
+                    continue  # the client gave up before we accepted: nothing to do
+                pause = self._throttle.failed(exc)
+                self.loop.remove_reader(self.sock.fileno())
+                self.loop.call_later(pause, self._resume)
+                return
+            self._throttle.recovered()
+            conn.setblocking(False)
+            self.adopt(conn)
+
+    def _resume(self) -> None:
+        if not self.closed:
+            self.loop.add_reader(self.sock.fileno(), self._accept)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(Exception):
+            self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()

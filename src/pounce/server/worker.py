@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 from pounce.pipeline.context import WorkerContext
 from pounce.pipeline.dispatcher import Dispatcher
 from pounce.protocols.http1.protocol import http1_engine_factory
-from pounce.server.accept import ListenerGuard
+from pounce.server.accept import ListenerGuard, TLSAcceptor
 from pounce.transport.stream import StreamTransport
-from pounce.transport.tls import TLSAcceptor, log_handshake_failure, peer_of
+from pounce.transport.tls import log_handshake_failure, peer_of
 
 if TYPE_CHECKING:
     import contextvars
@@ -173,7 +173,7 @@ class Worker:
         for sock in sockets:
             if self.ssl_context is not None:
                 # TLS: every connection goes through _adopt, where a handshake failure is seen.
-                self._servers.append(TLSAcceptor(loop, sock, self._adopt))
+                self._servers.append(TLSAcceptor(loop, sock, self._adopt, self.name))
                 continue
             assert guard is not None
             server = await loop.create_server(

@@ -9,10 +9,10 @@ accepts could still stop a worker.  Every worker builds its own context after it
 generation while connections already open keep the context they were accepted with.
 
 Why handshakes go through ``loop.connect_accepted_socket(ssl=...)`` for every connection, also
-on listening sockets (:class:`TLSAcceptor`): asyncio's ``create_server(ssl=...)`` swallows a
-failed or timed-out handshake without telling anyone (it only logs in asyncio debug mode, with a
-traceback), so the server could neither log the peer nor tell a plain-HTTP client on the TLS
-port from a broken one.  ``connect_accepted_socket`` raises the handshake's exception to its
+on listening sockets (``pounce.server.accept.TLSAcceptor``): asyncio's
+``create_server(ssl=...)`` swallows a failed or timed-out handshake without telling anyone (it
+only logs in asyncio debug mode, with a traceback), so the server could neither log the peer
+nor tell a plain-HTTP client on the TLS port from a broken one.  ``connect_accepted_socket`` raises the handshake's exception to its
 caller, where :func:`log_handshake_failure` turns it into one line.  Each handshake runs in its
 own task on the worker's loop with ``--timeout-ssl-handshake``, so a client that never finishes
 its handshake only ever holds its own connection, never the accept path.
@@ -23,14 +23,11 @@ compression and no renegotiation; ``--ssl-ciphers`` replaces the cipher list onl
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import errno
 import logging
 import socket
 import ssl
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from pounce.errors import StartupError
@@ -42,7 +39,6 @@ __all__ = [
     "DEFAULT_ALPN_PROTOCOLS",
     "TLS_VERSIONS",
     "ServerSSLContext",
-    "TLSAcceptor",
     "create_ssl_context",
     "log_handshake_failure",
     "peer_of",
@@ -317,62 +313,6 @@ _ASYNCIO_FILTER: Final = _HandshakeLogFilter()
 def _install_asyncio_filter() -> None:
     # Idempotent: addFilter ignores a filter that is already installed.
     logging.getLogger("asyncio").addFilter(_ASYNCIO_FILTER)
-
-
-class TLSAcceptor:
-    """Accepts on one listening socket of a worker and hands each connection to *adopt*.
-
-    Used instead of ``loop.create_server(ssl=...)`` for TLS listeners, so that the handshake
-    of every connection runs where its failure is seen (see the module docstring).  Accepting
-    never waits for a handshake: *adopt* only schedules it.  ``close()`` stops accepting and
-    closes the socket, as ``asyncio.Server.close()`` does.
-    """
-
-    #: Connections accepted per readiness event before other callbacks get the loop again.
-    BATCH: Final = 64
-    #: Pause after EMFILE/ENFILE and similar, so a full descriptor table is not a busy loop.
-    ERROR_BACKOFF: Final = 0.1
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        sock: socket.socket,
-        adopt: Callable[[socket.socket], None],
-    ) -> None:
-        self.loop = loop
-        self.sock = sock
-        self.adopt = adopt
-        self.closed = False
-        sock.setblocking(False)
-        loop.add_reader(sock.fileno(), self._accept)
-
-    def _accept(self) -> None:
-        for _ in range(self.BATCH):
-            try:
-                conn, _addr = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in {errno.ECONNABORTED, errno.EPROTO}:
-                    continue  # the client gave up before we accepted: nothing to do
-                logger.error("accept() failed: %s; retrying in %gs", exc, self.ERROR_BACKOFF)
-                self.loop.remove_reader(self.sock.fileno())
-                self.loop.call_later(self.ERROR_BACKOFF, self._resume)
-                return
-            conn.setblocking(False)
-            self.adopt(conn)
-
-    def _resume(self) -> None:
-        if not self.closed:
-            self.loop.add_reader(self.sock.fileno(), self._accept)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        with contextlib.suppress(Exception):
-            self.loop.remove_reader(self.sock.fileno())
-        self.sock.close()
 
 
 # --------------------------------------------------------------------------- the tls extension
