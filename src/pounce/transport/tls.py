@@ -13,9 +13,10 @@ on listening sockets (``pounce.server.accept.TLSAcceptor``): asyncio's
 ``create_server(ssl=...)`` swallows a failed or timed-out handshake without telling anyone (it
 only logs in asyncio debug mode, with a traceback), so the server could neither log the peer
 nor tell a plain-HTTP client on the TLS port from a broken one. ``connect_accepted_socket``
-raises the handshake's exception to its caller, where :func:`log_handshake_failure` turns it into one line.  Each handshake runs in its
-own task on the worker's loop with ``--timeout-ssl-handshake``, so a client that never finishes
-its handshake only ever holds its own connection, never the accept path.
+raises the handshake's exception to its caller, where :func:`log_handshake_failure` turns it
+into one line. Each handshake runs in its own task on the worker's loop with
+``--timeout-ssl-handshake``, so a client that never finishes its handshake only ever holds its
+own connection, never the accept path.
 
 Defaults are the stdlib's secure ones (TLS 1.2 minimum, OpenSSL's cipher selection) plus no
 compression and no renegotiation; ``--ssl-ciphers`` replaces the cipher list only when given.
