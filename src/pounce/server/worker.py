@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from pounce.config import ServerConfig
     from pounce.features.proxy_headers import ProxyTrust
     from pounce.logs import AccessLogger
+    from pounce.pipeline.hub import EventHub
 
 logger = logging.getLogger("pounce.error")
 
@@ -73,8 +74,11 @@ class Worker:
         max_requests: int | bool | None = True,
         on_request_limit: Callable[[], None] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        event_hub: EventHub | None = None,
     ) -> None:
         self.app = app
+        #: The server's event subscribers (None: only this worker's own bus, e.g. a process).
+        self.event_hub = event_hub
         self.config = config
         #: This worker's own TLS context (built after the worker started), None for plain TCP.
         self.ssl_context = ssl_context
@@ -165,6 +169,7 @@ class Worker:
             state=self.state,
             base_context=self.base_context,
             on_request_limit=self._on_request_limit,
+            event_hub=self.event_hub,
         )
         ctx.max_requests = self.max_requests
         self.ctx = ctx
@@ -189,6 +194,7 @@ class Worker:
         finally:
             ticker.cancel()
             self.ready.clear()
+            ctx.unlink_events()
 
     def _adopt(self, sock: socket.socket) -> None:
         ctx = self.ctx
