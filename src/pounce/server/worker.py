@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pounce.features.server_timing import server_timing_filter
 from pounce.pipeline.context import WorkerContext
 from pounce.pipeline.dispatcher import Dispatcher
 from pounce.protocols.http1.protocol import http1_engine_factory
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from pounce.config import ServerConfig
     from pounce.features.proxy_headers import ProxyTrust
     from pounce.logs import AccessLogger
+    from pounce.pipeline.filters import FilterFactory
     from pounce.pipeline.hub import EventHub
 
 logger = logging.getLogger("pounce.error")
@@ -52,9 +54,19 @@ def tick_interval(config: ServerConfig) -> float:
     return max(0.01, min(0.5, shortest / 4))
 
 
+def filter_factories(config: ServerConfig) -> tuple[FilterFactory, ...]:
+    """The response filters the config turns on, in the order they see a response."""
+    factories: list[FilterFactory] = []
+    if config.server_timing:
+        factories.append(server_timing_filter)
+    return tuple(factories)
+
+
 def protocol_factory(ctx: WorkerContext) -> Callable[[], StreamTransport]:
     """What the event loop calls for each new connection of this worker."""
-    engine = http1_engine_factory(Dispatcher(ctx))
+    engine = http1_engine_factory(
+        Dispatcher(ctx, filter_factories=filter_factories(ctx.config))
+    )
     return lambda: StreamTransport(ctx, engine)
 
 
