@@ -13,6 +13,8 @@ from pounce.logs import configure_logging_from_config
 from pounce.workers.server import Server
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     from pounce.asgi.types import ASGIApp
 
 logger = logging.getLogger("pounce.error")
@@ -34,13 +36,18 @@ def build_config(
 
 
 def run(
-    app: str | ASGIApp | None = None, *, config: ServerConfig | None = None, **options: Any
+    app: str | ASGIApp | None = None,
+    *,
+    config: ServerConfig | None = None,
+    event_handlers: Iterable[Callable[[Any], None]] = (),
+    **options: Any,
 ) -> None:
     """Serve *app* until interrupted.
 
     ``app`` is an import string (``"module:attr"``) or the application object itself; options
     are :class:`ServerConfig` fields (``pounce.run("main:app", port=9000, workers=4)``), or pass
-    a complete ``config=ServerConfig(...)``. Start-up failures raise
+    a complete ``config=ServerConfig(...)``. *event_handlers* receive the server's events
+    (:mod:`pounce.events`). Start-up failures raise
     :class:`pounce.errors.StartupError` subclasses with a message that says what went wrong.
     """
     config = build_config(app, config=config, **options)
@@ -55,6 +62,11 @@ def run(
             ", ".join(ineffective),
         )
     if config.reload:
+        if event_handlers:
+            raise ConfigError(
+                "event_handlers cannot follow --reload's child processes; drop reload, or "
+                "subscribe inside the app"
+            )
         # Dev reload restarts a child process that imports the app by name; an object
         # cannot be re-imported, so it cannot pick up changed code.
         if app is not None and not isinstance(app, str):
@@ -66,7 +78,11 @@ def run(
 
         run_reloader(config)
         return
-    Server(config, None if isinstance(app, str) or app is None else app).serve()
+    Server(
+        config,
+        None if isinstance(app, str) or app is None else app,
+        event_handlers=event_handlers,
+    ).serve()
 
 
 def reload_child_main(fd: int) -> int:

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,7 @@ def serve_in_thread(
     *,
     startup_timeout: float = 10.0,
     force_stop: bool = False,
+    event_handlers: Iterable[Callable[[Any], None]] = (),
     **options: Any,
 ) -> Iterator[RunningServer]:
     """Run *app* in a background thread on 127.0.0.1; yield the server, its thread and URL.
@@ -54,7 +55,9 @@ def serve_in_thread(
     # A test process starts many servers; each freeze would run a full collection of it.
     options.setdefault("gc_freeze", False)
     config = build_config(app, **options)
-    server = Server(config, None if isinstance(app, str) else app)
+    server = Server(
+        config, None if isinstance(app, str) else app, event_handlers=event_handlers
+    )
     failure: list[BaseException] = []
 
     def target() -> None:

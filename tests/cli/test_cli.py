@@ -158,6 +158,7 @@ FLAG_TABLE: list[tuple[list[str], str, Any]] = [
     (["--no-gc-freeze"], "gc_freeze", False),
     (["--gc-freeze"], "gc_freeze", True),
     (["--allow-bare-lf"], "allow_bare_lf", True),
+    (["--server-timing"], "server_timing", True),
     (["--worker-type", "thread"], "worker_type", "thread"),
     (["--accept", "reuseport"], "accept", "reuseport"),
     (["--pid-file", "pounce.pid"], "pid_file", "pounce.pid"),

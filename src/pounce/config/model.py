@@ -459,6 +459,10 @@ class ServerConfig:
     )
     server_header: bool = _opt(True, "send a Server header", "HTTP", _bool, style="negatable")
     date_header: bool = _opt(True, "send a Date header", "HTTP", _bool, style="negatable")
+    server_timing: bool = _opt(
+        False, "add a Server-Timing header with the app's time to the response head", "HTTP",
+        _bool, style="switch",
+    )
     headers: tuple[tuple[str, str], ...] = _opt(
         (), "extra response header NAME:VALUE (repeatable)", "HTTP", _headers,
         style="append", flag="--header", metavar="NAME:VALUE",

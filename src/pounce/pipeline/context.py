@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from pounce.config import ServerConfig
     from pounce.features.proxy_headers import ProxyTrust
     from pounce.logs import AccessLogger
+    from pounce.pipeline.hub import EventHub
 
 
 class HeadFlusher(Protocol):
@@ -58,6 +59,7 @@ class WorkerContext:
         base_context: contextvars.Context | None = None,
         on_request_limit: Callable[[], None] | None = None,
         event_handlers: Sequence[Callable[[Any], None]] = (),
+        event_hub: EventHub | None = None,
     ) -> None:
         self.app = app
         self.config = config
@@ -90,6 +92,8 @@ class WorkerContext:
         self.events = EventBus(event_handlers)
         if access_log.enabled:
             self.events.subscribe(access_log.log, kinds=(RequestCompleted,))
+        # The server's subscribers: the hub links this bus only while someone listens.
+        self._unlink_hub = event_hub.link(self.events, loop) if event_hub is not None else None
         # Default response fields; an app's own field of the same name wins.
         self.server_field: tuple[bytes, bytes] | None = (
             (b"server", b"pounce") if config.server_header else None
@@ -102,6 +106,13 @@ class WorkerContext:
         self.date_line = b""
         self._date_second = -1
         self.refresh_date()
+
+    def unlink_events(self) -> None:
+        """Stop forwarding to the server's subscribers (the worker is gone; on its loop)."""
+        unlink = self._unlink_hub
+        if unlink is not None:
+            self._unlink_hub = None
+            unlink()
 
     def flush_head_soon(self, stream: HeadFlusher) -> None:
         """Have *stream* write its pending response head at the next loop iteration.

@@ -25,6 +25,7 @@ from pounce.asgi.headers import (
     validate_response_head,
     validate_response_headers,
 )
+from pounce.pipeline.events import ClientDisconnected as ClientWentAway
 from pounce.pipeline.events import RequestCompleted
 
 if TYPE_CHECKING:
@@ -197,6 +198,18 @@ class RequestCycle:
 
     def feed_disconnect(self) -> None:
         """The connection is gone: ``receive`` says so and ``send`` raises."""
+        if not (self.disconnected or self.response_complete):
+            events = self.ctx.events
+            if events.active and events.wants(ClientWentAway):
+                scope = self.scope
+                events.emit(
+                    ClientWentAway(
+                        client=scope["client"],
+                        method=scope["method"],
+                        path=scope["path"],
+                        response_started=self.response_started,
+                    )
+                )
         self.disconnected = True
         self._streaming = False
         self._wake()

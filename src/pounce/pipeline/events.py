@@ -19,16 +19,27 @@ if TYPE_CHECKING:
     from pounce.pipeline.connection import ConnectionInfo
 
 __all__ = [
+    "ClientDisconnected",
     "ConnectionClosed",
     "ConnectionOpened",
     "Event",
     "EventBus",
     "EventHandler",
+    "ReloadCompleted",
+    "ReloadFailed",
+    "ReloadStarted",
     "RequestCompleted",
     "RequestRejected",
     "RequestStarted",
+    "ServerStarted",
+    "ServerStopped",
+    "ServerStopping",
     "WebSocketClosed",
     "WebSocketOpened",
+    "WorkerCrashed",
+    "WorkerRecycled",
+    "WorkerStarted",
+    "WorkerStopped",
 ]
 
 logger = logging.getLogger("pounce.error")
@@ -132,6 +143,21 @@ class WebSocketClosed:
     duration: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientDisconnected:
+    """The client went away while its request was still being answered.
+
+    Emitted once per request, at the moment the connection is seen gone; the request's
+    :class:`RequestCompleted` (with ``complete=False``) follows when the app lets go.
+    """
+
+    client: tuple[str, int] | str | None
+    method: str
+    path: str
+    #: True when part of the response was already sent.
+    response_started: bool
+
+
 Event = (
     ConnectionOpened
     | ConnectionClosed
@@ -140,6 +166,7 @@ Event = (
     | RequestRejected
     | WebSocketOpened
     | WebSocketClosed
+    | ClientDisconnected
 )
 EventHandler = Callable[[Any], None]
 
@@ -152,6 +179,104 @@ EVENT_TYPES: tuple[type, ...] = (
     RequestRejected,
     WebSocketOpened,
     WebSocketClosed,
+    ClientDisconnected,
+)
+
+
+# -- server-level events: emitted by the supervisor, seen only through the server's hub --------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerStarted:
+    #: The bound addresses, e.g. ``("http://127.0.0.1:8000",)``.
+    addresses: tuple[str, ...]
+    #: The worker model, as the start-up log line describes it.
+    model: str
+    pid: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerStopping:
+    #: True when the stop does not wait for requests to finish.
+    force: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerStopped:
+    #: Requests served over the server's whole life.
+    requests_total: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerStarted:
+    name: str
+    #: ``"thread"`` or ``"process"``.
+    kind: str
+    slot: int
+    generation: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerStopped:
+    name: str
+    kind: str
+    slot: int
+    generation: int
+    #: Requests the worker served.
+    requests: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerCrashed:
+    """A worker exited without being asked, or stopped answering its heartbeat (replaced)."""
+
+    name: str
+    kind: str
+    slot: int
+    generation: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerRecycled:
+    """A worker (or, for thread workers and ``--limit-max-rss``, a generation) is replaced."""
+
+    name: str
+    #: What triggered it: ``"max requests"`` or ``"max rss"``.
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReloadStarted:
+    #: The generation serving now.
+    generation: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReloadCompleted:
+    #: The new generation, now serving.
+    generation: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReloadFailed:
+    """The new code did not import or its workers did not start; the old ones keep serving."""
+
+    error: str
+
+
+#: Events the supervisor emits (never through a worker's bus).
+SERVER_EVENT_TYPES: tuple[type, ...] = (
+    ServerStarted,
+    ServerStopping,
+    ServerStopped,
+    WorkerStarted,
+    WorkerStopped,
+    WorkerCrashed,
+    WorkerRecycled,
+    ReloadStarted,
+    ReloadCompleted,
+    ReloadFailed,
 )
 
 

@@ -7,7 +7,9 @@ the client accepts an encoding) by factories assembled once per worker; when no 
 configured, or none wants a request, the channel is used directly and the request pays nothing.
 
 Filters run on the stream's event loop, in order; a filter that changes the body length must
-drop or fix ``content_length`` in :meth:`ResponseFilter.start`.
+drop or fix ``content_length`` in :meth:`ResponseFilter.start`. A filter that only touches the
+head (Server-Timing) sets ``changes_body = False``: bodies then skip it, and a file
+(``http.response.pathsend``) still goes out zero-copy when no filter changes bodies.
 """
 
 from __future__ import annotations
@@ -49,11 +51,12 @@ FilterFactory = Callable[["Scope"], ResponseFilter | None]
 class FilteredChannel:
     """A :class:`~pounce.pipeline.cycle.ResponseChannel` that runs filters, then the real one."""
 
-    __slots__ = ("_filters", "_inner", "_trailers", "flow")
+    __slots__ = ("_body_filters", "_filters", "_inner", "_trailers", "flow")
 
     def __init__(self, inner: ResponseChannel, filters: list[ResponseFilter]) -> None:
         self._inner = inner
         self._filters = filters
+        self._body_filters = [f for f in filters if getattr(f, "changes_body", True)]
         self._trailers: list[tuple[bytes, bytes]] = []
         self.flow: FlowControl = inner.flow
 
@@ -79,12 +82,15 @@ class FilteredChannel:
         self._inner.start_response(status, current, content_length, close, trailers)
 
     def write_body(self, data: bytes, more_body: bool) -> None:
-        for f in self._filters:
+        for f in self._body_filters:
             data = f.body(data, more_body)
         if data or not more_body:
             self._inner.write_body(data, more_body)
 
     async def write_file(self, path: str) -> None:
+        if not self._body_filters:
+            await self._inner.write_file(path)
+            return
         # A transformed body cannot go out zero-copy: it passes through the filters in pieces.
         with open(path, "rb") as file:
             while chunk := file.read(FILE_CHUNK):

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pounce.features.server_timing import server_timing_filter
 from pounce.pipeline.context import WorkerContext
 from pounce.pipeline.dispatcher import Dispatcher
 from pounce.protocols.http1.protocol import http1_engine_factory
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from pounce.config import ServerConfig
     from pounce.features.proxy_headers import ProxyTrust
     from pounce.logs import AccessLogger
+    from pounce.pipeline.filters import FilterFactory
+    from pounce.pipeline.hub import EventHub
 
 logger = logging.getLogger("pounce.error")
 
@@ -51,9 +54,19 @@ def tick_interval(config: ServerConfig) -> float:
     return max(0.01, min(0.5, shortest / 4))
 
 
+def filter_factories(config: ServerConfig) -> tuple[FilterFactory, ...]:
+    """The response filters the config turns on, in the order they see a response."""
+    factories: list[FilterFactory] = []
+    if config.server_timing:
+        factories.append(server_timing_filter)
+    return tuple(factories)
+
+
 def protocol_factory(ctx: WorkerContext) -> Callable[[], StreamTransport]:
     """What the event loop calls for each new connection of this worker."""
-    engine = http1_engine_factory(Dispatcher(ctx))
+    engine = http1_engine_factory(
+        Dispatcher(ctx, filter_factories=filter_factories(ctx.config))
+    )
     return lambda: StreamTransport(ctx, engine)
 
 
@@ -73,8 +86,11 @@ class Worker:
         max_requests: int | bool | None = True,
         on_request_limit: Callable[[], None] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        event_hub: EventHub | None = None,
     ) -> None:
         self.app = app
+        #: The server's event subscribers (None: only this worker's own bus, e.g. a process).
+        self.event_hub = event_hub
         self.config = config
         #: This worker's own TLS context (built after the worker started), None for plain TCP.
         self.ssl_context = ssl_context
@@ -165,6 +181,7 @@ class Worker:
             state=self.state,
             base_context=self.base_context,
             on_request_limit=self._on_request_limit,
+            event_hub=self.event_hub,
         )
         ctx.max_requests = self.max_requests
         self.ctx = ctx
@@ -189,6 +206,7 @@ class Worker:
         finally:
             ticker.cancel()
             self.ready.clear()
+            ctx.unlink_events()
 
     def _adopt(self, sock: socket.socket) -> None:
         ctx = self.ctx

@@ -15,9 +15,11 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from pounce.pipeline.events import ServerStarted, ServerStopped
+from pounce.pipeline.hub import EventHub
 from pounce.server.signals import install_signal_handlers
 from pounce.server.sockets import bind_sockets, describe
 from pounce.transport.tls import create_ssl_context
@@ -37,12 +39,23 @@ logger = logging.getLogger("pounce.error")
 class Server:
     """A Pounce server for one config and one app.
 
-    ``serve()`` blocks until the server has stopped; ``shutdown()``, ``reload()`` and
-    ``scale()`` may be called from any thread (or a signal handler).
+    ``serve()`` blocks until the server has stopped; ``shutdown()``, ``reload()``,
+    ``scale()`` and ``subscribe()`` may be called from any thread (or a signal handler).
+
+    *event_handlers* are subscribed to every event kind (see :mod:`pounce.events`). They are
+    an argument here rather than a config field: callables cannot come from a command line,
+    environment variable or TOML file, and the frozen config is pickled to process workers.
     """
 
-    def __init__(self, config: ServerConfig, app: ASGIApp | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        app: ASGIApp | None = None,
+        *,
+        event_handlers: Iterable[Callable[[Any], None]] = (),
+    ) -> None:
         self.config = config
+        self._events = EventHub(event_handlers)
         self._app = app
         #: The addresses actually bound (useful with port 0), e.g. ``http://127.0.0.1:8000``.
         self.bound_addresses: list[str] = []
@@ -74,7 +87,13 @@ class Server:
             scheme = "https" if config.ssl_enabled else "http"
             self.bound_addresses = [describe(sock, scheme) for sock in self._sockets]
             supervisor = Supervisor(
-                config, model, loader, app, self._sockets, close_listeners=self._close_sockets
+                config,
+                model,
+                loader,
+                app,
+                self._sockets,
+                close_listeners=self._close_sockets,
+                event_hub=self._events,
             )
         except BaseException as exc:
             self.startup_error = exc
@@ -91,6 +110,7 @@ class Server:
             supervisor.request_stop(force=stop_early)
         restore_signals = self._install_signal_handlers()
         self._write_pid_file()
+        self._events.start()
         try:
             logger.info("Worker model: %s", model.describe())
             self._log_websocket_support()
@@ -104,6 +124,8 @@ class Server:
             restore_signals()
             self._remove_pid_file()
             self._close_sockets()
+            self._events.publish(ServerStopped(requests_total=supervisor.stats()["requests_total"]))
+            self._events.stop()
             logger.info("Finished server process [%d]", os.getpid())
 
     def shutdown(self, *, force: bool = False) -> None:
@@ -128,10 +150,25 @@ class Server:
         if supervisor is not None:
             supervisor.request_scale(delta)
 
+    def subscribe(
+        self, handler: Callable[[Any], None], kinds: Iterable[type] | None = None
+    ) -> Callable[[], None]:
+        """Call *handler* for each event of *kinds* (every kind when None); returns unsubscribe.
+
+        Handlers run in the server's event thread, never on a request's path: a slow handler
+        only delays its own events (beyond its buffer they are dropped and counted in
+        ``stats()["events_dropped"]``), and one that raises is logged once and keeps receiving.
+        With process workers, request and connection events stay in their process: here one
+        sees the server, worker and reload life cycle.
+        """
+        return self._events.subscribe(handler, kinds)
+
     def stats(self) -> dict[str, Any]:
-        """Per-worker request and connection counts, merged when read."""
+        """Per-worker request and connection counts, merged when read, and event drops."""
         supervisor = self._supervisor
-        return supervisor.stats() if supervisor is not None else {"workers": []}
+        stats = supervisor.stats() if supervisor is not None else {"workers": []}
+        stats.update(self._events.stats())
+        return stats
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -149,6 +186,14 @@ class Server:
     def _on_started(self) -> None:
         for address in self.bound_addresses:
             logger.info("Pounce running on %s (Press CTRL+C to quit)", address)
+        supervisor = self._supervisor
+        self._events.publish(
+            ServerStarted(
+                addresses=tuple(self.bound_addresses),
+                model=supervisor.model.describe() if supervisor is not None else "",
+                pid=os.getpid(),
+            )
+        )
         self.started.set()
 
     def _write_pid_file(self) -> None:

@@ -30,6 +30,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pounce.errors import StartupError
+from pounce.pipeline.events import (
+    ReloadCompleted,
+    ReloadFailed,
+    ReloadStarted,
+    ServerStopping,
+    WorkerCrashed,
+    WorkerRecycled,
+    WorkerStarted,
+    WorkerStopped,
+)
 from pounce.workers.distributor import Distributor
 from pounce.workers.handle import WorkerHandle, process_rss, trim_malloc
 from pounce.workers.heap import HeapFreezer
@@ -39,6 +49,7 @@ from pounce.workers.threads import ThreadWorker
 if TYPE_CHECKING:
     from pounce.asgi.types import ASGIApp
     from pounce.config import ServerConfig
+    from pounce.pipeline.hub import EventHub
     from pounce.workers.model import WorkerModel
     from pounce.workers.reload import AppLoader
 
@@ -74,8 +85,12 @@ class Supervisor:
         sockets: list[socket.socket],
         *,
         close_listeners: Callable[[], None] | None = None,
+        event_hub: EventHub | None = None,
     ) -> None:
         self.config = config
+        #: The server's event subscribers: thread workers forward request events to it, and
+        #: the supervisor publishes the worker and reload life cycle there.
+        self._event_hub = event_hub
         self.model = model
         self._loader = loader
         self._app = app
@@ -147,6 +162,42 @@ class Supervisor:
             + sum(w.requests_total for w in (*self.workers, *self.draining)),
             "generation": self._generation,
         }
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _emit(self, event: object) -> None:
+        hub = self._event_hub
+        if hub is not None:
+            hub.publish(event)
+
+    def _worker_started(self, handle: WorkerHandle) -> None:
+        self._emit(
+            WorkerStarted(
+                name=handle.name, kind=handle.kind, slot=handle.slot, generation=handle.generation
+            )
+        )
+
+    def _worker_stopped(self, handle: WorkerHandle) -> None:
+        self._emit(
+            WorkerStopped(
+                name=handle.name,
+                kind=handle.kind,
+                slot=handle.slot,
+                generation=handle.generation,
+                requests=handle.requests_total,
+            )
+        )
+
+    def _worker_crashed(self, handle: WorkerHandle, error: str) -> None:
+        self._emit(
+            WorkerCrashed(
+                name=handle.name,
+                kind=handle.kind,
+                slot=handle.slot,
+                generation=handle.generation,
+                error=error,
+            )
+        )
 
     # -- running (supervisor thread) ------------------------------------------------------------
 
@@ -246,6 +297,7 @@ class Supervisor:
                 slot=slot,
                 generation=generation,
                 max_requests=False,
+                event_hub=self._event_hub,
             )
         else:
             handle = ProcessWorker(
@@ -314,6 +366,8 @@ class Supervisor:
                 self._limits.pop(handle, None)
             return error
         self._generation = generation
+        for handle in handles:
+            self._worker_started(handle)
         return tuple(handles)
 
     def _publish(self, workers: tuple[WorkerHandle, ...]) -> None:
@@ -345,6 +399,7 @@ class Supervisor:
                     handle.label,
                     handle.error or "no error reported",
                 )
+                self._worker_crashed(handle, handle.error or "it exited")
                 self._schedule_retry(handle.slot, now)
                 self._thaw_heap()
                 continue
@@ -359,6 +414,7 @@ class Supervisor:
                 self._account(handle)
                 handle.abandon()
                 self._abandoned.append(handle)
+                self._worker_crashed(handle, "missed its heartbeat")
                 self.replacements += 1
                 self._schedule_retry(handle.slot, now, immediately=True)
                 self._thaw_heap()
@@ -406,6 +462,7 @@ class Supervisor:
                     handle.requests_total,
                     limit,
                 )
+                self._emit(WorkerRecycled(name=handle.name, reason="max requests"))
                 return handle
         if limit_rss is not None and self.model.kind == "process":
             candidates = [w for w in self.workers if now - w.started_at >= RSS_RECYCLE_MIN_AGE]
@@ -418,6 +475,7 @@ class Supervisor:
                         rss >> 20,
                         limit_rss >> 20,
                     )
+                    self._emit(WorkerRecycled(name=handle.name, reason="max rss"))
                     return handle
         return None
 
@@ -454,6 +512,7 @@ class Supervisor:
             rss >> 20,
             limit >> 20,
         )
+        self._emit(WorkerRecycled(name=f"generation {self._generation}", reason="max rss"))
         if self._reload(counted=False):
             self.recycles += 1
             self._memory_roll_pending = True
@@ -491,6 +550,7 @@ class Supervisor:
             if new.ready.is_set():
                 del self._starting[new]
                 self._failures.pop(new.slot, None)
+                self._worker_started(new)
                 previous = self.workers
                 # The replacement serves before the worker it replaces starts draining.
                 self._publish((*[w for w in previous if w is not old], new))
@@ -546,6 +606,8 @@ class Supervisor:
                 self._draining = [w for w in self._draining if w not in gone]
                 self.retired_requests += sum(w.requests_total for w in gone)
                 self.draining = tuple(self._draining)
+                for handle in gone:
+                    self._worker_stopped(handle)
 
     # -- reload and scaling -------------------------------------------------------------------
 
@@ -553,6 +615,7 @@ class Supervisor:
         """Roll a new generation with freshly imported code; False if it could not start."""
         if counted:
             logger.info("Reloading: starting a new generation of workers")
+            self._emit(ReloadStarted(generation=self._generation))
         self._thaw_heap()  # the old generation's app is about to become garbage
         try:
             app = self._loader.reload()
@@ -561,10 +624,12 @@ class Supervisor:
             logger.error("Reload failed, the current workers keep serving: %s", exc.message)
             if exc.details:
                 logger.error("%s", exc.details.rstrip())
+            self._reload_failed(counted, exc.message)
             return False
         except Exception as exc:
             self.failed_reloads += 1
             logger.exception("Reload failed, the current workers keep serving", exc_info=exc)
+            self._reload_failed(counted, f"{type(exc).__name__}: {exc}")
             return False
         result = self._start_generation(app, max(1, len(self.workers)))
         if not isinstance(result, tuple):
@@ -575,6 +640,9 @@ class Supervisor:
                 )
                 if result.details:
                     logger.error("%s", result.details.rstrip())
+            self._reload_failed(
+                counted, result.message if result is not None else "stopped during the reload"
+            )
             return False
         old = [*self.workers, *self._starting]
         self._starting.clear()
@@ -585,8 +653,13 @@ class Supervisor:
             self._retire(handle)
         if counted:
             self.reloads += 1
+            self._emit(ReloadCompleted(generation=self._generation))
         logger.info("Reload complete: generation %d serving", self._generation)
         return True
+
+    def _reload_failed(self, counted: bool, error: str) -> None:
+        if counted:
+            self._emit(ReloadFailed(error=error))
 
     def _scale(self, delta: int) -> None:
         if delta > 0:
@@ -609,6 +682,7 @@ class Supervisor:
     # -- shutdown -----------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
+        self._emit(ServerStopping(force=self._force))
         if self.distributor is not None:
             self.distributor.stop()
         everyone = [*self.workers, *self._starting, *self._draining]
@@ -640,6 +714,9 @@ class Supervisor:
         for handle in self._abandoned:
             _join(handle, 1.0)  # reap killed processes; a hung thread is a daemon, left alone
         self._abandoned.clear()
+        for handle in (*self.workers, *self._draining):
+            if not handle.alive():  # abandoned ones never reported that they stopped
+                self._worker_stopped(handle)
         self.retired_requests += sum(w.requests_total for w in (*self.workers, *self._draining))
         self.workers = ()
         self.draining = ()

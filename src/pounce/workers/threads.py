@@ -32,6 +32,7 @@ from pounce.workers.handle import RETIRE_GRACE, WorkerHandle, process_rss
 if TYPE_CHECKING:
     from pounce.asgi.types import ASGIApp
     from pounce.config import ServerConfig
+    from pounce.pipeline.hub import EventHub
 
 logger = logging.getLogger("pounce.error")
 
@@ -82,6 +83,7 @@ def make_worker(
     max_requests: int | bool | None,
     on_request_limit: Callable[[], None] | None,
     ssl_context: ssl.SSLContext | None = None,
+    event_hub: EventHub | None = None,
 ) -> Worker:
     return Worker(
         app=app,
@@ -94,6 +96,7 @@ def make_worker(
         max_requests=max_requests,
         on_request_limit=on_request_limit,
         ssl_context=ssl_context,
+        event_hub=event_hub,
     )
 
 
@@ -113,8 +116,10 @@ class ThreadWorker(WorkerHandle):
         generation: int,
         max_requests: int | bool | None = True,
         on_request_limit: Callable[[], None] | None = None,
+        event_hub: EventHub | None = None,
     ) -> None:
         super().__init__(name=name, slot=slot, generation=generation)
+        self._event_hub = event_hub
         self.app = app
         self.config = config
         # Each worker closes its listeners when it drains; it gets duplicates so the shared
@@ -172,6 +177,7 @@ class ThreadWorker(WorkerHandle):
             max_requests=self._max_requests,
             on_request_limit=self._on_request_limit,
             ssl_context=ssl_context,
+            event_hub=self._event_hub,
         )
 
     def _attach(self, worker: Worker) -> None:
