@@ -129,6 +129,9 @@ class Supervisor:
         self._deferred: list[tuple[str, Any]] = []
         # Thread workers and --limit-max-rss (see _check_process_memory).
         self._memory_roll_pending = False
+        #: The process's highest RSS while a memory roll drains (see _release_memory).
+        self._memory_peak = 0
+        self._memory_peak = 0
         self._memory_floor = 0
         self._memory_not_before = 0.0
 
@@ -431,10 +434,18 @@ class Supervisor:
                 self._starting[self._spawn(slot, self._app, self._generation)] = None
         self._check_starting(now)
         self._reap()
-        if self._memory_roll_pending and not self._draining:
-            # Not inside _reap() either: the old generation must be unreferenced first.
-            self._memory_roll_pending = False
-            self._release_memory()
+        if self._memory_roll_pending:
+            if self._draining:
+                # The highest the process got while the old generation drains: what the
+                # release is measured against (its memory may go by reference counting
+                # before _release_memory runs).
+                rss = process_rss(os.getpid())
+                if rss is not None and rss > self._memory_peak:
+                    self._memory_peak = rss
+            else:
+                # Not inside _reap() either: the old generation must be unreferenced first.
+                self._memory_roll_pending = False
+                self._release_memory()
         if self._refreeze and not (self._draining or self._starting or self._retry):
             # Not inside _reap(): its locals still reference the retired workers (and so the
             # old app) until it returns.
@@ -516,6 +527,7 @@ class Supervisor:
         if self._reload(counted=False):
             self.recycles += 1
             self._memory_roll_pending = True
+            self._memory_peak = rss
         else:
             self._memory_not_before = now + MEMORY_ROLL_RETRY
 
@@ -523,14 +535,14 @@ class Supervisor:
         """The old generation is gone: collect it and return the freed pages to the system."""
         limit = self.config.limit_max_rss
         assert limit is not None
-        before = process_rss(os.getpid())
         gc.collect()
         trim_malloc()
         rss = process_rss(os.getpid())
-        # Still over the limit is only a sign of memory held outside the app when the old
-        # generation gave little back: a busy leaking app may have filled the new generation
-        # past the limit while the old one drained, which the next roll handles as usual.
-        freed = (before - rss) if before is not None and rss is not None else 0
+        # Still over the limit is only a sign of memory held outside the app when the roll
+        # gave little back since the process's peak: a busy leaking app may have refilled the
+        # new generation past the limit while the old one drained, which the next roll handles.
+        freed = self._memory_peak - rss if rss is not None else 0
+        self._memory_peak = 0
         if rss is not None and rss > limit and freed < limit // 4:
             logger.warning(
                 "The process still uses %d MiB after a fresh generation (--limit-max-rss "
