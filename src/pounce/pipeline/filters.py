@@ -7,11 +7,14 @@ the client accepts an encoding) by factories assembled once per worker; when no 
 configured, or none wants a request, the channel is used directly and the request pays nothing.
 
 Filters run on the stream's event loop, in order; a filter that changes the body length must
-drop or fix ``content_length`` in :meth:`ResponseFilter.start`.
+drop or fix ``content_length`` in :meth:`ResponseFilter.start`. When the app gives no
+``Content-Length`` but sends its whole body in one final piece right after the head, the filters
+see that piece's length as ``content_length``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -49,12 +52,13 @@ FilterFactory = Callable[["Scope"], ResponseFilter | None]
 class FilteredChannel:
     """A :class:`~pounce.pipeline.cycle.ResponseChannel` that runs filters, then the real one."""
 
-    __slots__ = ("_filters", "_inner", "_trailers", "flow")
+    __slots__ = ("_filters", "_head", "_inner", "_trailers", "flow")
 
     def __init__(self, inner: ResponseChannel, filters: list[ResponseFilter]) -> None:
         self._inner = inner
         self._filters = filters
         self._trailers: list[tuple[bytes, bytes]] = []
+        self._head: tuple[int, HeaderFields, bool] | None = None
         self.flow: FlowControl = inner.flow
 
     @property
@@ -73,12 +77,40 @@ class FilteredChannel:
         close: bool,
         trailers: bool,
     ) -> None:
+        if content_length is None and not trailers:
+            # Held until the first body piece, or the next loop pass if the app awaits
+            # something else first (as the protocol holds its head): when the whole body comes
+            # in one final piece, the filters then know its size (a compressor skips a body
+            # too small to be worth it).
+            self._head = (status, fields, close)
+            asyncio.get_running_loop().call_soon(self._flush_head)
+            return
+        self._start(status, fields, content_length, close, trailers)
+
+    def _start(
+        self,
+        status: int,
+        fields: HeaderFields,
+        content_length: int | None,
+        close: bool,
+        trailers: bool,
+    ) -> None:
         current = list(fields)
         for f in self._filters:
             current, content_length = f.start(status, current, content_length)
         self._inner.start_response(status, current, content_length, close, trailers)
 
+    def _flush_head(self) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._start(head[0], head[1], None, head[2], False)
+
     def write_body(self, data: bytes, more_body: bool) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._start(head[0], head[1], None if more_body else len(data), head[2], False)
         for f in self._filters:
             data = f.body(data, more_body)
         if data or not more_body:
@@ -112,6 +144,7 @@ class FilteredChannel:
         return self._inner.send_error_response(status, headers)
 
     def abort(self) -> None:
+        self._head = None
         self._inner.abort()
 
     def body_consumed(self) -> None:

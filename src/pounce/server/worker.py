@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pounce.features.compression import compression_factory
 from pounce.pipeline.context import WorkerContext
 from pounce.pipeline.dispatcher import Dispatcher
 from pounce.protocols.http1.protocol import http1_engine_factory
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from pounce.config import ServerConfig
     from pounce.features.proxy_headers import ProxyTrust
     from pounce.logs import AccessLogger
+    from pounce.pipeline.filters import FilterFactory
 
 logger = logging.getLogger("pounce.error")
 
@@ -53,7 +55,11 @@ def tick_interval(config: ServerConfig) -> float:
 
 def protocol_factory(ctx: WorkerContext) -> Callable[[], StreamTransport]:
     """What the event loop calls for each new connection of this worker."""
-    engine = http1_engine_factory(Dispatcher(ctx))
+    factories: list[FilterFactory] = []
+    compress = compression_factory(ctx.config)
+    if compress is not None:
+        factories.append(compress)
+    engine = http1_engine_factory(Dispatcher(ctx, filter_factories=tuple(factories)))
     return lambda: StreamTransport(ctx, engine)
 
 
