@@ -147,20 +147,14 @@ class Compressor:
         if content_length is not None and content_length < settings.min_size:
             return fields, content_length
         compressible = False
-        vary_at = -1
-        etag_at = -1
-        for i, (name, value) in enumerate(fields):
+        for name, value in fields:
             if name == b"content-type":
                 compressible = is_compressible(value, settings.extra_types)
-            elif name == b"content-encoding":
+            elif name == b"content-encoding" or (
+                # Already encoded by the app, or a cache told us not to transform it.
+                name == b"cache-control" and b"no-transform" in value.lower()
+            ):
                 return fields, content_length
-            elif name == b"cache-control":
-                if b"no-transform" in value.lower():
-                    return fields, content_length
-            elif name == b"vary":
-                vary_at = i
-            elif name == b"etag":
-                etag_at = i
         if not compressible:
             return fields, content_length
         self._active = True
@@ -169,7 +163,14 @@ class Compressor:
         else:
             # wbits 31: gzip framing (16) with the largest window (15).
             self._encoder = zlib.compressobj(settings.gzip_level, zlib.DEFLATED, 31)
-        fields = list(fields)
+        # Any Content-Length the app gave names the identity body.
+        fields = [field for field in fields if field[0] != b"content-length"]
+        vary_at = etag_at = -1
+        for i, (name, _) in enumerate(fields):
+            if name == b"vary":
+                vary_at = i
+            elif name == b"etag":
+                etag_at = i
         if vary_at >= 0:
             name, value = fields[vary_at]
             tokens = [t.strip().lower() for t in value.split(b",")]

@@ -95,10 +95,17 @@ class FilteredChannel:
         close: bool,
         trailers: bool,
     ) -> None:
+        self._inner.start_response(
+            status, *self._run_start(status, fields, content_length), close, trailers
+        )
+
+    def _run_start(
+        self, status: int, fields: HeaderFields, content_length: int | None
+    ) -> tuple[list[tuple[bytes, bytes]], int | None]:
         current = list(fields)
         for f in self._filters:
             current, content_length = f.start(status, current, content_length)
-        self._inner.start_response(status, current, content_length, close, trailers)
+        return current, content_length
 
     def _flush_head(self) -> None:
         head = self._head
@@ -110,7 +117,17 @@ class FilteredChannel:
         head = self._head
         if head is not None:
             self._head = None
-            self._start(head[0], head[1], None if more_body else len(data), head[2], False)
+            status, fields, close = head
+            if more_body:
+                self._start(status, fields, None, close, False)
+            else:
+                known = len(data)
+                current, length = self._run_start(status, fields, known)
+                # Unchanged: the app sent no Content-Length field; the protocol frames the
+                # final piece itself (and adds the field it needs).
+                self._inner.start_response(
+                    status, current, None if length == known else length, close, False
+                )
         for f in self._filters:
             data = f.body(data, more_body)
         if data or not more_body:
