@@ -322,7 +322,7 @@ class ChunkReader:
 
 
 def stepped_app(pieces: list[bytes], content_type: bytes, proceed: threading.Event) -> Any:
-    """Sends one piece, then waits until the test saw it before sending the next."""
+    """Sends each piece only when the test asks for it (after it saw the previous one)."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -333,12 +333,13 @@ def stepped_app(pieces: list[bytes], content_type: bytes, proceed: threading.Eve
             "headers": [(b"content-type", content_type)],
         })
         for piece in pieces:
-            await send({"type": "http.response.body", "body": piece, "more_body": True})
+            # Waiting first: the head must reach the client before any body exists.
             for _ in range(500):  # bounded: at most 5 s
                 if proceed.is_set():
                     break
                 await asyncio.sleep(0.01)
             proceed.clear()
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 
     return app
@@ -363,9 +364,9 @@ def test_streamed_pieces_decode_as_they_arrive(coding: str, content_type: bytes)
             assert b"transfer-encoding: chunked" in head
             decoder = decoder_for(coding)
             for piece in pieces:
+                proceed.set()
                 # The app waits for us: this piece must be decodable on its own, now.
                 assert decoder.decompress(reader.chunk()) == piece
-                proceed.set()
             rest = b""
             while (chunk := reader.chunk()) != b"":
                 rest += decoder.decompress(chunk)
