@@ -192,11 +192,56 @@ def test_body_round_trips(coding: str, content_length: bool) -> None:
     assert decode(response) == BODY
 
 
-def test_large_body_round_trips() -> None:
-    body = b"".join(b"line %d of a long text\n" % i for i in range(40000))
-    with serve(make_app(body, [(b"content-type", b"text/plain")])) as url:
-        response = fetch(url, "gzip")
-    assert decode(response) == body
+LARGE = b"".join(b"line %d of a long text\n" % i for i in range(40000))  # about 1 MiB
+
+
+@pytest.mark.parametrize("coding", ["gzip", pytest.param("zstd", marks=needs_zstd)])
+def test_large_body_is_compressed_off_the_event_loop(
+    coding: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[str] = []
+    original = Compressor.body
+
+    def recording(self: Compressor, data: bytes, more_body: bool) -> bytes:
+        threads.append(threading.current_thread().name)
+        return original(self, data, more_body)
+
+    monkeypatch.setattr(Compressor, "body", recording)
+    with serve(make_app(LARGE, [(b"content-type", b"text/plain")])) as url:
+        response = fetch(url, coding)
+    assert decode(response) == LARGE
+    assert len(threads) == 1 and threads[0].startswith("pounce-filter")
+
+
+def test_large_streamed_pieces_and_pathsend(tmp_path: Any) -> None:
+    path = tmp_path / "big.txt"
+    path.write_bytes(LARGE)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain")],
+        })
+        if scope["path"] == "/file":
+            await send({"type": "http.response.pathsend", "path": str(path)})
+            return
+        for start in range(0, len(LARGE), 300_000):
+            piece = LARGE[start : start + 300_000]
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    with serve(app) as url:
+        for target in ("/", "/file"):
+            with RawClient(url) as client:
+                client.request(
+                    "GET", target, headers=[("host", "t"), ("accept-encoding", "gzip")]
+                )
+                response = client.read_response()
+            assert response.header(b"content-encoding") == b"gzip"
+            assert decode(response) == LARGE
 
 
 def test_existing_vary_and_etag() -> None:

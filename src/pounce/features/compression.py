@@ -11,6 +11,9 @@ type, a body large enough to be worth it (when its size is known), and nothing t
 cache asked us to leave alone (``Content-Encoding`` already set, ``Cache-Control:
 no-transform``, partial content, HEAD, statuses without a body).
 
+A piece of body of 256 KiB or more is compressed on a small shared thread pool
+(:func:`pounce.pipeline.filters.filter_executor`), not on the event loop.
+
 Streamed bodies are compressed piece by piece with a flush after each piece (``Z_SYNC_FLUSH``,
 zstd's ``FLUSH_BLOCK``), so every piece, such as each server-sent event, can be decoded by the
 client as soon as it arrives; the price is a slightly lower ratio for many tiny pieces.
@@ -204,6 +207,12 @@ class Compressor:
         else:
             out = encoder.compress(data) + encoder.flush()
         return out
+
+    def offload(self, size: int) -> bool:
+        # Asked only for large pieces: zlib and zstd release the GIL while they work, so a
+        # thread keeps the event loop serving other connections meanwhile.
+        del size
+        return self._active
 
     def trailers(self, headers: Headers) -> Headers:
         return headers
