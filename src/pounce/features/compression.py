@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import sys
 import zlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from pounce.asgi.types import Headers, Scope
     from pounce.config import ServerConfig
-    from pounce.pipeline.filters import FilterFactory, ResponseFilter
 
 __all__ = [
     "ZSTD_AVAILABLE",
@@ -233,7 +233,7 @@ class _Settings:
         self.zstd = ZSTD_AVAILABLE
 
 
-def compression_factory(config: ServerConfig) -> FilterFactory | None:
+def compression_factory(config: ServerConfig) -> Callable[[Scope], Compressor | None] | None:
     """The per-request factory of a worker, or None when compression is off.
 
     Build one per worker: its negotiation cache is only used from that worker's loop thread.
@@ -243,7 +243,8 @@ def compression_factory(config: ServerConfig) -> FilterFactory | None:
     settings = _Settings(config)
     cache: dict[bytes, str | None] = {}
 
-    def factory(scope: Scope) -> ResponseFilter | None:
+    # A FilterFactory of pounce.pipeline.filters (a higher layer: not imported here).
+    def factory(scope: Scope) -> Compressor | None:
         accept: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"accept-encoding":
