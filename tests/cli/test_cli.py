@@ -162,6 +162,13 @@ FLAG_TABLE: list[tuple[list[str], str, Any]] = [
     (["--worker-type", "thread"], "worker_type", "thread"),
     (["--accept", "reuseport"], "accept", "reuseport"),
     (["--pid-file", "pounce.pid"], "pid_file", "pounce.pid"),
+    (["--no-compression"], "compression", False),
+    (["--compression"], "compression", True),
+    (["--compression-min-size", "1k"], "compression_min_size", 1024),
+    (["--compression-level-gzip", "9"], "compression_level_gzip", 9),
+    (["--compression-level-zstd", "12"], "compression_level_zstd", 12),
+    (["--compression-type", "application/x-yaml", "--compression-type", "Text/X-Custom"],
+     "compression_types", ["application/x-yaml", "text/x-custom"]),
     # suffix forms on Uvicorn flags
     (["--timeout-keep-alive", "2m"], "timeout_keep_alive", 120.0),
     (["--ws-max-size", "16m"], "ws_max_size", 16 * 1024 * 1024),

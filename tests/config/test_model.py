@@ -54,7 +54,8 @@ def test_defaults_match_the_contract() -> None:
         "ssl_ca_certs": None, "ssl_ciphers": None, "timeout_ssl_handshake": 10.0, "ws": "auto",
         "ws_max_size": 16777216,
         "ws_max_queue": 32, "ws_ping_interval": 20.0, "ws_ping_timeout": 20.0,
-        "ws_per_message_deflate": True,
+        "ws_per_message_deflate": True, "compression": True, "compression_min_size": 500,
+        "compression_level_gzip": 6, "compression_level_zstd": 3, "compression_types": (),
     }
     assert set(FIELD_DOCS) == set(expected)
     for name, value in expected.items():
@@ -215,6 +216,11 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("timeout_ssl_handshake", 0, "greater than zero"),
     ("access_log", "loud", "boolean"),
     ("min_request_body_rate", 0, "at least 1"),
+    ("compression", "maybe", "boolean"),
+    ("compression_min_size", "big", "size"),
+    ("compression_level_gzip", 0, "from 1 to 9"),
+    ("compression_level_zstd", 20, "from 1 to 19"),
+    ("compression_types", ["json"], "media type"),
 ]
 
 

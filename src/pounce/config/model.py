@@ -240,6 +240,14 @@ def _root_path(value: object) -> str:
     return value.rstrip("/")
 
 
+def _media_type(value: str) -> str:
+    media = value.strip().lower()
+    kind, slash, subtype = media.partition("/")
+    if not slash or not kind or not subtype or ";" in media or " " in media:
+        raise ValueError(f"expected a media type such as application/x-yaml, got {value!r}")
+    return media
+
+
 def _host(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("expected an IP address or host name, such as 127.0.0.1 or ::1")
@@ -466,6 +474,25 @@ class ServerConfig:
     headers: tuple[tuple[str, str], ...] = _opt(
         (), "extra response header NAME:VALUE (repeatable)", "HTTP", _headers,
         style="append", flag="--header", metavar="NAME:VALUE",
+    )
+    compression: bool = _opt(
+        True, "compress text-like responses with zstd or gzip when the client accepts it",
+        "HTTP", _bool, style="negatable",
+    )
+    compression_min_size: int = _opt(
+        500, "leave responses smaller than this uncompressed (when their size is known)",
+        "HTTP", _size(0), metavar=_SIZE,
+    )
+    compression_level_gzip: int = _opt(
+        6, "gzip level, 1 (fastest) to 9 (smallest)", "HTTP", _int(1, 9), metavar="LEVEL",
+    )
+    compression_level_zstd: int = _opt(
+        3, "zstd level, 1 (fastest) to 19 (smallest)", "HTTP", _int(1, 19), metavar="LEVEL",
+    )
+    compression_types: tuple[str, ...] = _opt(
+        (), "another media type to compress, besides text/*, JSON, XML, JavaScript, SVG and "
+        "WebAssembly (repeatable)", "HTTP", _str_tuple(_media_type),
+        style="append", flag="--compression-type", metavar="TYPE",
     )
 
     # Limits ---------------------------------------------------------------------

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pounce.features.compression import compression_factory
 from pounce.features.server_timing import server_timing_filter
 from pounce.pipeline.context import WorkerContext
 from pounce.pipeline.dispatcher import Dispatcher
@@ -59,6 +60,9 @@ def filter_factories(config: ServerConfig) -> tuple[FilterFactory, ...]:
     factories: list[FilterFactory] = []
     if config.server_timing:
         factories.append(server_timing_filter)
+    compress = compression_factory(config)
+    if compress is not None:
+        factories.append(compress)
     return tuple(factories)
 
 
