@@ -175,9 +175,14 @@ class Dispatcher:
             )
 
     def _filtered(self, channel: ResponseChannel, scope: Scope) -> ResponseChannel:
-        filters: list[ResponseFilter] = []
+        # Runs for every request once any filter is configured (compression is on by
+        # default): nothing is allocated unless a factory wants this response.
+        filters: list[ResponseFilter] | None = None
         for factory in self.filter_factories:
             f = factory(scope)
             if f is not None:
-                filters.append(f)
-        return FilteredChannel(channel, filters) if filters else channel
+                if filters is None:
+                    filters = [f]
+                else:
+                    filters.append(f)
+        return channel if filters is None else FilteredChannel(channel, filters)
