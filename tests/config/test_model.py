@@ -53,7 +53,8 @@ def test_defaults_match_the_contract() -> None:
         "ssl_ca_certs": None, "ssl_ciphers": None, "timeout_ssl_handshake": 10.0, "ws": "auto",
         "ws_max_size": 16777216,
         "ws_max_queue": 32, "ws_ping_interval": 20.0, "ws_ping_timeout": 20.0,
-        "ws_per_message_deflate": True,
+        "ws_per_message_deflate": True, "health_path": None, "ready_path": None,
+        "access_log_health": False, "request_id": False, "request_id_header": "x-request-id",
     }
     assert set(FIELD_DOCS) == set(expected)
     for name, value in expected.items():
@@ -214,6 +215,13 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("timeout_ssl_handshake", 0, "greater than zero"),
     ("access_log", "loud", "boolean"),
     ("min_request_body_rate", 0, "at least 1"),
+    ("health_path", "healthz", "starting with /"),
+    ("ready_path", "/ready?x=1", "no query"),
+    ("ready_path", 5, "starting with /"),
+    ("access_log_health", "loud", "boolean"),
+    ("request_id", "maybe", "boolean"),
+    ("request_id_header", "x request id", "HTTP token"),
+    ("request_id_header", "", "header name"),
 ]
 
 
@@ -271,6 +279,7 @@ def test_long_values_are_truncated_in_messages() -> None:
         ({"ssl_certfile": "c.pem", "ssl_cert_reqs": 2}, "without CA certificates"),
         ({"ssl_certfile": "c.pem", "ssl_cert_reqs": "optional"}, "add --ssl-ca-certs"),
         ({"limit_max_requests_jitter": 5}, "without limit_max_requests"),
+        ({"health_path": "/h", "ready_path": "/h"}, "health_path and ready_path are the same"),
     ],
 )
 def test_conflicting_options(kwargs: dict[str, Any], message: str) -> None:

@@ -108,8 +108,10 @@ class FilteredChannel:
     def write_continue(self) -> None:
         self._inner.write_continue()
 
-    def send_error_response(self, status: int, headers: HeaderFields = ()) -> int:
-        return self._inner.send_error_response(status, headers)
+    def send_error_response(
+        self, status: int, headers: HeaderFields = (), body: bytes | None = None
+    ) -> int:
+        return self._inner.send_error_response(status, headers, body)
 
     def abort(self) -> None:
         self._inner.abort()
