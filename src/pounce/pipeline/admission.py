@@ -4,7 +4,8 @@ A hook runs once per request (and per WebSocket handshake), after the scope is b
 any task exists, so refusing costs no task, no context copy and no app call. Hooks are assembled
 once per worker; with none configured the dispatcher skips the loop entirely.
 
-Today: the health probes (``--health-path``, ``--ready-path``) and ``--limit-concurrency``.
+Today: the health probes (``--health-path``, ``--ready-path``), ``--request-id`` (which never
+refuses: it names the request) and ``--limit-concurrency``.
 The rate limiter and the request queue plug in here the same way, after the probes: a probe must
 be answered however busy the worker is.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from pounce.pipeline.events import REJECTED_CONCURRENCY, REJECTED_METHOD, REJECTED_NOT_READY
+from pounce.pipeline.request_id import RequestIds
 
 if TYPE_CHECKING:
     from pounce.asgi.types import HeaderFields, Scope
@@ -126,6 +128,10 @@ def admission_hooks(ctx: WorkerContext) -> tuple[Admission, ...]:
     if config.health_path is not None or config.ready_path is not None:
         # First: a probe is answered before any limit could refuse it.
         hooks.append(HealthProbes(ctx, config.health_path, config.ready_path))
+    if config.request_id:
+        # Never refuses: after the probes (which need no id), before any hook that refuses,
+        # so a refusal could name the request it refused.
+        hooks.append(RequestIds(config.request_id_header))
     limit = config.limit_concurrency
     if limit is not None:
         hooks.append(ConcurrencyLimit(ctx, limit))

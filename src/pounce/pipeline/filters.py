@@ -76,6 +76,10 @@ class FilteredChannel:
         current = list(fields)
         for f in self._filters:
             current, content_length = f.start(status, current, content_length)
+        cycle = self._inner.cycle
+        if cycle is not None:
+            # The access log and events report the head as sent (``%({name}o)s``).
+            cycle.response_headers = current
         self._inner.start_response(status, current, content_length, close, trailers)
 
     def write_body(self, data: bytes, more_body: bool) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pounce.pipeline.context import WorkerContext
 from pounce.pipeline.dispatcher import Dispatcher
+from pounce.pipeline.request_id import request_id_filter
 from pounce.protocols.http1.protocol import http1_engine_factory
 from pounce.server.accept import ListenerGuard
 from pounce.transport.stream import StreamTransport
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from pounce.config import ServerConfig
     from pounce.features.proxy_headers import ProxyTrust
     from pounce.logs import AccessLogger
+    from pounce.pipeline.filters import FilterFactory
 
 logger = logging.getLogger("pounce.error")
 
@@ -51,9 +53,17 @@ def tick_interval(config: ServerConfig) -> float:
     return max(0.01, min(0.5, shortest / 4))
 
 
+def response_filters(ctx: WorkerContext) -> tuple[FilterFactory, ...]:
+    """The response filters the configuration turns on, in the order they run."""
+    factories: list[FilterFactory] = []
+    if ctx.config.request_id:
+        factories.append(request_id_filter(ctx.config.request_id_header))
+    return tuple(factories)
+
+
 def protocol_factory(ctx: WorkerContext) -> Callable[[], StreamTransport]:
     """What the event loop calls for each new connection of this worker."""
-    engine = http1_engine_factory(Dispatcher(ctx))
+    engine = http1_engine_factory(Dispatcher(ctx, filter_factories=response_filters(ctx)))
     return lambda: StreamTransport(ctx, engine)
 
 
