@@ -139,3 +139,20 @@ def test_generated_ids_differ_between_workers() -> None:
     first, second = RequestIds("x-request-id"), RequestIds("x-request-id")
     assert first.new_id() != second.new_id()
     assert first.new_id() != first.new_id()
+
+
+def test_websocket_scopes_get_an_id_too() -> None:
+    from websockets.sync.client import connect
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send",
+                    "text": scope["extensions"]["pounce.request_id"]["id"]})
+        await send({"type": "websocket.close"})
+
+    with serve(app, ws="websockets", request_id=True) as url, \
+            connect(url.replace("http://", "ws://") + "/") as ws:
+        assert GENERATED.match(str(ws.recv(timeout=5)))
