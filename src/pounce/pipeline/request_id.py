@@ -101,21 +101,18 @@ class RequestIdHeader:
         self, status: int, fields: list[tuple[bytes, bytes]], content_length: int | None
     ) -> tuple[list[tuple[bytes, bytes]], int | None]:
         header = self._header
-        if all(name != header for name, _ in fields):
-            value = self._id_bytes()
-            if value is not None:
-                fields.append((header, value))
+        for name, _ in fields:
+            if name == header:
+                return fields, content_length  # the app's own wins
+        # Read now, and checked again: the app may have changed the extension, and what goes
+        # into a response head must never split it.
+        try:
+            value = self._scope["extensions"][EXTENSION]["id"].encode("ascii")
+        except (KeyError, TypeError, AttributeError, UnicodeEncodeError):
+            return fields, content_length
+        if type(value) is bytes and is_acceptable_id(value):
+            fields.append((header, value))
         return fields, content_length
-
-    def _id_bytes(self) -> bytes | None:
-        # Checked again: the app may have changed the extension, and what goes into a
-        # response head must never split it.
-        extension = self._scope["extensions"].get(EXTENSION)
-        request_id = extension.get("id") if isinstance(extension, dict) else None
-        if not isinstance(request_id, str) or not request_id.isascii():
-            return None
-        value = request_id.encode("ascii")
-        return value if is_acceptable_id(value) else None
 
     def body(self, data: bytes, more_body: bool) -> bytes:
         return data
