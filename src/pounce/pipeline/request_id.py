@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pounce.asgi.types import Headers, Scope
-    from pounce.pipeline.admission import Rejection
     from pounce.pipeline.connection import ConnectionInfo
     from pounce.pipeline.filters import FilterFactory
 
@@ -71,7 +70,8 @@ class RequestIds:
         self._count += 1
         return f"{self._prefix}{self._count:016x}"
 
-    def admit(self, scope: Scope, connection: ConnectionInfo) -> Rejection | None:
+    def admit(self, scope: Scope, connection: ConnectionInfo) -> None:
+        # Typed None (never a Rejection), which also keeps admission.py out of its imports.
         request_id: str | None = None
         if connection.proxy_trust is not None:
             header = self._header
@@ -83,7 +83,6 @@ class RequestIds:
         if request_id is None:
             request_id = self.new_id()
         scope["extensions"][EXTENSION] = {"id": request_id}
-        return None
 
 
 class RequestIdHeader:
