@@ -56,6 +56,8 @@ def test_defaults_match_the_contract() -> None:
         "ws_max_queue": 32, "ws_ping_interval": 20.0, "ws_ping_timeout": 20.0,
         "ws_per_message_deflate": True, "compression": True, "compression_min_size": 500,
         "compression_level_gzip": 6, "compression_level_zstd": 3, "compression_types": (),
+        "health_path": None, "ready_path": None,
+        "access_log_health": False, "request_id": False, "request_id_header": "x-request-id",
     }
     assert set(FIELD_DOCS) == set(expected)
     for name, value in expected.items():
@@ -221,6 +223,13 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("compression_level_gzip", 0, "from 1 to 9"),
     ("compression_level_zstd", 20, "from 1 to 19"),
     ("compression_types", ["json"], "media type"),
+    ("health_path", "healthz", "starting with /"),
+    ("ready_path", "/ready?x=1", "no query"),
+    ("ready_path", 5, "starting with /"),
+    ("access_log_health", "loud", "boolean"),
+    ("request_id", "maybe", "boolean"),
+    ("request_id_header", "x request id", "HTTP token"),
+    ("request_id_header", "", "header name"),
 ]
 
 
@@ -279,6 +288,7 @@ def test_long_values_are_truncated_in_messages() -> None:
         ({"ssl_certfile": "c.pem", "ssl_cert_reqs": 2}, "without CA certificates"),
         ({"ssl_certfile": "c.pem", "ssl_cert_reqs": "optional"}, "add --ssl-ca-certs"),
         ({"limit_max_requests_jitter": 5}, "without limit_max_requests"),
+        ({"health_path": "/h", "ready_path": "/h"}, "health_path and ready_path are the same"),
     ],
 )
 def test_conflicting_options(kwargs: dict[str, Any], message: str) -> None:

@@ -110,6 +110,7 @@ class FakeChannel:
         self.early_hints: list[list[bytes]] = []
         self.continues = 0
         self.errors: list[tuple[int, tuple[tuple[bytes, bytes], ...]]] = []
+        self.error_bodies: list[bytes] = []
         self.aborts = 0
         self.consumed = 0
         self.waiting: list[bool] = []
@@ -167,9 +168,14 @@ class FakeChannel:
         self.calls.append("write_continue")
         self.continues += 1
 
-    def send_error_response(self, status: int, headers: HeaderFields = ()) -> int:
+    def send_error_response(
+        self, status: int, headers: HeaderFields = (), body: bytes | None = None
+    ) -> int:
         self.calls.append("send_error_response")
         self.errors.append((status, tuple(headers)))
+        if body is not None:
+            self.error_bodies.append(body)
+            return len(body)
         return ERROR_BODY_SIZE
 
     def abort(self) -> None:

@@ -248,6 +248,22 @@ def _media_type(value: str) -> str:
     return media
 
 
+def _health_path(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("/") or "?" in value or "#" in value:
+        raise ValueError("expected a URL path starting with /, such as /healthz (no query)")
+    return value
+
+
+def _header_name(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected an HTTP header name, such as x-request-id")
+    # validate_header checks the name is an HTTP token (the value here is a placeholder).
+    name, _ = validate_header(value.strip(), "x")
+    return name.lower()
+
+
 def _host(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("expected an IP address or host name, such as 127.0.0.1 or ::1")
@@ -494,6 +510,22 @@ class ServerConfig:
         "WebAssembly (repeatable)", "HTTP", _str_tuple(_media_type),
         style="append", flag="--compression-type", metavar="TYPE",
     )
+    health_path: str | None = _opt(
+        None, "answer liveness probes at this path (200 ok) before the app", "HTTP",
+        _health_path, metavar="PATH",
+    )
+    ready_path: str | None = _opt(
+        None, "answer readiness probes at this path: 200 while serving, 503 while draining "
+        "or shedding load", "HTTP", _health_path, metavar="PATH",
+    )
+    request_id: bool = _opt(
+        False, "give every request an id (scope extension pounce.request_id, response "
+        "header); a trusted proxy's id is kept", "HTTP", _bool, style="switch",
+    )
+    request_id_header: str = _opt(
+        "x-request-id", "header carrying the request id (--request-id)", "HTTP",
+        _header_name, metavar="NAME",
+    )
 
     # Limits ---------------------------------------------------------------------
     limit_request_line: int = _opt(
@@ -580,6 +612,10 @@ class ServerConfig:
     access_log: bool = _opt(True, "log every request", "Logging", _bool, style="negatable")
     access_log_format: str | None = _opt(
         None, "access log line format", "Logging", _opt_str, metavar="FORMAT",
+    )
+    access_log_health: bool = _opt(
+        False, "also log requests to --health-path and --ready-path", "Logging", _bool,
+        style="switch",
     )
     log_format: Literal["text", "json"] = _opt(
         "text", "log output format", "Logging", _choice("text", "json"), metavar="{text,json}",
@@ -727,6 +763,12 @@ class ServerConfig:
     # -- validation across fields ----------------------------------------------------
 
     def _check_combinations(self) -> None:
+        if self.health_path is not None and self.health_path == self.ready_path:
+            raise ConfigError(
+                "health_path and ready_path are the same; liveness and readiness answer "
+                "differently while draining -- give them different paths, or set only one",
+                option="ready_path",
+            )
         if self.uds is not None and self.fd is not None:
             raise ConfigError(
                 "uds and fd both given; a server listens on one of them -- drop one, "

@@ -4,8 +4,10 @@ A hook runs once per request (and per WebSocket handshake), after the scope is b
 any task exists, so refusing costs no task, no context copy and no app call. Hooks are assembled
 once per worker; with none configured the dispatcher skips the loop entirely.
 
-Today: ``--limit-concurrency``. The rate limiter, the request queue and health endpoints plug in
-here the same way.
+Today: the health probes (``--health-path``, ``--ready-path``), ``--request-id`` (which never
+refuses: it names the request) and ``--limit-concurrency``.
+The rate limiter and the request queue plug in here the same way, after the probes: a probe must
+be answered however busy the worker is.
 """
 
 from __future__ import annotations
@@ -13,23 +15,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from pounce.pipeline.events import REJECTED_CONCURRENCY
+from pounce.pipeline.events import REJECTED_CONCURRENCY, REJECTED_METHOD, REJECTED_NOT_READY
+from pounce.pipeline.request_id import RequestIds
 
 if TYPE_CHECKING:
     from pounce.asgi.types import HeaderFields, Scope
     from pounce.pipeline.connection import ConnectionInfo
     from pounce.pipeline.context import WorkerContext
 
-__all__ = ["Admission", "ConcurrencyLimit", "Rejection"]
+__all__ = ["Admission", "ConcurrencyLimit", "HealthProbes", "Rejection"]
+
+#: The ``reason`` of a probe's 200 answer (not a refusal: no ``RequestRejected`` for it).
+HEALTH_PROBE = "health probe"
 
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """Why and how a request is refused: the status, extra response fields, a reason."""
+    """The server's own answer instead of the app's: a refusal, or a health probe's answer.
+
+    The channel writes it as a complete plain-text response (``send_error_response``), so
+    every protocol answers it the same way.
+    """
 
     status: int
     reason: str
     headers: HeaderFields = ()
+    #: The response body; None means the status's reason phrase (``Service Unavailable``).
+    body: bytes | None = None
+    #: False keeps the answer off the event bus (so out of the access log and metrics):
+    #: health probes, which would otherwise drown the log.
+    log: bool = True
 
 
 class Admission(Protocol):
@@ -54,10 +69,70 @@ class ConcurrencyLimit:
         return None
 
 
+class HealthProbes:
+    """``--health-path`` and ``--ready-path``: probes answered by the server, never the app.
+
+    Liveness says the worker's loop answers (200 ``ok``). Readiness says whether new requests
+    are welcome: 200 ``ready`` while serving, 503 ``not ready`` while the worker drains (a
+    graceful shutdown, or a worker retiring in a rolling reload) or sheds load
+    (:attr:`~pounce.pipeline.context.WorkerContext.shedding`). A worker only accepts
+    connections once its lifespan start-up is over, so "starting" is never seen from the
+    inside: a probe then finds nobody listening, which a prober counts as not ready.
+
+    Paths are compared with the request path as the client sent it (percent-decoded, without
+    ``--root-path``): a prober calls the server directly, not through the mount point the
+    proxy adds. Only GET and HEAD are probes; other methods get 405 with ``Allow``. A
+    WebSocket handshake to a probe path is not a probe and goes to the app.
+    """
+
+    __slots__ = ("_ctx", "_not_ready", "_paths", "_ready", "_wrong_method")
+
+    def __init__(self, ctx: WorkerContext, health_path: str | None, ready_path: str | None) -> None:
+        self._ctx = ctx
+        log = ctx.config.access_log_health
+        # Built once: answering a probe allocates nothing.
+        alive = Rejection(200, HEALTH_PROBE, (), b"ok", log)
+        self._ready = Rejection(200, HEALTH_PROBE, (), b"ready", log)
+        self._not_ready = Rejection(503, REJECTED_NOT_READY, (), b"not ready", log)
+        self._wrong_method = Rejection(
+            405, REJECTED_METHOD, ((b"allow", b"GET, HEAD"),), None, log
+        )
+        # scope["path"] carries --root-path in front: compare with what it will hold.
+        root = ctx.root_path
+        #: scope path -> the liveness answer, or None for readiness (decided per probe).
+        self._paths: dict[str, Rejection | None] = {}
+        if health_path is not None:
+            self._paths[root + health_path] = alive
+        if ready_path is not None:
+            self._paths[root + ready_path] = None
+
+    def admit(self, scope: Scope, connection: ConnectionInfo) -> Rejection | None:
+        path = scope["path"]
+        if path not in self._paths or scope["type"] != "http":
+            return None
+        if scope["method"] not in ("GET", "HEAD"):
+            return self._wrong_method
+        answer = self._paths[path]
+        if answer is not None:
+            return answer
+        ctx = self._ctx
+        if ctx.shutting_down or ctx.shedding:
+            return self._not_ready
+        return self._ready
+
+
 def admission_hooks(ctx: WorkerContext) -> tuple[Admission, ...]:
     """The hooks the configuration turns on, in the order they run."""
     hooks: list[Admission] = []
-    limit = ctx.config.limit_concurrency
+    config = ctx.config
+    if config.health_path is not None or config.ready_path is not None:
+        # First: a probe is answered before any limit could refuse it.
+        hooks.append(HealthProbes(ctx, config.health_path, config.ready_path))
+    if config.request_id:
+        # Never refuses: after the probes (which need no id), before any hook that refuses,
+        # so a refusal could name the request it refused.
+        hooks.append(RequestIds(config.request_id_header))
+    limit = config.limit_concurrency
     if limit is not None:
         hooks.append(ConcurrencyLimit(ctx, limit))
     return tuple(hooks)

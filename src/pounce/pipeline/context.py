@@ -84,6 +84,10 @@ class WorkerContext:
         #: During a retiring worker's idle grace, connections that fall idle stay open (their
         #: next request is answered with ``Connection: close``) instead of closing at once.
         self.linger_idle = False
+        #: Set while the worker sheds load, so readiness probes (``--ready-path``) answer 503
+        #: and a load balancer sends new requests elsewhere. Nothing sets it yet: it is the
+        #: hook for the request queue, which will raise and lower it with its backlog.
+        self.shedding = False
         self.requests_total = 0
         self.active_requests = 0
         self.on_request_limit = on_request_limit

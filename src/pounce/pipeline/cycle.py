@@ -92,8 +92,14 @@ class ResponseChannel(Protocol):
     def write_continue(self) -> None:
         """``100 Continue``: the app is about to read a body the client holds back."""
 
-    def send_error_response(self, status: int, headers: HeaderFields = ()) -> int:
-        """A complete response the server writes itself; returns the body bytes sent."""
+    def send_error_response(
+        self, status: int, headers: HeaderFields = (), body: bytes | None = None
+    ) -> int:
+        """A complete response the server writes itself; returns the body bytes sent.
+
+        Its plain-text body is the status's reason phrase unless *body* is given (a health
+        probe's ``ok``); the answer to a HEAD request leaves the body out.
+        """
 
     def abort(self) -> None:
         """End the stream abruptly: the client must see that the response is incomplete."""
@@ -412,11 +418,23 @@ class RequestCycle:
             self._emit_completed(True)
         self._wake()
 
-    def answer_with_error(self, status: int, headers: HeaderFields = ()) -> None:
-        """Send a response of the server's own (a 500, a 503 from admission) and complete."""
+    def answer_with_error(
+        self,
+        status: int,
+        headers: HeaderFields = (),
+        body: bytes | None = None,
+        report: bool = True,
+    ) -> None:
+        """Send a response of the server's own (a 500, an admission hook's answer) and complete.
+
+        Without *report* no :class:`RequestCompleted` is emitted, so the request stays out of
+        the access log (health probes, unless ``--access-log-health``).
+        """
+        if not report:
+            self._reported = True
         self.response_started = True
         self.status = status
-        self.bytes_sent = self.channel.send_error_response(status, headers)
+        self.bytes_sent = self.channel.send_error_response(status, headers, body)
         self._complete()
 
     def _emit_completed(self, complete: bool) -> None:

@@ -156,9 +156,12 @@ class Dispatcher:
 
     def reject(self, cycle: RequestCycle, rejection: Rejection) -> None:
         """Answer *cycle* with the server's own response instead of calling the app."""
-        self._report_rejection(cycle.scope, rejection)
+        if rejection.log and rejection.status >= 400:  # a probe's 200 refuses nothing
+            self._report_rejection(cycle.scope, rejection)
         cycle.finished = True  # the app is never called
-        cycle.answer_with_error(rejection.status, rejection.headers)
+        cycle.answer_with_error(
+            rejection.status, rejection.headers, rejection.body, report=rejection.log
+        )
         cycle.channel.app_finished()  # as at the end of any request: the channel lets go
 
     def _report_rejection(self, scope: Scope, rejection: Rejection) -> None:

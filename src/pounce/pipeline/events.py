@@ -62,6 +62,9 @@ REJECTED_CONCURRENCY: Final = "concurrency limit"
 REJECTED_MALFORMED: Final = "malformed"
 REJECTED_TOO_LARGE: Final = "too large"
 REJECTED_TIMEOUT: Final = "timeout"
+REJECTED_METHOD: Final = "method not allowed"
+#: A readiness probe while the worker drains or sheds load (``--ready-path``).
+REJECTED_NOT_READY: Final = "not ready"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -166,6 +166,10 @@ class FilteredChannel:
         current = list(fields)
         for f in self._filters:
             current, content_length = f.start(status, current, content_length)
+        cycle = self._inner.cycle
+        if cycle is not None:
+            # The access log and events report the head as sent (``%({name}o)s``).
+            cycle.response_headers = current
         return current, content_length
 
     def _flush_head(self) -> None:
@@ -274,8 +278,10 @@ class FilteredChannel:
     def write_continue(self) -> None:
         self._inner.write_continue()
 
-    def send_error_response(self, status: int, headers: HeaderFields = ()) -> int:
-        return self._inner.send_error_response(status, headers)
+    def send_error_response(
+        self, status: int, headers: HeaderFields = (), body: bytes | None = None
+    ) -> int:
+        return self._inner.send_error_response(status, headers, body)
 
     def abort(self) -> None:
         self._head = None

@@ -20,6 +20,7 @@ from pounce.features.compression import compression_factory
 from pounce.features.server_timing import server_timing_filter
 from pounce.pipeline.context import WorkerContext
 from pounce.pipeline.dispatcher import Dispatcher
+from pounce.pipeline.request_id import request_id_filter
 from pounce.protocols.http1.protocol import http1_engine_factory
 from pounce.server.accept import ListenerGuard, TLSAcceptor
 from pounce.transport.stream import StreamTransport
@@ -55,9 +56,12 @@ def tick_interval(config: ServerConfig) -> float:
     return max(0.01, min(0.5, shortest / 4))
 
 
-def filter_factories(config: ServerConfig) -> tuple[FilterFactory, ...]:
+def filter_factories(ctx: WorkerContext) -> tuple[FilterFactory, ...]:
     """The response filters the config turns on, in the order they see a response."""
+    config = ctx.config
     factories: list[FilterFactory] = []
+    if config.request_id:
+        factories.append(request_id_filter(config.request_id_header))
     if config.server_timing:
         factories.append(server_timing_filter)
     compress = compression_factory(config)
@@ -68,9 +72,7 @@ def filter_factories(config: ServerConfig) -> tuple[FilterFactory, ...]:
 
 def protocol_factory(ctx: WorkerContext) -> Callable[[], StreamTransport]:
     """What the event loop calls for each new connection of this worker."""
-    engine = http1_engine_factory(
-        Dispatcher(ctx, filter_factories=filter_factories(ctx.config))
-    )
+    engine = http1_engine_factory(Dispatcher(ctx, filter_factories=filter_factories(ctx)))
     return lambda: StreamTransport(ctx, engine)
 
 

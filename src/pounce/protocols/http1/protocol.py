@@ -464,15 +464,28 @@ class HTTP1Engine:
         elif t.read_paused:
             t.resume_reading()
 
-    def _write_error(self, status: int, headers: HeaderFields = ()) -> int:
-        """Write a complete closing response for errors the server answers itself."""
+    def _write_error(
+        self,
+        status: int,
+        headers: HeaderFields = (),
+        body: bytes | None = None,
+        head: bool = False,
+    ) -> int:
+        """Write a complete closing response the server answers itself; returns its body size."""
         ctx = self.ctx
         self.t.write(
             error_response(
-                status, date_line=ctx.date_line, static_head=ctx.server_line, headers=headers
+                status,
+                date_line=ctx.date_line,
+                static_head=ctx.server_line,
+                headers=headers,
+                body=body,
+                head=head,
             )
         )
-        return len(error_body(status))
+        if head:
+            return 0
+        return len(error_body(status) if body is None else body)
 
 
 class HTTP1Stream:
@@ -694,13 +707,15 @@ class HTTP1Stream:
     def write_continue(self) -> None:
         self.flow.write(CONTINUE_RESPONSE)
 
-    def send_error_response(self, status: int, headers: HeaderFields = ()) -> int:
+    def send_error_response(
+        self, status: int, headers: HeaderFields = (), body: bytes | None = None
+    ) -> int:
         conn = self.conn
         conn.keep_alive = False
         self.head_pending = False
         if conn.stream is not self:
             return 0
-        return conn._write_error(status, headers)
+        return conn._write_error(status, headers, body, self.head_request)
 
     def abort(self) -> None:
         conn = self.conn

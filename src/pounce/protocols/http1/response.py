@@ -53,12 +53,17 @@ def error_response(
     date_line: bytes = b"",
     static_head: bytes = b"",
     headers: Iterable[tuple[bytes, bytes]] = (),
+    body: bytes | None = None,
+    head: bool = False,
 ) -> bytes:
-    """A complete, closing plain-text response for errors raised by the server itself.
+    """A complete, closing plain-text response the server answers itself.
 
     *headers* are extra fields (``Retry-After`` on a 429 or 503, say), already validated.
+    *body* replaces the reason phrase (a health probe's ``ok``); with *head* (the answer to a
+    HEAD request) the head announces the body's length but the body is left out.
     """
-    body = error_body(status)
+    if body is None:
+        body = error_body(status)
     extra = serialize_fields(headers)
     return b"".join(
         (
@@ -70,7 +75,7 @@ def error_response(
             date_line,
             static_head,
             b"\r\n",
-            body,
+            b"" if head else body,
         )
     )
 

@@ -59,7 +59,13 @@ class HTTP1Connection(Protocol):
     parser: RequestParser
     keep_alive: bool
 
-    def _write_error(self, status: int, headers: HeaderFields = ()) -> int: ...
+    def _write_error(
+        self,
+        status: int,
+        headers: HeaderFields = (),
+        body: bytes | None = None,
+        head: bool = False,
+    ) -> int: ...
 
 
 class WebSocketUpgrade:
