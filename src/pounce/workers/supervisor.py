@@ -131,7 +131,8 @@ class Supervisor:
         self._memory_roll_pending = False
         #: The process's highest RSS while a memory roll drains (see _release_memory).
         self._memory_peak = 0
-        self._memory_peak = 0
+        #: Rolls in a row that gave little memory back (see _release_memory).
+        self._weak_releases = 0
         self._memory_floor = 0
         self._memory_not_before = 0.0
 
@@ -543,7 +544,14 @@ class Supervisor:
         # new generation past the limit while the old one drained, which the next roll handles.
         freed = self._memory_peak - rss if rss is not None else 0
         self._memory_peak = 0
-        if rss is not None and rss > limit and freed < limit // 4:
+        if rss is None or rss <= limit or freed >= limit // 4:
+            self._weak_releases = 0
+            self._memory_floor = 0
+            return
+        # One roll that gave little back proves nothing: the old generation may have held
+        # little (a roll soon after the last one) while the new one leaked on. Two in a row do.
+        self._weak_releases += 1
+        if self._weak_releases >= 2:
             logger.warning(
                 "The process still uses %d MiB after a fresh generation (--limit-max-rss "
                 "%d MiB): the memory is not held by the app's own modules; the next roll "
@@ -553,8 +561,6 @@ class Supervisor:
                 (limit // 10) >> 20,
             )
             self._memory_floor = rss
-        else:
-            self._memory_floor = 0
 
     def _check_starting(self, now: float) -> None:
         for new, old in list(self._starting.items()):
