@@ -25,7 +25,12 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, NoReturn, Protocol, cast
 
-from pounce.asgi.headers import InvalidHeader, is_field_value, validate_response_headers
+from pounce.asgi.headers import (
+    InvalidHeader,
+    is_field_value,
+    validate_response_head,
+    validate_response_headers,
+)
 from pounce.pipeline.cycle import ClientDisconnected
 from pounce.pipeline.events import RequestCompleted, WebSocketClosed, WebSocketOpened
 
@@ -64,13 +69,20 @@ class HandshakeChannel(Protocol):
     """The protocol-specific half of a WebSocket: answering the handshake request."""
 
     def accept(self, subprotocol: str | None, headers: Headers) -> None:
-        """Write the success answer (HTTP/1.1: 101 with Sec-WebSocket-Accept)."""
+        """Write the success answer (HTTP/1.1: 101 with Sec-WebSocket-Accept).
+
+        *headers* are validated and already carry the server's default fields.
+        """
 
     def reject(self, status: int, headers: HeaderFields = ()) -> None:
         """Refuse with a plain response the server writes itself (403, 500) and close."""
 
-    def reject_start(self, status: int, headers: Headers) -> None:
-        """Start the app's own refusal response (``websocket.http.response.start``)."""
+    def reject_start(self, status: int, headers: Headers, content_length: int | None) -> None:
+        """Start the app's own refusal response (``websocket.http.response.start``).
+
+        *headers* went through the shared response rules (framing fields dropped, the
+        server's defaults added); *content_length* is the app's, None to frame it otherwise.
+        """
 
     def reject_body(self, body: bytes, more_body: bool) -> None:
         """A piece of the refusal's body; the connection closes after the last one."""
@@ -296,6 +308,8 @@ class WebSocketSession:
                 )
         if self.close_code is not None:
             raise ClientDisconnected("the client went away before the WebSocket was accepted")
+        names = {name for name, _ in headers}
+        self.ctx.add_default_fields(headers, b"server" in names, b"date" in names)
         self.state = OPEN
         self.status = 101
         self.channel.accept(subprotocol, headers)
@@ -322,14 +336,18 @@ class WebSocketSession:
                 f"'websocket.http.response.start' has an invalid status {status!r}"
             )
         try:
-            headers = validate_response_headers(message.get("headers", ()))
+            # The rules every response shares, as for an HTTP response (RequestCycle._start).
+            headers, content_length, _, has_server, has_date = validate_response_head(
+                message.get("headers", ()), status
+            )
         except InvalidHeader as exc:
             self.protocol_misuse(f"invalid 'websocket.http.response.start' header: {exc}")
         if self.close_code is not None:
             raise ClientDisconnected("the client went away before the response")
+        self.ctx.add_default_fields(headers, has_server, has_date)
         self.state = RESPONDING
         self.status = status
-        self.channel.reject_start(status, headers)
+        self.channel.reject_start(status, headers, content_length)
         self._answered(status)
 
     def _close_args(self, message: Message) -> tuple[int, str]:

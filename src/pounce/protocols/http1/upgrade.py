@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from pounce.logs import escape_for_log
 from pounce.pipeline.events import CLOSED_MALFORMED
 from pounce.protocols.http1.response import (
+    NO_BODY_STATUSES,
     error_response,
     serialize_fields,
     status_line,
@@ -168,7 +169,7 @@ class HTTP1Handshake:
             parts.append(b"sec-websocket-protocol: " + subprotocol.encode("latin-1") + b"\r\n")
         if self.deflate_response is not None:
             parts.append(b"sec-websocket-extensions: " + self.deflate_response + b"\r\n")
-        parts.append(serialize_fields(self._complete(headers)))
+        parts.append(serialize_fields(headers))
         parts.append(b"\r\n")
         self.conn.t.write(b"".join(parts))
 
@@ -182,21 +183,18 @@ class HTTP1Handshake:
         )
         t.close()
 
-    def reject_start(self, status: int, headers: HeaderFields) -> None:
-        kept = [
-            (name, value)
-            for name, value in headers
-            # The server frames the body and closes afterwards.
-            if name not in (b"transfer-encoding", b"connection")
-        ]
-        has_length = any(name == b"content-length" for name, _ in kept)
-        self._chunked = not has_length and status not in (204, 304)
+    def reject_start(
+        self, status: int, headers: HeaderFields, content_length: int | None
+    ) -> None:
+        # The session applied the shared response rules; only the framing is HTTP/1.1's, and
+        # the connection closes after this response.
+        self._chunked = content_length is None and status not in NO_BODY_STATUSES
         framing = b"transfer-encoding: chunked\r\n" if self._chunked else b""
         self.conn.t.write(
             b"".join(
                 (
                     status_line(status),
-                    serialize_fields(self._complete(kept)),
+                    serialize_fields(headers),
                     framing,
                     b"connection: close\r\n\r\n",
                 )
@@ -221,9 +219,3 @@ class HTTP1Handshake:
 
     def session_finished(self, session: WebSocketSession) -> None:
         pass  # accounting and events are the session's; nothing is left on HTTP/1.1's side
-
-    def _complete(self, headers: HeaderFields) -> list[tuple[bytes, bytes]]:
-        fields = list(headers)
-        names = {name for name, _ in fields}
-        self.conn.ctx.add_default_fields(fields, b"server" in names, b"date" in names)
-        return fields
