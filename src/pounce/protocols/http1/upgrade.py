@@ -19,7 +19,6 @@ from pounce.logs import escape_for_log
 from pounce.pipeline.events import CLOSED_MALFORMED
 from pounce.protocols.http1.response import (
     NO_BODY_STATUSES,
-    error_response,
     serialize_fields,
     status_line,
 )
@@ -174,14 +173,8 @@ class HTTP1Handshake:
         self.conn.t.write(b"".join(parts))
 
     def reject(self, status: int, headers: HeaderFields = ()) -> None:
-        ctx = self.conn.ctx
-        t = self.conn.t
-        t.write(
-            error_response(
-                status, date_line=ctx.date_line, static_head=ctx.server_line, headers=headers
-            )
-        )
-        t.close()
+        self.conn._write_error(status, headers)
+        self.conn.t.close()
 
     def reject_start(
         self, status: int, headers: HeaderFields, content_length: int | None
