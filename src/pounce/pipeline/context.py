@@ -88,6 +88,9 @@ class WorkerContext:
         #: and a load balancer sends new requests elsewhere. Nothing sets it yet: it is the
         #: hook for the request queue, which will raise and lower it with its backlog.
         self.shedding = False
+        #: This worker's requests waiting in the request queue now (``--max-queue``); written
+        #: by the queue, read by the metrics.
+        self.queue_depth = 0
         self.requests_total = 0
         self.active_requests = 0
         self.on_request_limit = on_request_limit

@@ -65,6 +65,12 @@ REJECTED_TIMEOUT: Final = "timeout"
 REJECTED_METHOD: Final = "method not allowed"
 #: A readiness probe while the worker drains or sheds load (``--ready-path``).
 REJECTED_NOT_READY: Final = "not ready"
+#: Over ``--rate-limit`` for this client (429).
+REJECTED_RATE_LIMITED: Final = "rate limited"
+#: The request queue (``--max-queue``) was full: shed without waiting (503).
+REJECTED_QUEUE_FULL: Final = "queue full"
+#: Waited ``--queue-timeout`` in the request queue without getting a slot (503).
+REJECTED_QUEUE_TIMEOUT: Final = "queue timeout"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,6 +118,9 @@ class RequestCompleted:
     scheme: str
     #: False when the response was cut off (write timeout, client gone, app error mid-body).
     complete: bool = True
+    #: Seconds the request waited in the request queue (``--max-concurrency``) before the
+    #: app was called; 0.0 when it did not wait.
+    queue_wait: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
