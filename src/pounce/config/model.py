@@ -256,6 +256,27 @@ def _health_path(value: object) -> str | None:
     return value
 
 
+def _metrics_path(value: object) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or "?" in value or "#" in value:
+        raise ValueError("expected a URL path starting with /, such as /metrics (no query)")
+    return value
+
+
+def _metrics_bind(value: object) -> str | None:
+    if value is None:
+        return None
+    expected = "expected HOST:PORT, such as 127.0.0.1:9100 or [::1]:9100"
+    if not isinstance(value, str):
+        raise ValueError(expected)
+    try:
+        spec = parse_bind(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; {expected}") from None
+    if spec.kind != "tcp":
+        raise ValueError(f"the metrics listener takes a TCP address; {expected}")
+    return value.strip()
+
+
 def _header_name(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("expected an HTTP header name, such as x-request-id")
@@ -526,6 +547,20 @@ class ServerConfig:
         "x-request-id", "header carrying the request id (--request-id)", "HTTP",
         _header_name, metavar="NAME",
     )
+    # Metrics (docs/metrics.md).
+    metrics: bool = _opt(
+        False, "serve Prometheus metrics covering every worker at --metrics-path", "HTTP",
+        _bool, style="switch",
+    )
+    metrics_path: str = _opt(
+        "/metrics", "path of the metrics endpoint (--metrics)", "HTTP", _metrics_path,
+        metavar="PATH",
+    )
+    metrics_bind: str | None = _opt(
+        None, "serve the metrics on this address only, from the supervisor's process "
+        "(the main port then passes the path to the app)", "HTTP", _metrics_bind,
+        metavar="HOST:PORT",
+    )
 
     # Limits ---------------------------------------------------------------------
     limit_request_line: int = _opt(
@@ -768,6 +803,20 @@ class ServerConfig:
                 "health_path and ready_path are the same; liveness and readiness answer "
                 "differently while draining -- give them different paths, or set only one",
                 option="ready_path",
+            )
+        if not self.metrics:
+            for name in ("metrics_path", "metrics_bind"):
+                if getattr(self, name) != _DEFAULTS[name]:
+                    raise ConfigError(
+                        "has no effect without metrics; add --metrics or remove it",
+                        option=name,
+                        value=getattr(self, name),
+                    )
+        elif self.metrics_bind is None and self.metrics_path in (self.health_path, self.ready_path):
+            raise ConfigError(
+                "metrics_path is also a health probe path; give the metrics another path",
+                option="metrics_path",
+                value=self.metrics_path,
             )
         if self.uds is not None and self.fd is not None:
             raise ConfigError(

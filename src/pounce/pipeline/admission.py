@@ -121,13 +121,22 @@ class HealthProbes:
         return self._ready
 
 
-def admission_hooks(ctx: WorkerContext) -> tuple[Admission, ...]:
-    """The hooks the configuration turns on, in the order they run."""
+def admission_hooks(
+    ctx: WorkerContext, *, metrics: Admission | None = None
+) -> tuple[Admission, ...]:
+    """The hooks the configuration turns on, in the order they run.
+
+    *metrics* is the ``--metrics`` endpoint (``pipeline.metrics.MetricsEndpoint``), built by
+    the worker that owns the metrics store's region; it comes right after the probes, so no
+    rate limit or queue refuses a scrape either.
+    """
     hooks: list[Admission] = []
     config = ctx.config
     if config.health_path is not None or config.ready_path is not None:
         # First: a probe is answered before any limit could refuse it.
         hooks.append(HealthProbes(ctx, config.health_path, config.ready_path))
+    if metrics is not None:
+        hooks.append(metrics)
     if config.request_id:
         # Never refuses: after the probes (which need no id), before any hook that refuses,
         # so a refusal could name the request it refused.

@@ -91,6 +91,10 @@ class WorkerContext:
         #: This worker's requests waiting in the request queue now (``--max-queue``); written
         #: by the queue, read by the metrics.
         self.queue_depth = 0
+        #: HTTP/2 streams open now on this worker's connections. The HTTP/2 engine adds one
+        #: when a stream opens and takes one away when it closes (plain int arithmetic on the
+        #: loop thread); ``--metrics`` samples it on the worker's tick.
+        self.http2_streams = 0
         self.requests_total = 0
         self.active_requests = 0
         self.on_request_limit = on_request_limit

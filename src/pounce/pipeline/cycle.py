@@ -98,7 +98,8 @@ class ResponseChannel(Protocol):
         """A complete response the server writes itself; returns the body bytes sent.
 
         Its plain-text body is the status's reason phrase unless *body* is given (a health
-        probe's ``ok``); the answer to a HEAD request leaves the body out.
+        probe's ``ok``); a ``content-type`` in *headers* replaces ``text/plain`` (the metrics
+        exposition); the answer to a HEAD request leaves the body out.
         """
 
     def abort(self) -> None:
@@ -130,6 +131,7 @@ class RequestCycle:
         "_streaming",
         "_waiter",
         "body_finished",
+        "bytes_received",
         "bytes_sent",
         "channel",
         "client_eof",
@@ -176,6 +178,7 @@ class RequestCycle:
         self._streaming = False  # started, body under way: the fast path of send()
         self.status = 0
         self.bytes_sent = 0
+        self.bytes_received = 0
         # perf_counter, not loop.time(): uvloop's clock only has millisecond resolution.
         self.start_time = perf_counter() if ctx.events.active else 0.0
         self.response_headers: Headers | None = None
@@ -194,7 +197,9 @@ class RequestCycle:
                 self._body = [data]
             else:
                 self._body.append(data)
-            self._body_size += len(data)
+            size = len(data)
+            self._body_size += size
+            self.bytes_received += size
             self._wake()
 
     def feed_end(self) -> None:
@@ -457,6 +462,7 @@ class RequestCycle:
                 response_headers=self.response_headers,
                 scheme=scope["scheme"],
                 complete=complete,
+                bytes_received=self.bytes_received,
             )
         )
 

@@ -121,6 +121,8 @@ class RequestCompleted:
     #: Seconds the request waited in the request queue (``--max-concurrency``) before the
     #: app was called; 0.0 when it did not wait.
     queue_wait: float = 0.0
+    #: Request body bytes received from the client (as far as it was read).
+    bytes_received: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -263,6 +263,12 @@ class EventHub:
 
     # -- statistics -----------------------------------------------------------------------------
 
+    @property
+    def dropped(self) -> int:
+        """Events dropped so far for subscribers that were full (cheap: for metrics)."""
+        with self._lock:
+            return self._retired_dropped + sum(s.dropped for s in self._subscribers)
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             subscribers = [

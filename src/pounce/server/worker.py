@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -18,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from pounce.features.compression import compression_factory
 from pounce.features.server_timing import server_timing_filter
+from pounce.pipeline.admission import admission_hooks
 from pounce.pipeline.context import WorkerContext
 from pounce.pipeline.dispatcher import Dispatcher
+from pounce.pipeline.metrics import MetricsEndpoint, MetricsRecorder
 from pounce.pipeline.request_id import request_id_filter
 from pounce.protocols.http1.protocol import http1_engine_factory
 from pounce.server.accept import ListenerGuard, TLSAcceptor
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 
     from pounce.asgi.types import ASGIApp
     from pounce.config import ServerConfig
+    from pounce.features.metrics_store import MetricsStore
     from pounce.features.proxy_headers import ProxyTrust
     from pounce.logs import AccessLogger
     from pounce.pipeline.filters import FilterFactory
@@ -70,9 +74,23 @@ def filter_factories(ctx: WorkerContext) -> tuple[FilterFactory, ...]:
     return tuple(factories)
 
 
-def protocol_factory(ctx: WorkerContext) -> Callable[[], StreamTransport]:
-    """What the event loop calls for each new connection of this worker."""
-    engine = http1_engine_factory(Dispatcher(ctx, filter_factories=filter_factories(ctx)))
+def protocol_factory(
+    ctx: WorkerContext, metrics: MetricsRecorder | None = None
+) -> Callable[[], StreamTransport]:
+    """What the event loop calls for each new connection of this worker.
+
+    *metrics*: this worker's recorder when ``--metrics`` is on; unless the metrics have a
+    listener of their own (``--metrics-bind``), the main port answers ``--metrics-path``.
+    """
+    endpoint = None
+    if metrics is not None and ctx.config.metrics_bind is None:
+        endpoint = MetricsEndpoint(ctx, metrics, ctx.config.metrics_path)
+    dispatcher = Dispatcher(
+        ctx,
+        admission=admission_hooks(ctx, metrics=endpoint),
+        filter_factories=filter_factories(ctx),
+    )
+    engine = http1_engine_factory(dispatcher)
     return lambda: StreamTransport(ctx, engine)
 
 
@@ -93,8 +111,12 @@ class Worker:
         on_request_limit: Callable[[], None] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         event_hub: EventHub | None = None,
+        metrics: tuple[MetricsStore, int] | None = None,
     ) -> None:
         self.app = app
+        #: ``--metrics``: the shared store and the region this worker writes (it alone).
+        self.metrics = metrics
+        self._recorder: MetricsRecorder | None = None
         #: The server's event subscribers (None: only this worker's own bus, e.g. a process).
         self.event_hub = event_hub
         self.config = config
@@ -191,7 +213,12 @@ class Worker:
         )
         ctx.max_requests = self.max_requests
         self.ctx = ctx
-        self._protocol_factory = protocol_factory(ctx)
+        recorder = None
+        if self.metrics is not None:
+            store, region = self.metrics
+            recorder = MetricsRecorder(ctx, store, region, os.getpid())
+            self._recorder = recorder
+        self._protocol_factory = protocol_factory(ctx, recorder)
         guard = ListenerGuard(loop, self.name) if sockets else None
         for sock in sockets:
             if self.ssl_context is not None:
@@ -213,6 +240,9 @@ class Worker:
             ticker.cancel()
             self.ready.clear()
             ctx.unlink_events()
+            if recorder is not None:
+                recorder.sample()
+                recorder.close()
 
     def _adopt(self, sock: socket.socket) -> None:
         ctx = self.ctx
@@ -268,6 +298,9 @@ class Worker:
         loop = self.loop
         assert ctx is not None and loop is not None
         ctx.refresh_date()
+        recorder = self._recorder
+        if recorder is not None:
+            recorder.sample()  # the gauges a scrape reads, at most one tick old
         now = loop.time()
         for conn in list(ctx.connections):
             if conn.deadline <= now:

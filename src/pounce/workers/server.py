@@ -18,12 +18,15 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from pounce.features.metrics_store import MetricsStore
 from pounce.pipeline.events import ServerStarted, ServerStopped
 from pounce.pipeline.hub import EventHub
 from pounce.server.signals import install_signal_handlers
 from pounce.server.sockets import bind_sockets, describe
 from pounce.transport.tls import create_ssl_context
+from pounce.workers.metrics import MetricsListener, SupervisorMetrics, store_capacity
 from pounce.workers.model import choose_model
+from pounce.workers.processes import mp_context
 from pounce.workers.reload import AppLoader
 from pounce.workers.supervisor import Supervisor
 
@@ -70,6 +73,9 @@ class Server:
         self._stop_requested: bool | None = None
         self._signals_seen = 0
         self._sockets: list[socket.socket] = []
+        #: ``--metrics-bind``: where the metrics are served, e.g.
+        #: ``http://127.0.0.1:9100/metrics`` (None without a listener of their own).
+        self.metrics_url: str | None = None
 
     # -- control (any thread) -------------------------------------------------------------------
 
@@ -77,6 +83,8 @@ class Server:
         """Run the server in this thread until it stops. Raises ``StartupError`` subclasses."""
         config = self.config
         loader = AppLoader(config, self._app)
+        store: MetricsStore | None = None
+        listener: MetricsListener | None = None
         try:
             app = loader.load()
             model = choose_model(config)
@@ -86,6 +94,15 @@ class Server:
             self._sockets = bind_sockets(config, reuse_port=model.accept == "reuseport")
             scheme = "https" if config.ssl_enabled else "http"
             self.bound_addresses = [describe(sock, scheme) for sock in self._sockets]
+            metrics = None
+            if config.metrics:
+                # Before any worker exists: forked process workers inherit the mapping.
+                spawned = model.kind == "process" and mp_context().get_start_method() != "fork"
+                store = MetricsStore.create(store_capacity(model.count), named=spawned)
+                metrics = SupervisorMetrics(store, self._events)
+                if config.metrics_bind is not None:
+                    listener = MetricsListener(config.metrics_bind, store, config.metrics_path)
+                    self.metrics_url = listener.url
             supervisor = Supervisor(
                 config,
                 model,
@@ -94,9 +111,14 @@ class Server:
                 self._sockets,
                 close_listeners=self._close_sockets,
                 event_hub=self._events,
+                metrics=metrics,
             )
         except BaseException as exc:
             self.startup_error = exc
+            if listener is not None:
+                listener.stop()
+            if store is not None:
+                store.close()
             self._close_sockets()
             self.started.set()
             raise
@@ -111,6 +133,9 @@ class Server:
         restore_signals = self._install_signal_handlers()
         self._write_pid_file()
         self._events.start()
+        if listener is not None:
+            listener.start()
+            logger.info("Metrics served on %s", listener.url)
         try:
             logger.info("Worker model: %s", model.describe())
             self._log_websocket_support()
@@ -121,11 +146,15 @@ class Server:
             raise
         finally:
             self.started.set()
+            if listener is not None:
+                listener.stop()
             restore_signals()
             self._remove_pid_file()
             self._close_sockets()
             self._events.publish(ServerStopped(requests_total=supervisor.stats()["requests_total"]))
             self._events.stop()
+            if store is not None:
+                store.close()
             logger.info("Finished server process [%d]", os.getpid())
 
     def shutdown(self, *, force: bool = False) -> None:

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from pounce.asgi.types import ASGIApp
     from pounce.config import ServerConfig
     from pounce.pipeline.hub import EventHub
+    from pounce.workers.metrics import SupervisorMetrics
     from pounce.workers.model import WorkerModel
     from pounce.workers.reload import AppLoader
 
@@ -86,8 +87,11 @@ class Supervisor:
         *,
         close_listeners: Callable[[], None] | None = None,
         event_hub: EventHub | None = None,
+        metrics: SupervisorMetrics | None = None,
     ) -> None:
         self.config = config
+        #: ``--metrics``: regions of the shared store for the workers, and the server figures.
+        self._metrics = metrics
         #: The server's event subscribers: thread workers forward request events to it, and
         #: the supervisor publishes the worker and reload life cycle there.
         self._event_hub = event_hub
@@ -170,6 +174,9 @@ class Supervisor:
     # -- events -------------------------------------------------------------------------------
 
     def _emit(self, event: object) -> None:
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.on_event(event)
         hub = self._event_hub
         if hub is not None:
             hub.publish(event)
@@ -244,6 +251,7 @@ class Supervisor:
                 if self._stopping:
                     break
                 self._supervise()
+                self._sweep_metrics()
             if self.fatal is not None:
                 raise self.fatal
         finally:
@@ -289,9 +297,17 @@ class Supervisor:
             return sockets
         return self._sockets
 
+    def _sweep_metrics(self) -> None:
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.sweep(len(self.workers), len(self._starting), len(self._draining))
+
     def _spawn(self, slot: int, app: ASGIApp, generation: int) -> WorkerHandle:
         name = f"worker-{generation}.{slot}"
         handle: WorkerHandle
+        metrics = self._metrics
+        region = metrics.take_region() if metrics is not None else None
+        assigned = (metrics.store, region) if metrics is not None and region is not None else None
         if self.model.kind == "thread":
             handle = ThreadWorker(
                 app=app,
@@ -302,6 +318,7 @@ class Supervisor:
                 generation=generation,
                 max_requests=False,
                 event_hub=self._event_hub,
+                metrics=assigned,
             )
         else:
             handle = ProcessWorker(
@@ -313,11 +330,14 @@ class Supervisor:
                 slot=slot,
                 generation=generation,
                 max_requests=None,
+                metrics=assigned,
             )
         limit = self.config.limit_max_requests
         if limit is not None:
             jitter = self.config.limit_max_requests_jitter
             self._limits[handle] = limit + (random.randint(0, jitter) if jitter else 0)
+        if metrics is not None:
+            metrics.bind(handle, region)
         handle.start()
         return handle
 

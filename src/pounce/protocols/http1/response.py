@@ -58,17 +58,20 @@ def error_response(
 ) -> bytes:
     """A complete, closing plain-text response the server answers itself.
 
-    *headers* are extra fields (``Retry-After`` on a 429 or 503, say), already validated.
+    *headers* are extra fields (``Retry-After`` on a 429 or 503, say), already validated;
+    a ``content-type`` among them replaces ``text/plain``.
     *body* replaces the reason phrase (a health probe's ``ok``); with *head* (the answer to a
     HEAD request) the head announces the body's length but the body is left out.
     """
     if body is None:
         body = error_body(status)
     extra = serialize_fields(headers)
+    # A Content-Type among *headers* (the metrics exposition's) replaces the plain-text one.
+    own_type = extra.startswith(b"content-type:") or b"\r\ncontent-type:" in extra
     return b"".join(
         (
             status_line(status),
-            b"content-type: text/plain; charset=utf-8\r\n",
+            b"" if own_type else b"content-type: text/plain; charset=utf-8\r\n",
             b"content-length: %d\r\n" % len(body),
             b"connection: close\r\n",
             extra,

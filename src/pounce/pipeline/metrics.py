@@ -1,0 +1,172 @@
+"""The worker's side of ``--metrics``: an event-bus subscriber, sampled gauges, the endpoint.
+
+:class:`MetricsRecorder` subscribes to the worker's :class:`~pounce.pipeline.events.EventBus`
+like the access log does, for the few event kinds it counts, and writes into this worker's
+region of the shared store (:mod:`pounce.features.metrics_store`). It runs on the worker's
+loop thread, the region's only writer, so it takes no lock. Nothing in it knows a protocol:
+whatever emits ``RequestCompleted`` (HTTP/1.1, a WebSocket handshake, HTTP/2 streams later)
+is counted the same way.
+
+Gauges that change with every request (requests in flight, open connections, HTTP/2 streams,
+the queue depth) are not events: the worker's tick copies them from the
+:class:`~pounce.pipeline.context.WorkerContext` into the region (:meth:`MetricsRecorder.sample`),
+so a scrape sees them at most one tick old, and the request path pays nothing for them.
+
+:class:`MetricsEndpoint` answers ``--metrics-path`` on the main port before the app, as an
+admission hook placed right after the health probes (so no rate limit or queue refuses it).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pounce.features.metrics import Exposition, wants_openmetrics
+from pounce.features.metrics_store import (
+    DURATION_BOUNDS,
+    HTTP_VERSIONS,
+    LIVE,
+    METHODS,
+    QUEUE_WAIT_BOUNDS,
+    REJECTION_REASONS,
+    STATUS_CLASSES,
+    RegionLayout,
+    bucket_of,
+)
+from pounce.pipeline.admission import Rejection
+from pounce.pipeline.events import (
+    REJECTED_METHOD,
+    RequestCompleted,
+    RequestRejected,
+    WebSocketClosed,
+    WebSocketOpened,
+)
+
+if TYPE_CHECKING:
+    from pounce.asgi.types import Scope
+    from pounce.features.metrics_store import MetricsStore
+    from pounce.pipeline.connection import ConnectionInfo
+    from pounce.pipeline.context import WorkerContext
+
+__all__ = ["METRICS_SCRAPE", "MetricsEndpoint", "MetricsRecorder"]
+
+#: The ``reason`` of a scrape's 200 answer (not a refusal: no ``RequestRejected`` for it).
+METRICS_SCRAPE = "metrics scrape"
+
+_L = RegionLayout
+_OTHER_METHOD = len(METHODS)
+_OTHER_VERSION = len(HTTP_VERSIONS)
+#: method -> offset of its block of request counters.
+_METHOD_BASE = {m: _L.request_index(i, 0, 0) for i, m in enumerate(METHODS)}
+_OTHER_METHOD_BASE = _L.request_index(_OTHER_METHOD, 0, 0)
+#: status // 100 -> offset of its status class inside a method's block (0 and >= 6: other).
+_STATUS_OFFSET = tuple(
+    (c - 1 if 1 <= c <= 5 else len(STATUS_CLASSES) - 1) * _L.STATUS_STRIDE for c in range(10)
+)
+_VERSION_OFFSET = {v: i for i, v in enumerate(HTTP_VERSIONS)}
+_REJECTED = {reason: _L.REJECTED + i for i, reason in enumerate(REJECTION_REASONS)}
+_REJECTED_OTHER = _L.REJECTED + len(REJECTION_REASONS)
+
+
+class MetricsRecorder:
+    """Counts one worker's traffic into its region of the shared store (its loop thread)."""
+
+    __slots__ = ("_ctx", "_region", "_unsubscribe", "exposition")
+
+    def __init__(self, ctx: WorkerContext, store: MetricsStore, index: int, pid: int) -> None:
+        self._ctx = ctx
+        region = store.region(index)
+        self._region = region
+        region[_L.PID] = float(pid)
+        region[_L.STATE] = LIVE
+        #: Renders the whole store (every worker) for a scrape this worker answers.
+        self.exposition = Exposition(store)
+        bus = ctx.events
+        self._unsubscribe = (
+            bus.subscribe(self._completed, kinds=(RequestCompleted,)),
+            bus.subscribe(self._rejected, kinds=(RequestRejected,)),
+            bus.subscribe(self._websocket_opened, kinds=(WebSocketOpened,)),
+            bus.subscribe(self._websocket_closed, kinds=(WebSocketClosed,)),
+        )
+
+    def close(self) -> None:
+        """Stop counting (the worker is gone); the supervisor zeroes the gauges."""
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+
+    # -- events (the worker's loop thread) ---------------------------------------------------------
+
+    def _completed(self, event: RequestCompleted) -> None:
+        # Once per request: plain lookups and in-place adds on one memoryview, nothing else.
+        region = self._region
+        status = event.status
+        region[
+            _METHOD_BASE.get(event.method, _OTHER_METHOD_BASE)
+            + _STATUS_OFFSET[status // 100 if 0 <= status < 1000 else 0]
+            + _VERSION_OFFSET.get(event.http_version, _OTHER_VERSION)
+        ] += 1.0
+        duration = event.duration
+        region[_L.DURATION_BUCKETS + bucket_of(DURATION_BOUNDS, duration)] += 1.0
+        region[_L.DURATION_SUM] += duration
+        sent = event.bytes_sent
+        if sent:
+            region[_L.BYTES_SENT] += sent
+        received = event.bytes_received
+        if received:
+            region[_L.BYTES_RECEIVED] += received
+        waited = event.queue_wait
+        if waited > 0.0:
+            region[_L.QUEUE_WAIT_BUCKETS + bucket_of(QUEUE_WAIT_BOUNDS, waited)] += 1.0
+            region[_L.QUEUE_WAIT_SUM] += waited
+
+    def _rejected(self, event: RequestRejected) -> None:
+        self._region[_REJECTED.get(event.reason, _REJECTED_OTHER)] += 1.0
+
+    def _websocket_opened(self, event: WebSocketOpened) -> None:
+        region = self._region
+        region[_L.WEBSOCKETS_OPEN] += 1.0
+        region[_L.WEBSOCKETS_TOTAL] += 1.0
+
+    def _websocket_closed(self, event: WebSocketClosed) -> None:
+        self._region[_L.WEBSOCKETS_OPEN] -= 1.0
+
+    # -- gauges (the worker's tick, and before this worker answers a scrape) -----------------------
+
+    def sample(self) -> None:
+        ctx = self._ctx
+        region = self._region
+        region[_L.IN_FLIGHT] = ctx.active_requests
+        region[_L.CONNECTIONS_OPEN] = len(ctx.connections)
+        region[_L.HTTP2_STREAMS_OPEN] = ctx.http2_streams
+        region[_L.QUEUE_DEPTH] = ctx.queue_depth
+
+
+class MetricsEndpoint:
+    """``--metrics-path`` on the main port: the exposition, answered before the app.
+
+    GET and HEAD only (405 with ``Allow`` otherwise). The path is compared like the health
+    probes' (as sent, without ``--root-path``); a WebSocket handshake to it goes to the app.
+    The answer is built per scrape (it is the current figures) and written by the channel
+    like any answer of the server's own, so every protocol serves it the same way.
+    """
+
+    __slots__ = ("_path", "_recorder", "_wrong_method")
+
+    def __init__(self, ctx: WorkerContext, recorder: MetricsRecorder, path: str) -> None:
+        self._recorder = recorder
+        self._path = ctx.root_path + path
+        self._wrong_method = Rejection(405, REJECTED_METHOD, ((b"allow", b"GET, HEAD"),))
+
+    def admit(self, scope: Scope, connection: ConnectionInfo) -> Rejection | None:
+        if scope["path"] != self._path or scope["type"] != "http":
+            return None
+        if scope["method"] not in ("GET", "HEAD"):
+            return self._wrong_method
+        accept = None
+        for name, value in scope["headers"]:
+            if name == b"accept":
+                accept = value if accept is None else accept + b"," + value
+        recorder = self._recorder
+        recorder.sample()  # this worker's own gauges as of now
+        content_type, body = recorder.exposition.render(wants_openmetrics(accept))
+        return Rejection(200, METRICS_SCRAPE, ((b"content-type", content_type),), body)
+
