@@ -106,6 +106,10 @@ FLAG_TABLE: list[tuple[list[str], str, Any]] = [
     (["--request-id"], "request_id", True),
     (["--request-id-header", "X-Correlation-ID"], "request_id_header", "x-correlation-id"),
     (["--access-log-health"], "access_log_health", True),
+    # Metrics
+    (["--metrics"], "metrics", True),
+    (["--metrics", "--metrics-path", "/prom"], "metrics_path", "/prom"),
+    (["--metrics", "--metrics-bind", "127.0.0.1:9100"], "metrics_bind", "127.0.0.1:9100"),
     (["--h11-max-incomplete-event-size", "16384"], "h11_max_incomplete_event_size", 16384),
     (["--http", "h11"], "http", "h11"),
     (["--http", "auto"], "http", "auto"),

@@ -58,6 +58,8 @@ def test_defaults_match_the_contract() -> None:
         "compression_level_gzip": 6, "compression_level_zstd": 3, "compression_types": (),
         "health_path": None, "ready_path": None,
         "access_log_health": False, "request_id": False, "request_id_header": "x-request-id",
+        # Metrics
+        "metrics": False, "metrics_path": "/metrics", "metrics_bind": None,
     }
     assert set(FIELD_DOCS) == set(expected)
     for name, value in expected.items():
@@ -230,6 +232,12 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("request_id", "maybe", "boolean"),
     ("request_id_header", "x request id", "HTTP token"),
     ("request_id_header", "", "header name"),
+    # Metrics
+    ("metrics", "maybe", "boolean"),
+    ("metrics_path", "metrics", "starting with /"),
+    ("metrics_path", None, "starting with /"),
+    ("metrics_bind", "9100", "HOST:PORT"),
+    ("metrics_bind", "unix:/tmp/m.sock", "TCP address"),
 ]
 
 
@@ -289,6 +297,9 @@ def test_long_values_are_truncated_in_messages() -> None:
         ({"ssl_certfile": "c.pem", "ssl_cert_reqs": "optional"}, "add --ssl-ca-certs"),
         ({"limit_max_requests_jitter": 5}, "without limit_max_requests"),
         ({"health_path": "/h", "ready_path": "/h"}, "health_path and ready_path are the same"),
+        ({"metrics_path": "/m"}, "without metrics"),
+        ({"metrics_bind": "127.0.0.1:9100"}, "without metrics"),
+        ({"metrics": True, "health_path": "/metrics"}, "also a health probe path"),
     ],
 )
 def test_conflicting_options(kwargs: dict[str, Any], message: str) -> None:

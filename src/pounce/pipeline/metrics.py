@@ -92,6 +92,8 @@ class MetricsRecorder:
         """Stop counting (the worker is gone); the supervisor zeroes the gauges."""
         for unsubscribe in self._unsubscribe:
             unsubscribe()
+        # A view left behind would keep a named segment from being closed.
+        self._region.release()
 
     # -- events (the worker's loop thread) ---------------------------------------------------------
 

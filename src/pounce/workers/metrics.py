@@ -60,6 +60,10 @@ class SupervisorMetrics:
         self._owners: dict[WorkerHandle, int] = {}
         self._warned = False
 
+    def close(self) -> None:
+        """Let go of the server region (before the store is closed)."""
+        self._server.release()
+
     def take_region(self) -> int | None:
         """A free region for a worker about to start; None (and one warning) if none is left."""
         if self._free:

@@ -84,6 +84,7 @@ class Server:
         config = self.config
         loader = AppLoader(config, self._app)
         store: MetricsStore | None = None
+        metrics: SupervisorMetrics | None = None
         listener: MetricsListener | None = None
         try:
             app = loader.load()
@@ -94,7 +95,6 @@ class Server:
             self._sockets = bind_sockets(config, reuse_port=model.accept == "reuseport")
             scheme = "https" if config.ssl_enabled else "http"
             self.bound_addresses = [describe(sock, scheme) for sock in self._sockets]
-            metrics = None
             if config.metrics:
                 # Before any worker exists: forked process workers inherit the mapping.
                 spawned = model.kind == "process" and mp_context().get_start_method() != "fork"
@@ -117,6 +117,8 @@ class Server:
             self.startup_error = exc
             if listener is not None:
                 listener.stop()
+            if metrics is not None:
+                metrics.close()
             if store is not None:
                 store.close()
             self._close_sockets()
@@ -153,6 +155,8 @@ class Server:
             self._close_sockets()
             self._events.publish(ServerStopped(requests_total=supervisor.stats()["requests_total"]))
             self._events.stop()
+            if metrics is not None:
+                metrics.close()
             if store is not None:
                 store.close()
             logger.info("Finished server process [%d]", os.getpid())
