@@ -347,10 +347,12 @@ def test_counts_survive_a_rolling_reload() -> None:
             httpx.get(url + "/")
         running.server.reload()
 
-        def reloaded() -> Samples | None:
+        def reloaded() -> bool:
             found = parse(httpx.get(url + "/metrics").text)
-            done = found["pounce_reloads_total", (("result", "completed"),)] == 1
-            return found if done and found["pounce_workers", (("state", "draining"),)] == 0 else None
+            return (
+                found["pounce_reloads_total", (("result", "completed"),)] == 1
+                and found["pounce_workers", (("state", "draining"),)] == 0
+            )
 
         assert wait_until(reloaded, 15.0, 0.1)
         found = parse(httpx.get(url + "/metrics").text)
