@@ -180,7 +180,9 @@ class RequestCycle:
         self.bytes_sent = 0
         self.bytes_received = 0
         # perf_counter, not loop.time(): uvloop's clock only has millisecond resolution.
-        self.start_time = perf_counter() if ctx.events.active else 0.0
+        self.start_time = (
+            perf_counter() if ctx.events.active or ctx.count_request is not None else 0.0
+        )
         self.response_headers: Headers | None = None
         self._reported = False
         #: The task running the app, while it runs (the protocol cancels it on a forced close).
@@ -331,7 +333,8 @@ class RequestCycle:
                     # _complete() inlined: the end of every response comes through here.
                     self.response_complete = True
                     channel.response_complete()
-                    if self.ctx.events.active:
+                    ctx = self.ctx
+                    if ctx.events.active or ctx.count_request is not None:
                         self._emit_completed(True)
                     if self._waiter is not None:
                         self._wake()
@@ -419,7 +422,8 @@ class RequestCycle:
             return
         self.response_complete = True
         self.channel.response_complete()
-        if self.ctx.events.active:
+        ctx = self.ctx
+        if ctx.events.active or ctx.count_request is not None:
             self._emit_completed(True)
         self._wake()
 
@@ -448,7 +452,21 @@ class RequestCycle:
             return
         self._reported = True
         scope = self.scope
-        self.ctx.events.emit(
+        ctx = self.ctx
+        count = ctx.count_request
+        if count is not None:
+            count(
+                scope["method"],
+                self.status,
+                scope["http_version"],
+                perf_counter() - self.start_time,
+                self.bytes_sent,
+                self.bytes_received,
+                0.0,
+            )
+            if not ctx.events.wants(RequestCompleted):
+                return
+        ctx.events.emit(
             RequestCompleted(
                 client=scope["client"],
                 method=scope["method"],
@@ -516,7 +534,7 @@ class RequestCycle:
             self.task = None
             ctx = self.ctx
             ctx.request_finished()
-            if ctx.events.active and not self._reported:
+            if (ctx.events.active or ctx.count_request is not None) and not self._reported:
                 # Cut off (client gone, write timeout, app error mid-body): still one record.
                 self._emit_completed(False)
             self.channel.app_finished()

@@ -10,6 +10,7 @@ The access log is a subscriber like any other: it formats :class:`RequestComplet
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -292,6 +293,40 @@ SERVER_EVENT_TYPES: tuple[type, ...] = (
     ReloadCompleted,
     ReloadFailed,
 )
+
+
+def _quick_init(kind: type) -> None:
+    """Give the frozen event *kind* a constructor that sets its slots through their descriptors.
+
+    A frozen dataclass's generated ``__init__`` goes through ``object.__setattr__`` once per
+    field (its own ``__setattr__`` refuses); calling each slot's descriptor directly stores the
+    same values in about half the time. That matters for :class:`RequestCompleted`, built once
+    per request whenever anyone listens (the access log, ``--metrics``). Same keyword-only
+    signature and defaults; the instances stay frozen, comparable and dataclasses.
+    """
+    fields = dataclasses.fields(kind)
+    namespace: dict[str, Any] = {}
+    params: list[str] = []
+    body: list[str] = []
+    for f in fields:
+        if f.default is not dataclasses.MISSING:
+            namespace[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        else:
+            assert f.default_factory is dataclasses.MISSING, (kind, f.name)
+            params.append(f.name)
+        namespace[f"_set_{f.name}"] = kind.__dict__[f.name].__set__
+        body.append(f"    _set_{f.name}(self, {f.name})")
+    source = f"def __init__(self, *, {', '.join(params)}):\n" + "\n".join(body or ["    pass"])
+    exec(source, namespace)  # as dataclasses itself builds __init__
+    init = namespace["__init__"]
+    init.__qualname__ = f"{kind.__qualname__}.__init__"
+    init.__module__ = kind.__module__
+    kind.__init__ = init  # type: ignore[misc]
+
+
+for _kind in (*EVENT_TYPES, *SERVER_EVENT_TYPES):
+    _quick_init(_kind)
 
 
 class EventBus:

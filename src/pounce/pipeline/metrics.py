@@ -18,6 +18,7 @@ admission hook placed right after the health probes (so no rate limit or queue r
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import TYPE_CHECKING
 
 from pounce.features.metrics import Exposition, wants_openmetrics
@@ -30,12 +31,10 @@ from pounce.features.metrics_store import (
     REJECTION_REASONS,
     STATUS_CLASSES,
     RegionLayout,
-    bucket_of,
 )
 from pounce.pipeline.admission import Rejection
 from pounce.pipeline.events import (
     REJECTED_METHOD,
-    RequestCompleted,
     RequestRejected,
     WebSocketClosed,
     WebSocketOpened,
@@ -53,18 +52,27 @@ __all__ = ["METRICS_SCRAPE", "MetricsEndpoint", "MetricsRecorder"]
 METRICS_SCRAPE = "metrics scrape"
 
 _L = RegionLayout
+#: method -> http_version -> offset of the request counters of that pair (status class 1xx);
+#: subscripts, not .get(): a KeyError takes the rare path for an unlisted method or version.
+_REQUEST_BASE = {
+    method: {version: _L.request_index(m, 0, v) for v, version in enumerate(HTTP_VERSIONS)}
+    for m, method in enumerate(METHODS)
+}
 _OTHER_METHOD = len(METHODS)
 _OTHER_VERSION = len(HTTP_VERSIONS)
-#: method -> offset of its block of request counters.
-_METHOD_BASE = {m: _L.request_index(i, 0, 0) for i, m in enumerate(METHODS)}
-_OTHER_METHOD_BASE = _L.request_index(_OTHER_METHOD, 0, 0)
-#: status // 100 -> offset of its status class inside a method's block (0 and >= 6: other).
+#: status // 100 (statuses are 0..999) -> offset of its status class (0 and >= 6: other).
 _STATUS_OFFSET = tuple(
     (c - 1 if 1 <= c <= 5 else len(STATUS_CLASSES) - 1) * _L.STATUS_STRIDE for c in range(10)
 )
-_VERSION_OFFSET = {v: i for i, v in enumerate(HTTP_VERSIONS)}
 _REJECTED = {reason: _L.REJECTED + i for i, reason in enumerate(REJECTION_REASONS)}
 _REJECTED_OTHER = _L.REJECTED + len(REJECTION_REASONS)
+
+
+def _other_request_base(method: str, http_version: str) -> int:
+    """The counters of a method or HTTP version outside the listed ones (label ``other``)."""
+    m = METHODS.index(method) if method in METHODS else _OTHER_METHOD
+    v = HTTP_VERSIONS.index(http_version) if http_version in HTTP_VERSIONS else _OTHER_VERSION
+    return _L.request_index(m, 0, v)
 
 
 class MetricsRecorder:
@@ -80,9 +88,11 @@ class MetricsRecorder:
         region[_L.STATE] = LIVE
         #: Renders the whole store (every worker) for a scrape this worker answers.
         self.exposition = Exposition(store)
+        # Finished requests are counted through the context's hook, not as RequestCompleted
+        # events: see WorkerContext.count_request.
+        ctx.count_request = self._count
         bus = ctx.events
         self._unsubscribe = (
-            bus.subscribe(self._completed, kinds=(RequestCompleted,)),
             bus.subscribe(self._rejected, kinds=(RequestRejected,)),
             bus.subscribe(self._websocket_opened, kinds=(WebSocketOpened,)),
             bus.subscribe(self._websocket_closed, kinds=(WebSocketClosed,)),
@@ -90,6 +100,7 @@ class MetricsRecorder:
 
     def close(self) -> None:
         """Stop counting (the worker is gone); the supervisor zeroes the gauges."""
+        self._ctx.count_request = None
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         # A view left behind would keep a named segment from being closed.
@@ -97,28 +108,32 @@ class MetricsRecorder:
 
     # -- events (the worker's loop thread) ---------------------------------------------------------
 
-    def _completed(self, event: RequestCompleted) -> None:
+    def _count(  # noqa: PLR0917 - the WorkerContext.count_request signature
+        self,
+        method: str,
+        status: int,
+        http_version: str,
+        duration: float,
+        bytes_sent: int,
+        bytes_received: int,
+        queue_wait: float,
+    ) -> None:
         # Once per request: plain lookups and in-place adds on one memoryview, nothing else.
         region = self._region
-        status = event.status
-        region[
-            _METHOD_BASE.get(event.method, _OTHER_METHOD_BASE)
-            + _STATUS_OFFSET[status // 100 if 0 <= status < 1000 else 0]
-            + _VERSION_OFFSET.get(event.http_version, _OTHER_VERSION)
-        ] += 1.0
-        duration = event.duration
-        region[_L.DURATION_BUCKETS + bucket_of(DURATION_BOUNDS, duration)] += 1.0
+        try:
+            base = _REQUEST_BASE[method][http_version]
+        except KeyError:
+            base = _other_request_base(method, http_version)
+        region[base + _STATUS_OFFSET[status // 100]] += 1.0
+        region[_L.DURATION_BUCKETS + bisect_left(DURATION_BOUNDS, duration)] += 1.0
         region[_L.DURATION_SUM] += duration
-        sent = event.bytes_sent
-        if sent:
-            region[_L.BYTES_SENT] += sent
-        received = event.bytes_received
-        if received:
-            region[_L.BYTES_RECEIVED] += received
-        waited = event.queue_wait
-        if waited > 0.0:
-            region[_L.QUEUE_WAIT_BUCKETS + bucket_of(QUEUE_WAIT_BOUNDS, waited)] += 1.0
-            region[_L.QUEUE_WAIT_SUM] += waited
+        if bytes_sent:
+            region[_L.BYTES_SENT] += bytes_sent
+        if bytes_received:
+            region[_L.BYTES_RECEIVED] += bytes_received
+        if queue_wait > 0.0:
+            region[_L.QUEUE_WAIT_BUCKETS + bisect_left(QUEUE_WAIT_BOUNDS, queue_wait)] += 1.0
+            region[_L.QUEUE_WAIT_SUM] += queue_wait
 
     def _rejected(self, event: RequestRejected) -> None:
         self._region[_REJECTED.get(event.reason, _REJECTED_OTHER)] += 1.0

@@ -155,7 +155,9 @@ class WebSocketSession:
         self.status = 0  # the handshake's HTTP status, for the access log
         self._waiter: asyncio.Future[None] | None = None
         # perf_counter, not loop.time(): uvloop's clock only has millisecond resolution.
-        self.start_time = perf_counter() if ctx.events.active else 0.0
+        self.start_time = (
+            perf_counter() if ctx.events.active or ctx.count_request is not None else 0.0
+        )
         #: Who ended the WebSocket ("client", "server", "app"), for WebSocketClosed.
         self.initiator = "client"
 
@@ -459,9 +461,15 @@ class WebSocketSession:
     def _answered(self, status: int) -> None:
         """The handshake got its answer: one access-log record, as for any request."""
         ctx = self.ctx
-        if not ctx.events.active:
-            return
         scope = self.scope
+        count = ctx.count_request
+        if count is not None:
+            duration = perf_counter() - self.start_time
+            count("GET", status, scope["http_version"], duration, 0, 0, 0.0)
+            if not ctx.events.wants(RequestCompleted):
+                return
+        elif not ctx.events.active:
+            return
         ctx.events.emit(
             RequestCompleted(
                 client=scope["client"],
