@@ -389,11 +389,10 @@ def test_websockets_are_counted() -> None:
 # -- the endpoint hook alone ----------------------------------------------------------------
 
 
-class FakeRecorder:
+class FakeExposition:
     def __init__(self) -> None:
         self.sampled = 0
         self.asked: list[bool] = []
-        self.exposition = self
 
     def sample(self) -> None:
         self.sampled += 1
@@ -409,8 +408,8 @@ def endpoint_scope(method: str = "GET", path: str = "/metrics", **extra: Any) ->
 
 def test_the_hook_answers_only_its_path() -> None:
     ctx = type("Ctx", (), {"root_path": ""})()
-    recorder = FakeRecorder()
-    hook = MetricsEndpoint(ctx, recorder, "/metrics")  # type: ignore[arg-type]
+    recorder = FakeExposition()
+    hook = MetricsEndpoint(ctx, recorder, "/metrics", recorder.sample)  # type: ignore[arg-type]
     assert hook.admit(endpoint_scope(path="/metricsx"), INFO) is None
     assert hook.admit(endpoint_scope(type="websocket"), INFO) is None
     refused = hook.admit(endpoint_scope("DELETE"), INFO)

@@ -72,43 +72,41 @@ def test_every_rejection_reason_of_the_pipeline_has_a_label() -> None:
 
 def test_regions_are_separate_and_add_up() -> None:
     store = MetricsStore.create(3)
-    try:
-        a, b = store.region(0), store.region(2)
-        a[L.STATE] = b[L.STATE] = LIVE
-        a[L.BYTES_SENT] += 10
-        b[L.BYTES_SENT] += 5
-        a[L.IN_FLIGHT] = 2
-        server, regions = store.snapshot()
-        assert len(regions) == 2  # region 1 was never used
-        totals = sum_regions(regions)
-        assert totals[L.BYTES_SENT] == 15
-        assert totals[L.IN_FLIGHT] == 2
-        assert server == [0.0] * ServerFields.SIZE
-        with pytest.raises(IndexError):
-            store.region(3)
-    finally:
-        store.close()
+    values = store.values
+    a, b = store.region_offset(0), store.region_offset(2)
+    assert (a, b) == (ServerFields.SIZE, ServerFields.SIZE + 2 * L.SIZE)
+    values[a + L.STATE] = values[b + L.STATE] = LIVE
+    values[a + L.BYTES_SENT] += 10
+    values[b + L.BYTES_SENT] += 5
+    values[a + L.IN_FLIGHT] = 2
+    server, regions = store.snapshot()
+    assert len(regions) == 2  # region 1 was never used
+    totals = sum_regions(regions)
+    assert totals[L.BYTES_SENT] == 15
+    assert totals[L.IN_FLIGHT] == 2
+    assert server == [0.0] * ServerFields.SIZE
+    with pytest.raises(IndexError):
+        store.region_offset(3)
+    store.close()
 
 
 def test_a_retired_region_keeps_its_counts_and_loses_its_gauges() -> None:
     store = MetricsStore.create(1)
-    try:
-        region = store.region(0)
-        region[L.STATE] = LIVE
-        region[L.request_index(0, 1, 1)] = 7
-        for gauge in L.GAUGES:
-            region[gauge] = 3
-        store.retire(0)
-        _, [values] = store.snapshot()
-        assert values[L.request_index(0, 1, 1)] == 7
-        assert all(values[gauge] == 0 for gauge in L.GAUGES)
-        assert values[L.STATE] != LIVE
-        # The next worker continues from the old counts: nothing is cleared.
-        region[L.STATE] = LIVE
-        region[L.request_index(0, 1, 1)] += 1
-        assert store.snapshot()[1][0][L.request_index(0, 1, 1)] == 8
-    finally:
-        store.close()
+    values, base = store.values, store.region_offset(0)
+    values[base + L.STATE] = LIVE
+    values[base + L.request_index(0, 1, 1)] = 7
+    for gauge in L.GAUGES:
+        values[base + gauge] = 3
+    store.retire(0)
+    _, [region] = store.snapshot()
+    assert region[L.request_index(0, 1, 1)] == 7
+    assert all(region[gauge] == 0 for gauge in L.GAUGES)
+    assert region[L.STATE] != LIVE
+    # The next worker continues from the old counts: nothing is cleared.
+    values[base + L.STATE] = LIVE
+    values[base + L.request_index(0, 1, 1)] += 1
+    assert store.snapshot()[1][0][L.request_index(0, 1, 1)] == 8
+    store.close()
 
 
 def test_a_forked_child_writes_what_the_parent_reads() -> None:
@@ -116,9 +114,9 @@ def test_a_forked_child_writes_what_the_parent_reads() -> None:
     try:
         pid = os.fork()
         if pid == 0:  # the child: write its region, leave at once
-            region = store.region(1)
-            region[L.STATE] = LIVE
-            region[L.BYTES_RECEIVED] = 42
+            base = store.region_offset(1)
+            store.values[base + L.STATE] = LIVE
+            store.values[base + L.BYTES_RECEIVED] = 42
             os._exit(0)
         os.waitpid(pid, 0)
         assert sum_regions(store.snapshot()[1])[L.BYTES_RECEIVED] == 42
@@ -131,11 +129,10 @@ def test_a_named_store_is_shared_with_whoever_attaches_by_name() -> None:
     try:
         other = pickle.loads(pickle.dumps(store))  # what a spawned worker receives
         try:
-            region = other.region(1)
-            region[L.STATE] = LIVE
-            region[L.BYTES_SENT] = 99
+            base = other.region_offset(1)
+            other.values[base + L.STATE] = LIVE
+            other.values[base + L.BYTES_SENT] = 99
             assert sum_regions(store.snapshot()[1])[L.BYTES_SENT] == 99
-            region.release()  # as a worker's recorder does when it stops
         finally:
             other.close()
     finally:
@@ -172,14 +169,28 @@ def test_openmetrics_is_chosen_from_accept(accept: bytes | None, expected: bool)
     assert wants_openmetrics(accept) is expected
 
 
+class Region:
+    """Writes one region of a store at its offset, as a recorder does."""
+
+    def __init__(self, store: MetricsStore, index: int) -> None:
+        self.values = store.values
+        self.base = store.region_offset(index)
+
+    def __getitem__(self, offset: int) -> float:
+        return self.values[self.base + offset]
+
+    def __setitem__(self, offset: int, value: float) -> None:
+        self.values[self.base + offset] = value
+
+
 def filled_store() -> MetricsStore:
     store = MetricsStore.create(2)
-    server = store.server()
+    server = store.values  # the server region starts at 0
     server[ServerFields.MAIN_PID] = os.getpid()
     server[ServerFields.WORKERS_SERVING] = 2
     server[ServerFields.RELOADS_COMPLETED] = 1
     for index, requests in ((0, 3), (1, 4)):
-        region = store.region(index)
+        region = Region(store, index)
         region[L.STATE] = LIVE
         region[L.PID] = os.getpid()
         region[L.request_index(0, 1, 1)] = requests  # GET 2xx HTTP/1.1
@@ -254,13 +265,14 @@ def test_the_supervisor_hands_out_regions_and_takes_them_back() -> None:
         assert metrics.take_region() is None  # full: the worker goes uncounted
         metrics.bind(first, a)  # type: ignore[arg-type]
         metrics.bind(second, b)  # type: ignore[arg-type]
-        store.region(0)[L.STATE] = LIVE
-        store.region(0)[L.IN_FLIGHT] = 4
+        region = Region(store, 0)
+        region[L.STATE] = LIVE
+        region[L.IN_FLIGHT] = 4
         first.exited.set()
         metrics.sweep(serving=1, starting=0, draining=0)
-        assert store.region(0)[L.IN_FLIGHT] == 0
+        assert region[L.IN_FLIGHT] == 0
         assert metrics.take_region() == 0  # reused once its worker has gone
-        server = store.server()
+        server = store.values
         assert server[ServerFields.EVENTS_DROPPED] == 5
         assert server[ServerFields.WORKERS_SERVING] == 1
         assert server[ServerFields.MAIN_PID] == os.getpid()

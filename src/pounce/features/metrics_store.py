@@ -14,6 +14,11 @@ free-threaded build too (no two threads ever write the same bytes). Readers add 
 up; an aligned 8-byte store is never seen half-written, and a scrape that reads a counter just
 before an increment simply reports the older value.
 
+Everyone uses the one ``memoryview`` made when the block is mapped, at absolute offsets
+(:meth:`MetricsStore.region_offset`): no thread ever slices or releases a view of its own, because
+on a free-threaded build creating and dropping views of one buffer from several threads races on
+the buffer's export count; reading and writing items of an existing view does not touch it.
+
 A region is handed to the next worker only after its previous owner has exited, and it is not
 cleared: the newcomer continues from the old values, so the counts of a worker that crashed,
 was recycled or was replaced by a reload never vanish and every counter stays monotonic. Only
@@ -143,8 +148,8 @@ class MetricsStore:
     """One shared block: the server region, then ``capacity`` worker regions.
 
     Create it with :meth:`create` in the supervisor's process before any worker starts.
-    Writers take a :meth:`region` view (each region has exactly one writing thread); readers
-    take a :meth:`snapshot`.
+    Writers write :attr:`values` at their region's offset (each region has exactly one writing
+    thread); readers take a :meth:`snapshot`.
     """
 
     def __init__(self, capacity: int, buffer: mmap.mmap | memoryview, name: str | None) -> None:
@@ -154,7 +159,8 @@ class MetricsStore:
         self.name = name
         self._shm: object | None = None  # keeps an attached SharedMemory object alive
         self._owner = False  # this process created the named segment (and removes it)
-        self._values = memoryview(buffer).cast("d")
+        #: The whole block as float64s, shared by every user in this process (see above).
+        self.values: memoryview[float] = memoryview(buffer).cast("d")
 
     @staticmethod
     def size_for(capacity: int) -> int:
@@ -212,65 +218,62 @@ class MetricsStore:
 
     # -- writers ----------------------------------------------------------------------------------
 
-    def server(self) -> memoryview[float]:
-        """The supervisor's region (write it from the supervisor thread only)."""
-        return self._values[: ServerFields.SIZE]
+    def region_offset(self, index: int) -> int:
+        """Where worker region *index* (0-based) starts in :attr:`values`.
 
-    def region(self, index: int) -> memoryview[float]:
-        """Worker region *index* (0-based), for the one thread that owns it now."""
+        The server region starts at 0 (offsets of :class:`ServerFields`).
+        """
         if not 0 <= index < self.capacity:
             raise IndexError(f"metrics region {index} is outside 0..{self.capacity - 1}")
-        start = ServerFields.SIZE + index * RegionLayout.SIZE
-        return self._values[start : start + RegionLayout.SIZE]
+        return ServerFields.SIZE + index * RegionLayout.SIZE
 
     def retire(self, index: int) -> None:
         """Take region *index* back after its worker exited: zero its gauges, keep its counts.
 
         Called by the supervisor thread only once nobody writes the region any more.
         """
-        region = self.region(index)
+        values = self.values
+        base = self.region_offset(index)
         for offset in RegionLayout.GAUGES:
-            region[offset] = 0.0
-        if region[RegionLayout.STATE] == LIVE:
-            region[RegionLayout.STATE] = RETIRED
+            values[base + offset] = 0.0
+        if values[base + RegionLayout.STATE] == LIVE:
+            values[base + RegionLayout.STATE] = RETIRED
 
     # -- readers ----------------------------------------------------------------------------------
 
     def snapshot(self) -> tuple[list[float], list[list[float]]]:
         """The server region and every region ever used, copied (safe from any thread)."""
-        values = self._values
-        server = cast("list[float]", values[: ServerFields.SIZE].tolist())
+        copy = cast("list[float]", self.values.tolist())  # one read, no view of its own
+        server = copy[: ServerFields.SIZE]
         regions: list[list[float]] = []
         size = RegionLayout.SIZE
         for index in range(self.capacity):
             start = ServerFields.SIZE + index * size
-            if values[start + RegionLayout.STATE] != 0.0:
-                regions.append(cast("list[float]", values[start : start + size].tolist()))
+            if copy[start + RegionLayout.STATE] != 0.0:
+                regions.append(copy[start : start + size])
         return server, regions
 
     def close(self) -> None:
-        """Release this process's view; the creator of a named segment also removes it.
+        """Let go of the block; the creator of a named segment also removes it.
 
-        Best effort: a view still held elsewhere (an abandoned worker thread's region) keeps
-        the memory mapped until it is garbage, which is harmless.
+        Called once every worker of this process has exited. An anonymous mapping is left to
+        go away with its last reference: a hung worker thread that was abandoned may still
+        hold :attr:`values`, and must not find it released under its feet.
         """
-        with contextlib.suppress(BufferError):
-            self._values.release()
         shm = self._shm
-        if shm is not None:
-            from multiprocessing import shared_memory
+        if shm is None:
+            return
+        from multiprocessing import shared_memory
 
-            assert isinstance(shm, shared_memory.SharedMemory)
-            with contextlib.suppress(BufferError):
-                if isinstance(self._buffer, memoryview):
-                    self._buffer.release()
-                shm.close()
-            if self._owner:
-                with contextlib.suppress(FileNotFoundError):
-                    shm.unlink()
-        elif isinstance(self._buffer, mmap.mmap):
-            with contextlib.suppress(BufferError):
-                self._buffer.close()
+        assert isinstance(shm, shared_memory.SharedMemory)
+        with contextlib.suppress(BufferError, ValueError):
+            self.values.release()
+            if isinstance(self._buffer, memoryview):
+                self._buffer.release()
+            shm.close()
+        if self._owner:
+            with contextlib.suppress(FileNotFoundError):
+                shm.unlink()
 
 
 def sum_regions(regions: list[list[float]]) -> list[float]:

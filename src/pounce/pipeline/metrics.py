@@ -41,6 +41,8 @@ from pounce.pipeline.events import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pounce.asgi.types import Scope
     from pounce.features.metrics_store import MetricsStore
     from pounce.pipeline.connection import ConnectionInfo
@@ -75,19 +77,32 @@ def _other_request_base(method: str, http_version: str) -> int:
     return _L.request_index(m, 0, v)
 
 
-class MetricsRecorder:
-    """Counts one worker's traffic into its region of the shared store (its loop thread)."""
+# Fixed fields, as module constants: read once per use without an attribute lookup.
+_DURATION_SUM = _L.DURATION_SUM
+_DURATION_BUCKETS = _L.DURATION_BUCKETS
+_QUEUE_WAIT_SUM = _L.QUEUE_WAIT_SUM
+_QUEUE_WAIT_BUCKETS = _L.QUEUE_WAIT_BUCKETS
+_BYTES_SENT = _L.BYTES_SENT
+_BYTES_RECEIVED = _L.BYTES_RECEIVED
 
-    __slots__ = ("_ctx", "_region", "_unsubscribe", "exposition")
+
+class MetricsRecorder:
+    """Counts one worker's traffic into its region of the shared store (its loop thread).
+
+    It writes the store's one shared view at its region's offset (see
+    :mod:`pounce.features.metrics_store` for why no view of its own).
+    """
+
+    __slots__ = ("_base", "_ctx", "_unsubscribe", "_values")
 
     def __init__(self, ctx: WorkerContext, store: MetricsStore, index: int, pid: int) -> None:
         self._ctx = ctx
-        region = store.region(index)
-        self._region = region
-        region[_L.PID] = float(pid)
-        region[_L.STATE] = LIVE
-        #: Renders the whole store (every worker) for a scrape this worker answers.
-        self.exposition = Exposition(store)
+        values = store.values
+        base = store.region_offset(index)
+        self._values = values
+        self._base = base
+        values[base + _L.PID] = float(pid)
+        values[base + _L.STATE] = LIVE
         # Finished requests are counted through the context's hook, not as RequestCompleted
         # events: see WorkerContext.count_request.
         ctx.count_request = self._count
@@ -103,10 +118,8 @@ class MetricsRecorder:
         self._ctx.count_request = None
         for unsubscribe in self._unsubscribe:
             unsubscribe()
-        # A view left behind would keep a named segment from being closed.
-        self._region.release()
 
-    # -- events (the worker's loop thread) ---------------------------------------------------------
+    # -- counting (the worker's loop thread) -------------------------------------------------------
 
     def _count(  # noqa: PLR0917 - the WorkerContext.count_request signature
         self,
@@ -119,42 +132,46 @@ class MetricsRecorder:
         queue_wait: float,
     ) -> None:
         # Once per request: plain lookups and in-place adds on one memoryview, nothing else.
-        region = self._region
+        values = self._values
+        base = self._base
         try:
-            base = _REQUEST_BASE[method][http_version]
+            index = _REQUEST_BASE[method][http_version]
         except KeyError:
-            base = _other_request_base(method, http_version)
-        region[base + _STATUS_OFFSET[status // 100]] += 1.0
-        region[_L.DURATION_BUCKETS + bisect_left(DURATION_BOUNDS, duration)] += 1.0
-        region[_L.DURATION_SUM] += duration
+            index = _other_request_base(method, http_version)
+        values[base + index + _STATUS_OFFSET[status // 100]] += 1.0
+        values[base + _DURATION_BUCKETS + bisect_left(DURATION_BOUNDS, duration)] += 1.0
+        values[base + _DURATION_SUM] += duration
         if bytes_sent:
-            region[_L.BYTES_SENT] += bytes_sent
+            values[base + _BYTES_SENT] += bytes_sent
         if bytes_received:
-            region[_L.BYTES_RECEIVED] += bytes_received
+            values[base + _BYTES_RECEIVED] += bytes_received
         if queue_wait > 0.0:
-            region[_L.QUEUE_WAIT_BUCKETS + bisect_left(QUEUE_WAIT_BOUNDS, queue_wait)] += 1.0
-            region[_L.QUEUE_WAIT_SUM] += queue_wait
+            bucket = _QUEUE_WAIT_BUCKETS + bisect_left(QUEUE_WAIT_BOUNDS, queue_wait)
+            values[base + bucket] += 1.0
+            values[base + _QUEUE_WAIT_SUM] += queue_wait
 
     def _rejected(self, event: RequestRejected) -> None:
-        self._region[_REJECTED.get(event.reason, _REJECTED_OTHER)] += 1.0
+        self._values[self._base + _REJECTED.get(event.reason, _REJECTED_OTHER)] += 1.0
 
     def _websocket_opened(self, event: WebSocketOpened) -> None:
-        region = self._region
-        region[_L.WEBSOCKETS_OPEN] += 1.0
-        region[_L.WEBSOCKETS_TOTAL] += 1.0
+        values = self._values
+        base = self._base
+        values[base + _L.WEBSOCKETS_OPEN] += 1.0
+        values[base + _L.WEBSOCKETS_TOTAL] += 1.0
 
     def _websocket_closed(self, event: WebSocketClosed) -> None:
-        self._region[_L.WEBSOCKETS_OPEN] -= 1.0
+        self._values[self._base + _L.WEBSOCKETS_OPEN] -= 1.0
 
     # -- gauges (the worker's tick, and before this worker answers a scrape) -----------------------
 
     def sample(self) -> None:
         ctx = self._ctx
-        region = self._region
-        region[_L.IN_FLIGHT] = ctx.active_requests
-        region[_L.CONNECTIONS_OPEN] = len(ctx.connections)
-        region[_L.HTTP2_STREAMS_OPEN] = ctx.http2_streams
-        region[_L.QUEUE_DEPTH] = ctx.queue_depth
+        values = self._values
+        base = self._base
+        values[base + _L.IN_FLIGHT] = ctx.active_requests
+        values[base + _L.CONNECTIONS_OPEN] = len(ctx.connections)
+        values[base + _L.HTTP2_STREAMS_OPEN] = ctx.http2_streams
+        values[base + _L.QUEUE_DEPTH] = ctx.queue_depth
 
 
 class MetricsEndpoint:
@@ -164,12 +181,21 @@ class MetricsEndpoint:
     probes' (as sent, without ``--root-path``); a WebSocket handshake to it goes to the app.
     The answer is built per scrape (it is the current figures) and written by the channel
     like any answer of the server's own, so every protocol serves it the same way.
+
+    *sample* refreshes this worker's own gauges first (None: the worker has no region).
     """
 
-    __slots__ = ("_path", "_recorder", "_wrong_method")
+    __slots__ = ("_exposition", "_path", "_sample", "_wrong_method")
 
-    def __init__(self, ctx: WorkerContext, recorder: MetricsRecorder, path: str) -> None:
-        self._recorder = recorder
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        exposition: Exposition,
+        path: str,
+        sample: Callable[[], None] | None = None,
+    ) -> None:
+        self._exposition = exposition
+        self._sample = sample
         self._path = ctx.root_path + path
         self._wrong_method = Rejection(405, REJECTED_METHOD, ((b"allow", b"GET, HEAD"),))
 
@@ -182,8 +208,7 @@ class MetricsEndpoint:
         for name, value in scope["headers"]:
             if name == b"accept":
                 accept = value if accept is None else accept + b"," + value
-        recorder = self._recorder
-        recorder.sample()  # this worker's own gauges as of now
-        content_type, body = recorder.exposition.render(wants_openmetrics(accept))
+        if self._sample is not None:
+            self._sample()  # this worker's own gauges as of now
+        content_type, body = self._exposition.render(wants_openmetrics(accept))
         return Rejection(200, METRICS_SCRAPE, ((b"content-type", content_type),), body)
-

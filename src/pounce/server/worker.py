@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pounce.features.compression import compression_factory
+from pounce.features.metrics import Exposition
 from pounce.features.server_timing import server_timing_filter
 from pounce.pipeline.admission import admission_hooks
 from pounce.pipeline.context import WorkerContext
@@ -75,16 +76,21 @@ def filter_factories(ctx: WorkerContext) -> tuple[FilterFactory, ...]:
 
 
 def protocol_factory(
-    ctx: WorkerContext, metrics: MetricsRecorder | None = None
+    ctx: WorkerContext,
+    metrics: MetricsStore | None = None,
+    recorder: MetricsRecorder | None = None,
 ) -> Callable[[], StreamTransport]:
     """What the event loop calls for each new connection of this worker.
 
-    *metrics*: this worker's recorder when ``--metrics`` is on; unless the metrics have a
-    listener of their own (``--metrics-bind``), the main port answers ``--metrics-path``.
+    *metrics*: the shared store when ``--metrics`` is on (*recorder*: this worker's, unless
+    every region was taken); unless the metrics have a listener of their own
+    (``--metrics-bind``), the main port answers ``--metrics-path`` from it.
     """
     endpoint = None
-    if metrics is not None and ctx.config.metrics_bind is None:
-        endpoint = MetricsEndpoint(ctx, metrics, ctx.config.metrics_path)
+    config = ctx.config
+    if metrics is not None and config.metrics_bind is None:
+        sample = recorder.sample if recorder is not None else None
+        endpoint = MetricsEndpoint(ctx, Exposition(metrics), config.metrics_path, sample)
     dispatcher = Dispatcher(
         ctx,
         admission=admission_hooks(ctx, metrics=endpoint),
@@ -111,10 +117,11 @@ class Worker:
         on_request_limit: Callable[[], None] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         event_hub: EventHub | None = None,
-        metrics: tuple[MetricsStore, int] | None = None,
+        metrics: tuple[MetricsStore, int | None] | None = None,
     ) -> None:
         self.app = app
-        #: ``--metrics``: the shared store and the region this worker writes (it alone).
+        #: ``--metrics``: the shared store and the region this worker writes (it alone; None
+        #: when every region was taken: the worker then serves scrapes but is not counted).
         self.metrics = metrics
         self._recorder: MetricsRecorder | None = None
         #: The server's event subscribers (None: only this worker's own bus, e.g. a process).
@@ -214,11 +221,13 @@ class Worker:
         ctx.max_requests = self.max_requests
         self.ctx = ctx
         recorder = None
+        store = None
         if self.metrics is not None:
             store, region = self.metrics
-            recorder = MetricsRecorder(ctx, store, region, os.getpid())
-            self._recorder = recorder
-        self._protocol_factory = protocol_factory(ctx, recorder)
+            if region is not None:
+                recorder = MetricsRecorder(ctx, store, region, os.getpid())
+                self._recorder = recorder
+        self._protocol_factory = protocol_factory(ctx, store, recorder)
         guard = ListenerGuard(loop, self.name) if sockets else None
         for sock in sockets:
             if self.ssl_context is not None:

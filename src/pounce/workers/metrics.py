@@ -54,15 +54,12 @@ class SupervisorMetrics:
     def __init__(self, store: MetricsStore, hub: EventHub | None) -> None:
         self.store = store
         self._hub = hub
-        self._server = store.server()
+        # The server region starts at offset 0 of the block; this thread alone writes it.
+        self._server = store.values
         self._server[ServerFields.MAIN_PID] = float(os.getpid())
         self._free = list(range(store.capacity - 1, -1, -1))  # pop() hands out 0 first
         self._owners: dict[WorkerHandle, int] = {}
         self._warned = False
-
-    def close(self) -> None:
-        """Let go of the server region (before the store is closed)."""
-        self._server.release()
 
     def take_region(self) -> int | None:
         """A free region for a worker about to start; None (and one warning) if none is left."""

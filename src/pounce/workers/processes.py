@@ -70,7 +70,7 @@ class ChildSpec:
     parent_pid: int
     #: ``--metrics``: the shared store (inherited by fork, attached by name when spawned)
     #: and the region this worker writes.
-    metrics: tuple[MetricsStore, int] | None = None
+    metrics: tuple[MetricsStore, int | None] | None = None
 
 
 def _child_main(spec: ChildSpec, report: multiprocessing.connection.Connection) -> None:
@@ -238,7 +238,7 @@ class ProcessWorker(WorkerHandle):
         slot: int,
         generation: int,
         max_requests: int | None,
-        metrics: tuple[MetricsStore, int] | None = None,
+        metrics: tuple[MetricsStore, int | None] | None = None,
     ) -> None:
         super().__init__(name=name, slot=slot, generation=generation)
         self.config = config

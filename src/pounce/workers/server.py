@@ -117,8 +117,6 @@ class Server:
             self.startup_error = exc
             if listener is not None:
                 listener.stop()
-            if metrics is not None:
-                metrics.close()
             if store is not None:
                 store.close()
             self._close_sockets()
@@ -155,8 +153,6 @@ class Server:
             self._close_sockets()
             self._events.publish(ServerStopped(requests_total=supervisor.stats()["requests_total"]))
             self._events.stop()
-            if metrics is not None:
-                metrics.close()
             if store is not None:
                 store.close()
             logger.info("Finished server process [%d]", os.getpid())

@@ -307,7 +307,7 @@ class Supervisor:
         handle: WorkerHandle
         metrics = self._metrics
         region = metrics.take_region() if metrics is not None else None
-        assigned = (metrics.store, region) if metrics is not None and region is not None else None
+        assigned = (metrics.store, region) if metrics is not None else None
         if self.model.kind == "thread":
             handle = ThreadWorker(
                 app=app,

@@ -85,7 +85,7 @@ def make_worker(
     on_request_limit: Callable[[], None] | None,
     ssl_context: ssl.SSLContext | None = None,
     event_hub: EventHub | None = None,
-    metrics: tuple[MetricsStore, int] | None = None,
+    metrics: tuple[MetricsStore, int | None] | None = None,
 ) -> Worker:
     return Worker(
         app=app,
@@ -120,7 +120,7 @@ class ThreadWorker(WorkerHandle):
         max_requests: int | bool | None = True,
         on_request_limit: Callable[[], None] | None = None,
         event_hub: EventHub | None = None,
-        metrics: tuple[MetricsStore, int] | None = None,
+        metrics: tuple[MetricsStore, int | None] | None = None,
     ) -> None:
         super().__init__(name=name, slot=slot, generation=generation)
         self._event_hub = event_hub
