@@ -112,3 +112,19 @@ def test_the_completed_event_reports_body_bytes(loop: asyncio.AbstractEventLoop)
     (completed,) = [e for e in events if isinstance(e, RequestCompleted)]
     assert completed.bytes_received == 17
     assert ctx.count_request is None  # no metrics: nothing but the bus
+
+
+def test_queue_wait_reaches_the_histogram_and_the_event(loop: asyncio.AbstractEventLoop) -> None:
+    events: list[Any] = []
+    ctx = make_context(loop, echo, events=events)
+    store = MetricsStore.create(1)
+    MetricsRecorder(ctx, store, 0, 1)
+    region = Region(store, 0)
+    cycle, _ = start(ctx)
+    cycle.queue_wait = 0.02  # what the request queue records before calling the app
+    start(ctx)  # did not wait: not in the histogram
+    settle(loop)
+    assert [e.queue_wait for e in events if isinstance(e, RequestCompleted)] == [0.02, 0.0]
+    assert region[L.QUEUE_WAIT_BUCKETS + 3] == 1  # le=0.025
+    assert sum(region[L.QUEUE_WAIT_BUCKETS + i] for i in range(14)) == 1
+    assert region[L.QUEUE_WAIT_SUM] == 0.02

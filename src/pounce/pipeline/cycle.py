@@ -139,6 +139,7 @@ class RequestCycle:
         "disconnected",
         "expect_continue",
         "finished",
+        "queue_wait",
         "request_complete",
         "response_complete",
         "response_headers",
@@ -179,6 +180,9 @@ class RequestCycle:
         self.status = 0
         self.bytes_sent = 0
         self.bytes_received = 0
+        #: Seconds this request waited in the request queue before the app was called (set
+        #: by the queue; reported as ``RequestCompleted.queue_wait`` and to ``--metrics``).
+        self.queue_wait = 0.0
         # perf_counter, not loop.time(): uvloop's clock only has millisecond resolution.
         self.start_time = (
             perf_counter() if ctx.events.active or ctx.count_request is not None else 0.0
@@ -462,7 +466,7 @@ class RequestCycle:
                 perf_counter() - self.start_time,
                 self.bytes_sent,
                 self.bytes_received,
-                0.0,
+                self.queue_wait,
             )
             if not ctx.events.wants(RequestCompleted):
                 return
@@ -480,6 +484,7 @@ class RequestCycle:
                 response_headers=self.response_headers,
                 scheme=scope["scheme"],
                 complete=complete,
+                queue_wait=self.queue_wait,
                 bytes_received=self.bytes_received,
             )
         )
