@@ -274,6 +274,59 @@ def test_process_mode_reports_server_and_worker_lifecycle() -> None:
     assert {e.kind for e in seen.of(WorkerStarted)} == {"process"}
 
 
+def test_process_workers_send_request_events_to_the_parents_subscribers() -> None:
+    seen = Collector()
+    with serve_in_thread(
+        "tests.apps:hello", workers=2, worker_type="process", event_handlers=[seen]
+    ) as running:
+        # New connections each time, so both workers serve some of them.
+        for index in range(20):
+            assert httpx.get(f"{running.url}/r{index}").status_code == 200
+        assert wait_until(lambda: len(seen.of(RequestCompleted)) == 20, timeout=5)
+        completed = seen.of(RequestCompleted)
+        assert sorted(e.path for e in completed) == sorted(f"/r{i}" for i in range(20))
+        assert {e.status for e in completed} == {200}
+        assert len(seen.of(RequestStarted)) == 20
+        assert len(seen.of(ConnectionOpened)) == 20
+        # Both processes served (and so sent) some of them.
+        assert wait_until(
+            lambda: all(w["requests"] > 0 for w in running.server.stats()["workers"])
+        )
+
+
+def test_process_workers_forward_only_while_someone_listens() -> None:
+    with serve_in_thread("tests.apps:hello", workers=1, worker_type="process") as running:
+        server = running.server
+        httpx.get(running.url + "/before")
+        seen = Collector()
+        unsubscribe = server.subscribe(seen, kinds=(RequestCompleted,))
+        # The worker picks up the wanted kinds at its next heartbeat.
+        assert wait_until(
+            lambda: httpx.get(running.url + "/during").status_code == 200
+            and any(e.path == "/during" for e in seen.events),
+            timeout=5,
+        )
+        assert {type(e) for e in seen.events} == {RequestCompleted}
+        assert not any(e.path == "/before" for e in seen.events)
+        unsubscribe()
+        time.sleep(0.3)  # a few heartbeats: the worker stops forwarding
+        count = len(seen.events)
+        httpx.get(running.url + "/after")
+        time.sleep(0.3)
+        assert len(seen.events) == count
+
+
+def test_the_last_requests_of_a_stopping_process_worker_are_not_lost() -> None:
+    seen = Collector()
+    with serve_in_thread(
+        "tests.apps:hello", workers=1, worker_type="process", event_handlers=[seen]
+    ) as running:
+        for index in range(5):
+            httpx.get(f"{running.url}/{index}")
+    # The server stopped right after the requests: their events still arrived.
+    assert len(seen.of(RequestCompleted)) == 5
+
+
 async def _waits_for_disconnect(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from pounce.features.proxy_headers import ProxyTrust
     from pounce.logs import AccessLogger
     from pounce.pipeline.filters import FilterFactory
-    from pounce.pipeline.hub import EventHub
+    from pounce.pipeline.hub import EventLink
 
 logger = logging.getLogger("pounce.error")
 
@@ -92,7 +92,7 @@ class Worker:
         max_requests: int | bool | None = True,
         on_request_limit: Callable[[], None] | None = None,
         ssl_context: ssl.SSLContext | None = None,
-        event_hub: EventHub | None = None,
+        event_hub: EventLink | None = None,
     ) -> None:
         self.app = app
         #: The server's event subscribers (None: only this worker's own bus, e.g. a process).
