@@ -105,6 +105,7 @@ class FilteredChannel:
         "_body_filters",
         "_filters",
         "_head",
+        "_held",
         "_inner",
         "_pending",
         "_trailers",
@@ -121,6 +122,8 @@ class FilteredChannel:
         #: A piece of body being filtered on another thread, and the calls held behind it.
         self._pending: asyncio.Future[bytes] | None = None
         self._after: list[Callable[[], None]] = []
+        #: The cycle whose completion record waits for the piece being filtered.
+        self._held: RequestCycle | None = None
 
     @property
     def cycle(self) -> RequestCycle | None:
@@ -232,6 +235,7 @@ class FilteredChannel:
         if exc is not None:
             logger.error("A response filter failed; closing the connection", exc_info=exc)
             self._inner.abort()
+            self._release(False)
             return
         data = future.result()
         for f in self._body_filters[index + 1 :]:
@@ -289,6 +293,7 @@ class FilteredChannel:
         if self._pending is not None:
             self._pending.cancel()
         self._inner.abort()
+        self._release(False)
 
     def body_consumed(self) -> None:
         self._inner.body_consumed()
@@ -297,7 +302,26 @@ class FilteredChannel:
         self._inner.waiting_for_body(waiting)
 
     def response_complete(self) -> None:
-        self._then(self._inner.response_complete)
+        if self._pending is None:
+            self._inner.response_complete()
+            return
+        # The final piece is still being filtered: the request's record must count it.
+        cycle = self._inner.cycle
+        if cycle is not None:
+            cycle.report_held = True
+        self._held = cycle
+
+        def complete() -> None:
+            self._inner.response_complete()
+            self._release(True)
+
+        self._after.append(complete)
+
+    def _release(self, complete: bool) -> None:
+        cycle = self._held
+        if cycle is not None:
+            self._held = None
+            cycle.release_report(complete)
 
     def app_finished(self) -> None:
         self._then(self._inner.app_finished)
