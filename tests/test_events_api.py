@@ -18,6 +18,7 @@ import pytest
 from tests.apps import hello
 from tests.helpers import address, propagating, wait_until
 
+import pounce
 from pounce import events
 from pounce.events import (
     ClientDisconnected,
@@ -376,3 +377,30 @@ def test_events_serialise_as_json_lines(tmp_path: Path) -> None:
 def test_every_public_event_is_exported() -> None:
     for kind in events.ALL_EVENT_TYPES:
         assert getattr(events, kind.__name__) is kind
+
+
+def test_event_handlers_in_the_config() -> None:
+    from pounce.config import ConfigError, ServerConfig
+
+    seen = Collector()
+    config = ServerConfig(
+        app="tests.apps:hello", host="127.0.0.1", port=0, access_log=False, gc_freeze=False,
+        event_handlers=[seen],
+    )
+    server = pounce.Server(config)
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    try:
+        assert server.started.wait(10) and server.startup_error is None
+        httpx.get(server.bound_addresses[0] + "/cfg")
+        assert wait_until(lambda: seen.of(RequestCompleted))
+    finally:
+        server.shutdown()
+        thread.join(10)
+    assert seen.of(ServerStarted) and seen.of(ServerStopped)
+    # Callables only come from Python: no flag, variable or file key; pickling drops them.
+    import pickle
+
+    assert pickle.loads(pickle.dumps(config)).event_handlers == ()
+    with pytest.raises(ConfigError, match="must be callable"):
+        ServerConfig(event_handlers=["not callable"])

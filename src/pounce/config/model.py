@@ -386,6 +386,9 @@ def _opt(
     return field(default=default, metadata={_META_KEY: meta, "convert": convert})
 
 
+_CODE_ONLY = "code_only"
+
+
 def _derived() -> Any:
     return field(init=False, repr=False, compare=False)
 
@@ -735,6 +738,15 @@ class ServerConfig:
         metavar="BOOL",
     )
 
+    # Code only: no flag, environment variable or file key ------------------------
+    #: Lifecycle event subscribers (see :mod:`pounce.events`), subscribed to every kind.
+    #: Callables come only from Python, so this is the one field a command line, the
+    #: environment or a TOML file cannot set. Not pickled: a spawned worker process gets none
+    #: (the parent's subscribers receive its events anyway).
+    event_handlers: tuple[Callable[[Any], None], ...] = field(
+        default=(), repr=False, compare=False, metadata={_CODE_ONLY: True}
+    )
+
     # Derived values (computed once in __post_init__) -----------------------------
     bind_specs: tuple[BindSpec, ...] = _derived()
     encoded_headers: tuple[tuple[bytes, bytes], ...] = _derived()
@@ -742,6 +754,20 @@ class ServerConfig:
     log_level_number: int = _derived()
 
     def __post_init__(self) -> None:
+        handlers = self.event_handlers
+        if not isinstance(handlers, tuple):
+            if isinstance(handlers, str | bytes) or not isinstance(handlers, Iterable):
+                raise ConfigError(
+                    "expected a list of callables", option="event_handlers", value=handlers
+                )
+            handlers = tuple(handlers)
+            object.__setattr__(self, "event_handlers", handlers)
+        for handler in handlers:
+            if not callable(handler):
+                raise ConfigError(
+                    f"an event handler must be callable, not {handler!r}",
+                    option="event_handlers",
+                )
         for name, doc in FIELD_DOCS.items():
             raw = getattr(self, name)
             try:
@@ -867,6 +893,16 @@ class ServerConfig:
             kwargs[name] = value
         return cls(**kwargs)  # type: ignore[arg-type]
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Handlers are often closures or bound methods, which do not pickle.
+        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        state["event_handlers"] = ()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+
     def replace(self, **changes: object) -> Self:
         """Return a new, re-validated config with ``changes`` applied."""
         for key in changes:
@@ -894,7 +930,7 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
 def check_option_name(key: str) -> str:
     """Normalise ``key`` (``-`` -> ``_``) and check that it names an option."""
     name = key.strip().replace("-", "_").lower()
-    if name in FIELD_DOCS:
+    if name in FIELD_DOCS or name in CODE_ONLY_OPTIONS:
         return name
     if name in _DERIVED:
         raise ConfigError(
@@ -908,7 +944,7 @@ def check_option_name(key: str) -> str:
 def _build_docs() -> dict[str, FieldDoc]:
     docs: dict[str, FieldDoc] = {}
     for f in dataclasses.fields(ServerConfig):
-        if not f.init:
+        if not f.init or f.metadata.get(_CODE_ONLY):
             continue
         meta = f.metadata[_META_KEY]
         flag = meta["flag"]
@@ -932,6 +968,10 @@ def _build_docs() -> dict[str, FieldDoc]:
 FIELD_DOCS: Final[Mapping[str, FieldDoc]] = MappingProxyType(_build_docs())
 _DEFAULTS: Final = MappingProxyType({name: doc.default for name, doc in FIELD_DOCS.items()})
 _DERIVED: Final = frozenset(f.name for f in dataclasses.fields(ServerConfig) if not f.init)
+#: Fields set from Python only (no flag, environment variable or file key).
+CODE_ONLY_OPTIONS: Final = frozenset(
+    f.name for f in dataclasses.fields(ServerConfig) if f.metadata.get(_CODE_ONLY)
+)
 
 
 # --------------------------------------------------------------------------- not yet supported
