@@ -330,13 +330,17 @@ def _static_mounts(value: object) -> tuple[tuple[str, str], ...]:
             raise ValueError(f"{expected}, got {item!r}")
         prefix, directory = prefix.strip(), directory.strip()
         if not prefix.startswith("/") or any(ch in prefix for ch in "?#%\\\0"):
-            raise ValueError(f"{expected}; the prefix {prefix!r} must be a plain path starting with /")
+            raise ValueError(
+                f"{expected}; the prefix {prefix!r} must be a plain path starting with /"
+            )
         if not directory:
             raise ValueError(f"{expected}; {item!r} names no directory")
         # "/static/" and "/static" are the same mount; "/" serves the whole URL space.
         prefix = prefix.rstrip("/") or "/"
         if any(prefix == seen for seen, _ in mounts):
-            raise ValueError(f"the prefix {prefix!r} is given twice; give each prefix one directory")
+            raise ValueError(
+                f"the prefix {prefix!r} is given twice; give each prefix one directory"
+            )
         mounts.append((prefix, directory))
     return tuple(mounts)
 

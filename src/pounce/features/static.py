@@ -162,7 +162,7 @@ def _weak_match(tags: list[bytes], etag: bytes) -> bool:
 
 
 def _strong_match(tags: list[bytes], etag: bytes) -> bool:
-    return any(tag == b"*" or tag == etag for tag in tags)
+    return any(tag in (b"*", etag) for tag in tags)
 
 
 def _digits(text: str) -> bool:
@@ -180,8 +180,8 @@ def parse_ranges(value: bytes, size: int) -> list[tuple[int, int]] | None:
         return None
     ranges: list[tuple[int, int]] = []
     count = 0
-    for part in spec.split(","):
-        part = part.strip()
+    for member in spec.split(","):
+        part = member.strip()
         if not part:
             continue
         count += 1
@@ -202,7 +202,7 @@ def parse_ranges(value: bytes, size: int) -> list[tuple[int, int]] | None:
             return None
         first = int(first_text)
         last = int(last_text) if last_text else size - 1
-        if last < first:
+        if last_text and last < first:
             return None
         if first < size:
             ranges.append((first, min(last, size - 1)))
@@ -536,7 +536,9 @@ async def _send_ranges(
                     # server closes the connection so the client sees a cut-off response.
                     raise OSError(f"{path} shrank while it was being sent")
                 offset += count
-                await send({"type": "http.response.body", "body": pending + data, "more_body": True})
+                await send(
+                    {"type": "http.response.body", "body": pending + data, "more_body": True}
+                )
                 pending = b""
     finally:
         os.close(fd)
