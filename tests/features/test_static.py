@@ -416,6 +416,7 @@ def test_mount_at_root_and_root_path(site: Path) -> None:
 
 def test_missing_files_fall_through_to_the_app(url: str, app: Recorder) -> None:
     for target in ("/static/missing.txt", "/static/empty-dir/", "/static/hello.txt/x",
+                   "/static/hello.txt/",
                    "/staticfile", "/other", "/static/%252e%252e/secret.txt"):
         response = fetch(url, target)
         assert response.status == 200, target

@@ -435,6 +435,8 @@ def _lookup(root: str, rest: str) -> _File | str | None:
         if found is None:
             return None
         path, st = found
+    elif rest.endswith("/"):
+        return None  # "file.txt/" names a directory that does not exist
     if not stat.S_ISREG(st.st_mode):
         return None  # a FIFO or a device would block or never end: not ours to serve
     return _File(path, st)
