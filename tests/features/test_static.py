@@ -12,6 +12,7 @@ import gzip
 import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
@@ -23,6 +24,7 @@ from tests.apps import Recorder
 from tests.helpers import RawClient, Response
 
 from pounce.config import ConfigError, ServerConfig
+from pounce.features import static as static_module
 from pounce.features.static import MAX_RANGES, StaticFiles, content_type, parse_ranges
 from pounce.testing import serve
 
@@ -592,3 +594,54 @@ def test_wrapper_passes_other_scopes_through(site: Path) -> None:
     assert inner.calls == []
     with pytest.raises(NotADirectoryError):
         StaticFiles(inner, [("/s", str(site / "hello.txt"))])
+
+
+def test_an_unreadable_file_gets_403(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    static = StaticFiles(Recorder(), [("/s", str(site))])
+
+    def refuse(path: str, flags: int) -> int:
+        raise PermissionError(13, "Permission denied", path)
+
+    # Running as root, chmod cannot make a file unreadable: refuse the open instead.
+    monkeypatch.setattr(static_module.os, "open", refuse)
+    sent = call(static, "/s/hello.txt")
+    assert (sent[0]["status"], sent[1]["body"]) == (403, b"Forbidden")
+
+
+def test_a_cancelled_large_read_keeps_its_descriptor_until_the_thread_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(BIG)
+    started, release = threading.Event(), threading.Event()
+    real_pread, real_close = os.pread, os.close
+    closed: list[int] = []
+
+    def slow_pread(fd: int, count: int, offset: int) -> bytes:
+        started.set()
+        release.wait(5)
+        return real_pread(fd, count, offset)
+
+    def recording_close(fd: int) -> None:
+        closed.append(fd)
+        real_close(fd)
+
+    async def main() -> None:
+        fd = os.open(path, os.O_RDONLY)
+        monkeypatch.setattr(static_module.os, "pread", slow_pread)
+        monkeypatch.setattr(static_module.os, "close", recording_close)
+        reader = static_module._Reader(fd, str(path))
+        task = asyncio.ensure_future(reader.read(200_000, 0))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        reader.close()
+        assert fd not in closed  # a thread still reads from it
+        release.set()
+        deadline = time.monotonic() + 5
+        while fd not in closed and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert closed == [fd]
+
+    asyncio.run(main())

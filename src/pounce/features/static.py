@@ -46,10 +46,12 @@ An instance is immutable after construction, so all the workers of a process may
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import mimetypes
 import os
 import secrets
 import stat
+import threading
 import time
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Final
@@ -74,6 +76,7 @@ READ_SIZE: Final = 256 * 1024
 MAX_RANGES: Final = 64
 
 _DEFAULT_TYPE: Final = b"application/octet-stream"
+_OPEN_FLAGS: Final = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 #: Types of the web that system tables get wrong or lack (RFC 9239 made JavaScript text/).
 _WEB_TYPES: Final = {
@@ -234,6 +237,7 @@ class _File:
 
 #: Answers of the server's own, built once.
 _NOT_FOUND: Final = (404, [(b"content-type", b"text/plain; charset=utf-8")], b"Not Found")
+_FORBIDDEN: Final = (403, [(b"content-type", b"text/plain; charset=utf-8")], b"Forbidden")
 _NOT_ALLOWED: Final = (
     405,
     [(b"content-type", b"text/plain; charset=utf-8"), (b"allow", b"GET, HEAD")],
@@ -346,7 +350,7 @@ class StaticFiles:
         size = st.st_size
         suffix = b"" if file.coding is None else b"-" + file.coding.encode("ascii")
         etag = b'"%x-%x%b"' % (size, st.st_mtime_ns, suffix)
-        mtime = int(st.st_mtime)
+        mtime = int(st.st_mtime)  # HTTP dates have whole seconds
         fields.append((b"etag", etag))
         fields.append((b"last-modified", _http_date(st.st_mtime)))
         if self._cache_control is not None:
@@ -377,8 +381,32 @@ class StaticFiles:
         fields.append((b"accept-ranges", b"bytes"))
         if file.coding is not None:
             fields.append((b"content-encoding", file.coding.encode("ascii")))
+        try:
+            fd = os.open(file.path, _OPEN_FLAGS)
+        except OSError:
+            # Listed but not readable (permissions): say so, not a response cut off midway.
+            await _plain(send, *_FORBIDDEN)
+            return
+        reader = _Reader(fd, file.path)
+        try:
+            await self._send_body(scope, send, reader, fields, kind, size, head, range_, if_range)
+        finally:
+            reader.close()
+
+    async def _send_body(  # noqa: PLR0917 - one request's state, passed down once
+        self,
+        scope: Scope,
+        send: Send,
+        reader: _Reader,
+        fields: list[tuple[bytes, bytes]],
+        kind: bytes,
+        size: int,
+        head: bool,
+        range_: bytes | None,
+        if_range: bytes | None,
+    ) -> None:
         ranges = None
-        if range_ is not None and not head and _if_range_holds(if_range, etag, mtime):
+        if range_ is not None and not head and _if_range_holds(if_range, fields):
             ranges = parse_ranges(range_, size)
         if ranges is None:
             fields.append((b"content-type", kind))
@@ -387,12 +415,13 @@ class StaticFiles:
             if head or not size:
                 await send({"type": "http.response.body", "body": b""})
             elif size <= SMALL_FILE:
-                # One read and one write beat sendfile's extra round for a few kilobytes.
-                await _send_small(send, file.path, size)
+                # One read, and the body leaves in the head's write: cheaper than sendfile's
+                # extra round for a few kilobytes.
+                await send({"type": "http.response.body", "body": await reader.read(size, 0)})
             elif "http.response.pathsend" in scope.get("extensions", ()):
-                await send({"type": "http.response.pathsend", "path": file.path})
+                await send({"type": "http.response.pathsend", "path": reader.path})
             else:
-                await _send_ranges(send, file.path, [(0, size - 1)], [b""], b"")
+                await _send_ranges(send, reader, [(0, size - 1)], [b""], b"")
             return
         if not ranges:
             fields.append((b"content-range", b"bytes */%d" % size))
@@ -404,7 +433,7 @@ class StaticFiles:
             fields.append((b"content-range", b"bytes %d-%d/%d" % (first, last, size)))
             fields.append((b"content-length", b"%d" % (last - first + 1)))
             await send({"type": "http.response.start", "status": 206, "headers": fields})
-            await _send_ranges(send, file.path, ranges, [b""], b"")
+            await _send_ranges(send, reader, ranges, [b""], b"")
             return
         boundary = secrets.token_hex(16).encode("ascii")
         heads = [
@@ -419,7 +448,7 @@ class StaticFiles:
         fields.append((b"content-type", b"multipart/byteranges; boundary=" + boundary))
         fields.append((b"content-length", b"%d" % length))
         await send({"type": "http.response.start", "status": 206, "headers": fields})
-        await _send_ranges(send, file.path, ranges, heads, tail)
+        await _send_ranges(send, reader, ranges, heads, tail)
 
 
 def _lookup(root: str, rest: str) -> _File | str | None:
@@ -511,13 +540,19 @@ def _sibling(root: str, path: str) -> tuple[str, os.stat_result] | None:
     return found
 
 
-def _if_range_holds(if_range: bytes | None, etag: bytes, mtime: int) -> bool:
-    """Whether a Range may apply: no If-Range, or its validator still names this file."""
+def _if_range_holds(if_range: bytes | None, fields: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a Range may apply: no If-Range, or its validator still names this file.
+
+    An entity tag is compared strongly (a weak one never matches); a date must be exactly the
+    ``Last-Modified`` sent.
+    """
     if if_range is None:
         return True
+    validators = dict(fields)
     if if_range.startswith((b'"', b"W/")):
-        return if_range == etag  # strong comparison: a weak tag never matches
-    return _parse_date(if_range) == mtime
+        return if_range == validators[b"etag"]
+    date = _parse_date(if_range)
+    return date is not None and date == _parse_date(validators[b"last-modified"])
 
 
 async def _plain(send: Send, status: int, fields: list[tuple[bytes, bytes]], body: bytes) -> None:
@@ -526,44 +561,73 @@ async def _plain(send: Send, status: int, fields: list[tuple[bytes, bytes]], bod
     await send({"type": "http.response.body", "body": body})
 
 
-async def _send_small(send: Send, path: str, size: int) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        data = os.pread(fd, size, 0)
-    finally:
-        os.close(fd)
-    if len(data) != size:
-        raise OSError(f"{path} shrank while it was being sent")
-    await send({"type": "http.response.body", "body": data})
+class _Reader:
+    """An open file of one response, read on the loop, or in a thread for large pieces.
+
+    A read handed to a thread keeps the descriptor until it returns, even when the request is
+    cancelled meanwhile: the number must not be reused by another open while a thread still
+    reads from it.
+    """
+
+    __slots__ = ("_pending", "fd", "path")
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.fd = fd
+        self.path = path
+        self._pending: concurrent.futures.Future[bytes] | None = None
+
+    async def read(self, count: int, offset: int) -> bytes:
+        if count <= LOOP_READ_MAX:
+            data = os.pread(self.fd, count, offset)
+        else:
+            pending = _read_pool().submit(os.pread, self.fd, count, offset)
+            self._pending = pending
+            data = await asyncio.wrap_future(pending)
+            self._pending = None
+        if len(data) != count:
+            # The file shrank under us: the promised length cannot be kept; the server closes
+            # the connection so the client sees a cut-off response.
+            raise OSError(f"{self.path} shrank while it was being sent")
+        return data
+
+    def close(self) -> None:
+        pending = self._pending
+        if pending is None:
+            os.close(self.fd)
+        else:
+            # Runs at once when the read is over already.
+            fd = self.fd
+            pending.add_done_callback(lambda _: os.close(fd))
+
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _read_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads reading large ranges, shared by the process's workers, made on first use."""
+    global _pool  # one per process, created lazily under the lock (after a fork, too)
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="pounce-static"
+            )
+        return _pool
 
 
 async def _send_ranges(
-    send: Send, path: str, ranges: list[tuple[int, int]], heads: list[bytes], tail: bytes
+    send: Send, reader: _Reader, ranges: list[tuple[int, int]], heads: list[bytes], tail: bytes
 ) -> None:
     """Send each range's bytes after its head (a multipart part head, or nothing), then *tail*."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        loop = asyncio.get_running_loop()
-        for (first, last), head in zip(ranges, heads, strict=True):
-            offset = first
-            pending = head
-            while offset <= last:
-                count = min(READ_SIZE, last - offset + 1)
-                if count <= LOOP_READ_MAX:
-                    data = os.pread(fd, count, offset)
-                else:
-                    data = await loop.run_in_executor(None, os.pread, fd, count, offset)
-                if len(data) != count:
-                    # The file shrank under us: the promised length cannot be kept; the
-                    # server closes the connection so the client sees a cut-off response.
-                    raise OSError(f"{path} shrank while it was being sent")
-                offset += count
-                await send(
-                    {"type": "http.response.body", "body": pending + data, "more_body": True}
-                )
-                pending = b""
-    finally:
-        os.close(fd)
+    for (first, last), head in zip(ranges, heads, strict=True):
+        offset = first
+        pending = head
+        while offset <= last:
+            count = min(READ_SIZE, last - offset + 1)
+            data = await reader.read(count, offset)
+            offset += count
+            await send({"type": "http.response.body", "body": pending + data, "more_body": True})
+            pending = b""
     await send({"type": "http.response.body", "body": tail})
 
 
