@@ -4,7 +4,7 @@ An ASGI app wrapped around the user's app (built once per worker in ``server.wor
 option is set), not a protocol feature: its responses go out through ``http.response.start``
 and ``http.response.pathsend`` / ``http.response.body`` like any app's, so the access log,
 events, filters, admission hooks and every protocol (HTTP/2 included) treat them as any other
-response, and a whole file leaves through each protocol's own zero-copy path.
+response, and a large file leaves through each protocol's own zero-copy path.
 
 What it decides, and why:
 
@@ -22,23 +22,24 @@ What it decides, and why:
 - Ranges: one range gets 206 with ``Content-Range``, several get ``multipart/byteranges``,
   none satisfiable 416 with ``Content-Range: bytes */SIZE``. Ranges are read with
   ``os.pread`` and sent as body pieces (``pathsend`` has no offset); pieces above
-  :data:`LOOP_READ_MAX` are read on the loop's default executor so a cold disk never stalls
-  the worker. A request for more bytes in its ranges than the file holds (overlapping
+  :data:`LOOP_READ_MAX` are read on a small pool of threads so a cold disk never stalls the
+  worker. A request for more bytes in its ranges than the file holds (overlapping
   ranges, an old denial-of-service trick) or for more than :data:`MAX_RANGES` ranges is
   answered with the whole file instead.
 - Precompressed siblings: for text-like types (the ones the compression filter would
   compress), ``FILE.zst`` or ``FILE.gz`` next to ``FILE`` is sent instead when the client's
   ``Accept-Encoding`` prefers it (the same negotiation as the compression filter), with
   ``Content-Encoding`` set, so the filter leaves it alone, and ``Vary: Accept-Encoding``.
-
 - Whole files above :data:`SMALL_FILE` (16 KiB) go out through ``http.response.pathsend``:
   each protocol sends them its own way (``sendfile`` on plain HTTP/1.1). Smaller ones are
   read at once and sent as one body, which leaves with the head in one write: for a 1 KiB
-  file that measured 20 000 requests/s against 14 000 through sendfile.
+  file that measured 20 000 requests/s against 14 000 through ``pathsend``.
+- The file is opened before the head is sent: a file listed but not readable gets 403, not a
+  response cut off midway.
 
 File system calls (``lstat`` of the few path components under the directory, ``open`` and a
 read of a small file) run on the event loop: for local files they take microseconds, and
-handing each to a thread would cost more. Reads of large ranges go to a thread.
+handing each to a thread would cost more.
 
 An instance is immutable after construction, so all the workers of a process may share it.
 """
