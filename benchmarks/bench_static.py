@@ -1,9 +1,10 @@
 """A small static file: ``pounce --static`` against Starlette's StaticFiles on Pounce and Uvicorn.
 
     PYTHONPATH=src python benchmarks/bench_static.py [--duration 5] [--connections 32]
+        [--rounds 2] [--size BYTES] [--loop auto|asyncio|uvloop]
     (the interpreter needs uvicorn with httptools and uvloop, starlette and wrk on PATH)
 
-One worker each, access log off, ``wrk -t1`` against the same 1 KiB HTML file (no
+One worker each, access log off, ``wrk -t1`` against the same HTML file, 1 KiB by default (no
 ``Accept-Encoding``: nothing is compressed). Each server is checked first (status 200 and the
 exact bytes), then loaded; the rounds alternate between servers so a noisy neighbour on a
 shared machine spreads over all of them. Prints requests per second, the best round of each.
@@ -22,7 +23,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-FILE = b"<!doctype html>\n" + b"<p>" + b"static bytes " * 77 + b"</p>\n"  # 1 KiB
+_SIZE = int(os.environ.get("BENCH_STATIC_SIZE") or 1025)
+#: An HTML file of _SIZE bytes (1 KiB unless --size says otherwise).
+FILE = (b"<!doctype html>\n<p>" + b"static bytes " * (_SIZE // 13 + 1))[: _SIZE - 5] + b"</p>\n"
 
 
 async def fallback(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
@@ -75,7 +78,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--size", type=int, default=1025, help="file size in bytes")
+    parser.add_argument("--loop", default="auto", help="pounce's --loop (uvicorn: uvloop)")
     args = parser.parse_args()
+    if args.size != len(FILE):  # the apps read the size from the environment: re-run with it
+        os.environ["BENCH_STATIC_SIZE"] = str(args.size)
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     directory = Path(tempfile.mkdtemp(prefix="pounce-static-bench-"))
     (directory / "index.html").write_bytes(FILE)
     here = str(Path(__file__).resolve().parent)
@@ -85,14 +93,15 @@ def main() -> None:
         "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])),
     }
     quiet = ["--log-level", "warning", "--no-access-log", "--host", "127.0.0.1"]
+    loop = ["--loop", args.loop]
     python = sys.executable
     servers = {
         "pounce --static": [python, "-m", "pounce", "bench_static:fallback",
-                            "--static", f"/static={directory}", *quiet],
+                            "--static", f"/static={directory}", *loop, *quiet],
         "pounce, the same bytes from an app (no file)": [
-            python, "-m", "pounce", "bench_static:in_memory", *quiet],
+            python, "-m", "pounce", "bench_static:in_memory", *loop, *quiet],
         "Starlette StaticFiles on pounce": [python, "-m", "pounce", "bench_static:starlette_app",
-                                            "--factory", *quiet],
+                                            "--factory", *loop, *quiet],
         "Starlette StaticFiles on uvicorn": [python, "-m", "uvicorn",
                                              "bench_static:starlette_app", "--factory",
                                              "--http", "httptools", "--loop", "uvloop", *quiet],
@@ -119,7 +128,8 @@ def main() -> None:
                 proc.wait(10)
     base = max(results["Starlette StaticFiles on uvicorn"])
     print(f"| server | requests/s | vs Starlette on uvicorn |  ({len(FILE)}-byte file, "
-          f"wrk -t1 -c{args.connections} -d{args.duration:g}s, best of {args.rounds})")
+          f"wrk -t1 -c{args.connections} -d{args.duration:g}s, best of {args.rounds}, "
+          f"pounce --loop {args.loop})")
     print("|---|---|---|")
     for name, figures in results.items():
         best = max(figures)
