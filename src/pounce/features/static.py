@@ -48,13 +48,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import mimetypes
 import os
-import secrets
 import stat
 import threading
 import time
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Final
 
 from pounce.features.compression import GZIP, ZSTD, is_compressible, negotiate
@@ -119,24 +116,35 @@ _WEB_TYPES: Final = {
 }
 
 
-def _build_types() -> dict[str, bytes]:
-    # Built at import (imports are serialised), so no worker thread ever initialises the
-    # mimetypes module while another reads it.
-    mimetypes.init()
-    types: dict[str, str] = {ext.lower(): kind for ext, kind in mimetypes.types_map.items()}
-    types.update(_WEB_TYPES)
-    return {
-        ext: (f"{kind}; charset=utf-8" if kind.startswith("text/") else kind).encode("latin-1")
-        for ext, kind in types.items()
-    }
+_types: dict[str, bytes] | None = None
+_types_lock = threading.Lock()
 
 
-_TYPES: Final = _build_types()
+def _type_table() -> dict[str, bytes]:
+    """Extension -> Content-Type, built on first use (reading the system's tables takes a few
+    milliseconds: a server without ``--static`` should not pay them) and never changed after."""
+    global _types  # built once under the lock: no thread reads mimetypes while another fills it
+    with _types_lock:
+        if _types is None:
+            import mimetypes
+
+            mimetypes.init()
+            table = {ext.lower(): kind for ext, kind in mimetypes.types_map.items()}
+            table.update(_WEB_TYPES)
+            _types = {
+                ext: (f"{kind}; charset=utf-8" if kind.startswith("text/") else kind).encode(
+                    "latin-1"
+                )
+                for ext, kind in table.items()
+            }
+        return _types
 
 
-def content_type(name: str) -> bytes:
+def content_type(name: str, table: dict[str, bytes] | None = None) -> bytes:
     """The ``Content-Type`` of a file, from its extension; ``text/*`` says UTF-8."""
-    return _TYPES.get(os.path.splitext(name)[1].lower(), _DEFAULT_TYPE)
+    if table is None:
+        table = _type_table()
+    return table.get(os.path.splitext(name)[1].lower(), _DEFAULT_TYPE)
 
 
 _WEEKDAYS: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -154,6 +162,10 @@ def _http_date(seconds: float) -> bytes:
 
 def _parse_date(value: bytes) -> int | None:
     """An HTTP date as whole seconds since the epoch; None when it is not one."""
+    # The three date formats RFC 9110 §5.6.7 requires recipients to accept; imported here, as
+    # only conditional requests need it.
+    from email.utils import parsedate_to_datetime
+
     try:
         return int(parsedate_to_datetime(value.decode("latin-1")).timestamp())
     except (ValueError, TypeError, IndexError, OverflowError):
@@ -249,7 +261,7 @@ _NOT_ALLOWED: Final = (
 class StaticFiles:
     """An ASGI app serving the mounted directories and calling *app* for everything else."""
 
-    __slots__ = ("_app", "_cache_control", "_extra_types", "_mounts")
+    __slots__ = ("_app", "_cache_control", "_extra_types", "_mounts", "_types")
 
     def __init__(
         self,
@@ -274,6 +286,7 @@ class StaticFiles:
             None if cache_control is None else cache_control.encode("latin-1")
         )
         self._extra_types = compression_types
+        self._types = _type_table()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -340,7 +353,7 @@ class StaticFiles:
                 if_unmodified = value
             elif name == b"if-range":
                 if_range = value
-        kind = content_type(file.path)
+        kind = content_type(file.path, self._types)
         fields: list[tuple[bytes, bytes]] = []
         if is_compressible(kind, self._extra_types):
             # The body may differ by Accept-Encoding: a sibling here, or the compression filter.
@@ -436,7 +449,7 @@ class StaticFiles:
             await send({"type": "http.response.start", "status": 206, "headers": fields})
             await _send_ranges(send, reader, ranges, [b""], b"")
             return
-        boundary = secrets.token_hex(16).encode("ascii")
+        boundary = os.urandom(16).hex().encode("ascii")
         heads = [
             b"--%b\r\ncontent-type: %b\r\ncontent-range: bytes %d-%d/%d\r\n\r\n"
             % (boundary, kind, first, last, size)
@@ -603,6 +616,17 @@ class _Reader:
 
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+
+
+def _forget_pool() -> None:
+    # A forked child has none of its parent's threads: it makes a pool of its own.
+    global _pool, _pool_lock  # reset in the child only, before it runs anything else
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _read_pool() -> concurrent.futures.ThreadPoolExecutor:
