@@ -23,6 +23,7 @@ import pytest
 from tests.apps import Recorder
 from tests.helpers import RawClient, Response
 
+from pounce.cli.main import main
 from pounce.config import ConfigError, ServerConfig
 from pounce.features import static as static_module
 from pounce.features.static import MAX_RANGES, StaticFiles, content_type, parse_ranges
@@ -645,3 +646,26 @@ def test_a_cancelled_large_read_keeps_its_descriptor_until_the_thread_returns(
         assert closed == [fd]
 
     asyncio.run(main())
+
+
+def test_off_means_the_app_itself() -> None:
+    app = Recorder()
+    assert static_module.static_files(app, ServerConfig()) is app
+
+
+def test_a_mounted_directory_may_itself_be_a_link(site: Path, tmp_path: Path) -> None:
+    link = tmp_path / "current"
+    link.symlink_to(site, target_is_directory=True)  # a release directory switched by a link
+    static = StaticFiles(Recorder(), [("/s", str(link))])
+    assert call(static, "/s/hello.txt")[1]["body"] == TEXT
+    assert call(static, "/s/outside-link.txt")[1]["body"] == b"Not Found"
+
+
+def test_the_cli_refuses_a_missing_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["config", "show", "--static", f"/assets={tmp_path / 'nowhere'}"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid static" in err and "not found" in err and "create it or fix the path" in err
+    assert main(["config", "show", "--static", "/assets"]) == 2
+    assert "URL_PREFIX=DIRECTORY" in capsys.readouterr().err
