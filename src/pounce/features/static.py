@@ -66,7 +66,7 @@ __all__ = ["LOOP_READ_MAX", "MAX_RANGES", "StaticFiles", "content_type", "static
 
 #: Range pieces up to this size are read on the event loop; larger ones in a thread.
 LOOP_READ_MAX: Final = 64 * 1024
-#: Files up to this size are read on the loop and sent in the head's write, not by sendfile.
+#: Files up to this size are read on the loop and sent in the head's write, not by pathsend.
 SMALL_FILE: Final = 16 * 1024
 #: Size of one ``os.pread`` (and of one body piece) when a range is sent.
 READ_SIZE: Final = 256 * 1024
@@ -340,7 +340,7 @@ class StaticFiles:
         if_range = None
         for name, value in scope["headers"]:
             if name == b"accept-encoding":
-                accept = value
+                accept = value if accept is None else accept + b"," + value
             elif name == b"range":
                 range_ = value
             elif name == b"if-none-match":
