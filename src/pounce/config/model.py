@@ -50,6 +50,7 @@ from pounce.config.values import (
     parse_size,
     parse_str_tuple,
     split_headers,
+    split_list,
     validate_header,
     validate_host,
 )
@@ -303,6 +304,56 @@ def _headers(value: object) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _static_mounts(value: object) -> tuple[tuple[str, str], ...]:
+    """``--static URL_PREFIX=DIRECTORY`` values: (prefix, directory) pairs, prefixes unique.
+
+    Whether each directory exists is checked with the other options (``_check_combinations``).
+    """
+    expected = "expected URL_PREFIX=DIRECTORY, such as /static=./public"
+    if isinstance(value, str):
+        value = split_list(value)
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{expected} (or a list of them)")
+    mounts: list[tuple[str, str]] = []
+    for item in value:
+        if isinstance(item, str):
+            prefix, equals, directory = item.partition("=")
+            if not equals:
+                raise ValueError(f"{expected}; {item!r} has no '='")
+        elif (
+            isinstance(item, list | tuple)
+            and len(item) == 2
+            and all(isinstance(part, str) for part in item)
+        ):
+            prefix, directory = item
+        else:
+            raise ValueError(f"{expected}, got {item!r}")
+        prefix, directory = prefix.strip(), directory.strip()
+        if not prefix.startswith("/") or any(ch in prefix for ch in "?#%\\\0"):
+            raise ValueError(
+                f"{expected}; the prefix {prefix!r} must be a plain path starting with /"
+            )
+        if not directory:
+            raise ValueError(f"{expected}; {item!r} names no directory")
+        # "/static/" and "/static" are the same mount; "/" serves the whole URL space.
+        prefix = prefix.rstrip("/") or "/"
+        if any(prefix == seen for seen, _ in mounts):
+            raise ValueError(
+                f"the prefix {prefix!r} is given twice; give each prefix one directory"
+            )
+        mounts.append((prefix, directory))
+    return tuple(mounts)
+
+
+def _cache_control(value: object) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS):
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a Cache-Control value such as 'public, max-age=3600', or off")
+    _, checked = validate_header("cache-control", value)
+    return checked
+
+
 def _workers(value: object) -> int:
     if isinstance(value, str) and value.strip().lower() == "auto":
         return 0
@@ -528,6 +579,15 @@ class ServerConfig:
     request_id_header: str = _opt(
         "x-request-id", "header carrying the request id (--request-id)", "HTTP",
         _header_name, metavar="NAME",
+    )
+    # Static files (features/static.py) ----------------------------------------------
+    static: tuple[tuple[str, str], ...] = _opt(
+        (), "serve the files of DIRECTORY under URL_PREFIX (repeatable); a missing file goes "
+        "to the app", "HTTP", _static_mounts, style="append", metavar="URL_PREFIX=DIRECTORY",
+    )
+    static_cache_control: str | None = _opt(
+        "no-cache", "Cache-Control of static files (--static), or off", "HTTP", _cache_control,
+        metavar="VALUE",
     )
 
     # Limits ---------------------------------------------------------------------
@@ -855,6 +915,14 @@ class ServerConfig:
                     f"file not found (looked in {path.resolve().parent}); check the path",
                     option="log_config",
                     value=self.log_config,
+                )
+        for prefix, directory in self.static:
+            if not os.path.isdir(directory):
+                raise ConfigError(
+                    f"directory {directory!r} for {prefix} not found (looked in "
+                    f"{Path(directory).resolve()}); create it or fix the path",
+                    option="static",
+                    value=f"{prefix}={directory}",
                 )
         if self.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
             raise ConfigError(

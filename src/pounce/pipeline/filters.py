@@ -11,7 +11,10 @@ drop or fix ``content_length`` in :meth:`ResponseFilter.start`. When the app giv
 ``Content-Length`` but sends its whole body in one final piece right after the head, the filters
 see that piece's length as ``content_length``. A filter that only touches the head
 (Server-Timing) sets ``changes_body = False``: bodies then skip it, and a file
-(``http.response.pathsend``) still goes out zero-copy when no filter changes bodies.
+(``http.response.pathsend``) still goes out zero-copy when no filter changes bodies. A filter
+that finds in :meth:`ResponseFilter.start` that it will leave this body alone (a compressor
+given an image, or a body the app encoded itself) sets ``changes_body = False`` there: a
+static file then still goes out zero-copy.
 """
 
 from __future__ import annotations
@@ -169,6 +172,11 @@ class FilteredChannel:
         current = list(fields)
         for f in self._filters:
             current, content_length = f.start(status, current, content_length)
+        if self._body_filters:
+            # Filters that decided on the head to leave this body alone drop out of its path.
+            self._body_filters = [
+                f for f in self._body_filters if getattr(f, "changes_body", True)
+            ]
         cycle = self._inner.cycle
         if cycle is not None:
             # The access log and events report the head as sent (``%({name}o)s``).

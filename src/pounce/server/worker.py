@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pounce.features.compression import compression_factory
 from pounce.features.server_timing import server_timing_filter
+from pounce.features.static import static_files
 from pounce.pipeline.context import WorkerContext
 from pounce.pipeline.dispatcher import Dispatcher
 from pounce.pipeline.request_id import request_id_filter
@@ -179,7 +180,9 @@ class Worker:
         self.loop = loop
         self._stop = asyncio.Event()
         ctx = WorkerContext(
-            app=self.app,
+            # --static: the files are served by a wrapper in front of the app, so they take
+            # the pipeline's way like any response (the app itself when the option is off).
+            app=static_files(self.app, self.config),
             config=self.config,
             loop=loop,
             access_log=self.access_log,

@@ -185,6 +185,8 @@ class Server:
     def _on_started(self) -> None:
         for address in self.bound_addresses:
             logger.info("Pounce running on %s (Press CTRL+C to quit)", address)
+        for prefix, directory in self.config.static:
+            logger.info("Serving the files of %s under %s", os.path.realpath(directory), prefix)
         supervisor = self._supervisor
         self._events.publish(
             ServerStarted(
