@@ -60,6 +60,7 @@ def test_defaults_match_the_contract() -> None:
         "access_log_health": False, "request_id": False, "request_id_header": "x-request-id",
         # Metrics
         "metrics": False, "metrics_path": "/metrics", "metrics_bind": None,
+        "static": (), "static_cache_control": "no-cache",
     }
     assert set(FIELD_DOCS) == set(expected)
     for name, value in expected.items():
@@ -238,6 +239,13 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("metrics_path", None, "starting with /"),
     ("metrics_bind", "9100", "HOST:PORT"),
     ("metrics_bind", "unix:/tmp/m.sock", "TCP address"),
+    ("static", ["/static"], "has no '='"),
+    ("static", ["static=src"], "starting with /"),
+    ("static", ["/a=src", "/a/=tests"], "given twice"),
+    ("static", ["/a="], "names no directory"),
+    ("static", [5], "URL_PREFIX=DIRECTORY"),
+    ("static", ["/assets=no-such-directory"], "not found"),
+    ("static_cache_control", "max-age=60\r\nX: 1", "CR, LF or NUL"),
 ]
 
 

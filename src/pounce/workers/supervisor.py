@@ -43,7 +43,8 @@ from pounce.pipeline.events import (
 from pounce.workers.distributor import Distributor
 from pounce.workers.handle import WorkerHandle, process_rss, trim_malloc
 from pounce.workers.heap import HeapFreezer
-from pounce.workers.processes import ProcessWorker
+from pounce.workers.processes import ProcessWorker, mp_context
+from pounce.workers.relay import EventRelay, WantedKinds
 from pounce.workers.threads import ThreadWorker
 
 if TYPE_CHECKING:
@@ -139,6 +140,10 @@ class Supervisor:
         self._weak_releases = 0
         self._memory_floor = 0
         self._memory_not_before = 0.0
+        # Process workers: their request events reach the hub's subscribers through pipes.
+        self._event_relay: EventRelay | None = None
+        self._wanted_events: WantedKinds | None = None
+        self._unwatch_events: Callable[[], None] | None = None
 
     # -- requests from any thread (and signal handlers) -----------------------------------------
 
@@ -230,6 +235,7 @@ class Supervisor:
                 self.distributor = Distributor(self._sockets)
                 self.distributor.start()
             if self.model.kind == "process":
+                self._relay_events()
                 # Before forking: children share the frozen pages instead of copying them.
                 self._heap.freeze()
             first = self._start_generation(self._app, self.model.count)
@@ -331,6 +337,8 @@ class Supervisor:
                 generation=generation,
                 max_requests=None,
                 metrics=assigned,
+                event_relay=self._event_relay,
+                wanted_events=self._wanted_events,
             )
         limit = self.config.limit_max_requests
         if limit is not None:
@@ -717,6 +725,15 @@ class Supervisor:
             for sock in sockets or ():
                 sock.close()
 
+    def _relay_events(self) -> None:
+        hub = self._event_hub
+        if hub is None:
+            return
+        wanted = WantedKinds(mp_context())
+        self._wanted_events = wanted
+        self._event_relay = EventRelay(hub)
+        self._unwatch_events = hub.watch_worker_kinds(wanted.set)
+
     # -- shutdown -----------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
@@ -759,6 +776,10 @@ class Supervisor:
         self.workers = ()
         self.draining = ()
         self._draining.clear()
+        if self._unwatch_events is not None:
+            self._unwatch_events()
+        if self._event_relay is not None:
+            self._event_relay.stop()  # after the workers: their last events are in the pipes
         self._heap.thaw()
 
 
