@@ -426,3 +426,17 @@ def test_the_hook_answers_only_its_path() -> None:
         200, b"figures", ((b"content-type", b"text/x-test"),)
     )
     assert recorder.asked == [True] and recorder.sampled == 1
+
+
+def test_a_scrape_is_answered_even_at_the_concurrency_limit() -> None:
+    with serve(app, metrics=True, limit_concurrency=1) as url, RawClient(url) as busy:
+        busy.request("GET", "/hold")
+        try:
+            assert wait_until(lambda: httpx.get(url + "/other").status_code == 503, 3.0)
+            response = httpx.get(url + "/metrics")
+            assert response.status_code == 200
+            found = parse(response.text)
+            assert found["pounce_requests_rejected_total", (("reason", "concurrency_limit"),)] >= 1
+        finally:
+            release.set()
+        assert busy.read_response().body == b"held"
