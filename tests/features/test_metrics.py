@@ -440,3 +440,33 @@ def test_a_scrape_is_answered_even_at_the_concurrency_limit() -> None:
         finally:
             release.set()
         assert busy.read_response().body == b"held"
+
+
+def test_spawned_process_workers_share_the_store_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Where fork is unsafe (macOS) workers are spawned: the store is then a named segment
+    # that each worker attaches to. Linux forks by default, so spawn is forced here.
+    import multiprocessing
+
+    import pounce.workers.server as server_module
+    from pounce.workers import processes
+
+    def spawn() -> Any:
+        return multiprocessing.get_context("spawn")
+
+    monkeypatch.setattr(processes, "mp_context", spawn)
+    monkeypatch.setattr(server_module, "mp_context", spawn)
+    with serve_in_thread(
+        "pounce.examples.hello:app", metrics=True, workers=2, worker_type="process",
+        accept="distributor", startup_timeout=60,
+    ) as running:
+        url = running.url
+        for _ in range(6):
+            assert httpx.get(url + "/").status_code == 200
+
+        def counted() -> bool:
+            found = parse(httpx.get(url + "/metrics").text)
+            workers = [k for k in found if k[0] == "process_open_fds" and "worker" in str(k)]
+            # Six requests, plus the scrapes answered before this one.
+            return requests_of(found, "GET", "2xx") >= 6 and len(workers) == 2
+
+        assert wait_until(counted, 5.0, 0.05)
