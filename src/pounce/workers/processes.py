@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from pounce.asgi.lifespan import Lifespan
     from pounce.asgi.types import ASGIApp
     from pounce.config import ServerConfig
+    from pounce.features.rate_limit import RateLimitStore
     from pounce.server.worker import Worker
 
 logger = logging.getLogger("pounce.error")
@@ -67,6 +68,8 @@ class ChildSpec:
     name: str
     max_requests: int | None
     parent_pid: int
+    #: ``--rate-limit``'s table: inherited with the fork, or attached by name when spawned.
+    rate_limiter: RateLimitStore | None = None
 
 
 def _child_main(spec: ChildSpec, report: multiprocessing.connection.Connection) -> None:
@@ -117,6 +120,7 @@ async def _child_serve(
             max_requests=False,  # the supervisor watches the count and recycles
             on_request_limit=None,
             ssl_context=ssl_context,
+            rate_limiter=spec.rate_limiter,
         )
 
     def attach(worker: Worker) -> None:
@@ -233,6 +237,7 @@ class ProcessWorker(WorkerHandle):
         slot: int,
         generation: int,
         max_requests: int | None,
+        rate_limiter: RateLimitStore | None = None,
     ) -> None:
         super().__init__(name=name, slot=slot, generation=generation)
         self.config = config
@@ -253,6 +258,7 @@ class ProcessWorker(WorkerHandle):
             name=self.label,
             max_requests=max_requests,
             parent_pid=os.getpid(),
+            rate_limiter=rate_limiter,
         )
         self._writer = writer
         self._child_channel = child_channel

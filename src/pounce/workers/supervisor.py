@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pounce.errors import StartupError
+from pounce.features.rate_limit import store_from_config
 from pounce.pipeline.events import (
     ReloadCompleted,
     ReloadFailed,
@@ -43,7 +44,7 @@ from pounce.pipeline.events import (
 from pounce.workers.distributor import Distributor
 from pounce.workers.handle import WorkerHandle, process_rss, trim_malloc
 from pounce.workers.heap import HeapFreezer
-from pounce.workers.processes import ProcessWorker
+from pounce.workers.processes import ProcessWorker, mp_context
 from pounce.workers.threads import ThreadWorker
 
 if TYPE_CHECKING:
@@ -135,6 +136,12 @@ class Supervisor:
         self._weak_releases = 0
         self._memory_floor = 0
         self._memory_not_before = 0.0
+        #: ``--rate-limit``'s bucket table, made before any worker so that every worker of
+        #: every generation shares it: one limit for the whole server.
+        self.rate_limiter = store_from_config(
+            config,
+            "thread" if model.kind == "thread" else mp_context().get_start_method(),
+        )
 
     # -- requests from any thread (and signal handlers) -----------------------------------------
 
@@ -165,6 +172,7 @@ class Supervisor:
             "requests_total": self.retired_requests
             + sum(w.requests_total for w in (*self.workers, *self.draining)),
             "generation": self._generation,
+            **({"rate_limit": self.rate_limiter.stats()} if self.rate_limiter else {}),
         }
 
     # -- events -------------------------------------------------------------------------------
@@ -302,6 +310,7 @@ class Supervisor:
                 generation=generation,
                 max_requests=False,
                 event_hub=self._event_hub,
+                rate_limiter=self.rate_limiter,
             )
         else:
             handle = ProcessWorker(
@@ -313,6 +322,7 @@ class Supervisor:
                 slot=slot,
                 generation=generation,
                 max_requests=None,
+                rate_limiter=self.rate_limiter,
             )
         limit = self.config.limit_max_requests
         if limit is not None:
@@ -740,6 +750,8 @@ class Supervisor:
         self.draining = ()
         self._draining.clear()
         self._heap.thaw()
+        if self.rate_limiter is not None:
+            self.rate_limiter.unlink()
 
 
 def _alive(handle: WorkerHandle) -> bool:
