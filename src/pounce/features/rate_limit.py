@@ -79,6 +79,8 @@ _FIB: Final = 0x9E3779B97F4A7C15  # 2**64 / golden ratio: multiplicative hashing
 #: which no routable client has (and which an IPv6 client's /64 key would cover whole).
 _OPAQUE_TAG: Final = 1 << 63
 
+#: A token, less what floating-point refills lose on the way (0.1 s at 10/s is not quite one).
+_ONE: Final = 1.0 - 1e-9
 #: Per-slot arrays after the per-stripe counters, each 8 bytes a slot.
 _SLOT_BYTES: Final = 32
 
@@ -155,7 +157,7 @@ class RateLimitStore:
         self._size = 3 * 8 * self.stripes + _SLOT_BYTES * self.capacity
         self._owner = True
         self._shm: Any = None
-        self._mmap: mmap.mmap | None = None
+        self._mmap: Any = None
         self._locks: list[Any]
         if sharing == "thread":
             self._locks = [threading.Lock() for _ in range(self.stripes)]
@@ -164,7 +166,8 @@ class RateLimitStore:
             self._locks = [context.Lock() for _ in range(self.stripes)]
         if sharing == "spawn":
             self._shm = shared_memory.SharedMemory(create=True, size=self._size)
-            self._map(self._shm.buf)
+            self._mmap = _own_mapping(self._shm, self._size)
+            self._map(self._mmap)
         else:
             # Anonymous and MAP_SHARED: forked children see the same pages.
             self._mmap = mmap.mmap(-1, self._size)
@@ -217,7 +220,7 @@ class RateLimitStore:
                     level = tokens[slot] + (now - seen[slot]) * rate
                     level = min(level, burst)
                     seen[slot] = now
-                    if level >= 1.0:
+                    if level >= _ONE:
                         tokens[slot] = level - 1.0
                         return 0.0
                     tokens[slot] = level
@@ -335,7 +338,23 @@ class RateLimitStore:
         self._broken = set()
         # Attached by a spawned worker; the process that created it removes it.
         self._shm = shared_memory.SharedMemory(name=name)
-        self._map(self._shm.buf)
+        self._mmap = _own_mapping(self._shm, self._size)
+        self._map(self._mmap)
+
+
+def _own_mapping(shm: shared_memory.SharedMemory, size: int) -> Any:
+    """A mapping of *shm*'s block that the store owns, then *shm*'s own one closed.
+
+    ``SharedMemory`` closes its mapping when garbage-collected, which fails (and warns)
+    while the store's array views still point into it; a mapping of our own lives exactly
+    as long as those views. The block itself stays until :meth:`RateLimitStore.unlink`.
+    """
+    fd = getattr(shm, "_fd", -1)
+    if fd < 0:  # Windows: no descriptor to map again; the block lives while shm is open
+        return shm.buf
+    own = mmap.mmap(fd, size)
+    shm.close()
+    return own
 
 
 _UNITS: Final = {1.0: "s", 60.0: "m", 3600.0: "h"}
