@@ -27,6 +27,7 @@ from tests.pipeline.fakes import make_context, settle, start
 
 from pounce.config import ConfigError, ServerConfig
 from pounce.config.values import parse_rate_limit
+from pounce.features import rate_limit
 from pounce.features.rate_limit import (
     WAYS,
     ClientRateLimiter,
@@ -276,6 +277,32 @@ def test_processes_share_the_table(sharing: str) -> None:
         assert take(store, "192.0.2.5")[0] > 0  # and the parent sees the same bucket
     finally:
         store.unlink()
+
+
+def _die_holding(store: RateLimitStore, stripe: int) -> None:
+    store._locks[stripe].acquire()
+    os._exit(0)  # as if SIGKILLed inside the critical section
+
+
+def test_a_lock_left_held_by_a_dead_process_stops_limiting_its_stripe_without_stalling(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(rate_limit, "LOCK_TIMEOUT", 0.05)
+    store = RateLimitStore(1, 3600.0, max_clients=64, sharing="fork")
+    where = store.locate(client_key("192.0.2.8", V6))
+    child = multiprocessing.get_context("fork").Process(target=_die_holding, args=(store, where[0]))
+    child.start()
+    child.join(10)
+    with caplog.at_level("ERROR", logger="pounce.error"):
+        began = time.monotonic()
+        waits = [store.acquire(where) for _ in range(50)]
+        elapsed = time.monotonic() - began
+    assert waits == [0.0] * 50  # let through: better than a stalled worker
+    assert elapsed < 1.0  # only the first one waited for the lock
+    assert len([r for r in caplog.records if "was not released" in r.message]) == 1
+    elsewhere = (store.locate(client_key(f"10.9.0.{i}", V6)) for i in range(256))
+    other = next(located for located in elsewhere if located[0] != where[0])
+    assert store.acquire(other) == 0.0 and store.acquire(other) > 0  # other stripes still limit
 
 
 def test_a_store_for_threads_or_forks_refuses_to_be_pickled() -> None:

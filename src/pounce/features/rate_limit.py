@@ -213,15 +213,19 @@ class RateLimitStore:
             return 0.0
         try:
             now = self._clock()  # read under the lock: a bucket's clock never runs backwards
-            key_lo, key_hi, tokens, seen = self._key_lo, self._key_hi, self._tokens, self._seen
-            rate, burst = self.rate, self.burst
+            key_lo = self._key_lo
             for slot in range(first, first + WAYS):
-                if key_lo[slot] == lo and key_hi[slot] == hi and seen[slot] != 0.0:
-                    level = tokens[slot] + (now - seen[slot]) * rate
-                    level = min(level, burst)
+                if key_lo[slot] == lo and self._key_hi[slot] == hi:
+                    seen = self._seen
+                    last = seen[slot]
+                    if not last:
+                        break  # an empty slot (only the unspecified address "::" keys as 0)
+                    tokens, rate = self._tokens, self.rate
+                    level = tokens[slot] + (now - last) * rate
                     seen[slot] = now
                     if level >= _ONE:
-                        tokens[slot] = level - 1.0
+                        burst = self.burst
+                        tokens[slot] = (level if level < burst else burst) - 1.0
                         return 0.0
                     tokens[slot] = level
                     self._refused[stripe] += 1
@@ -258,6 +262,8 @@ class RateLimitStore:
     def _lock_lost(self, stripe: int) -> None:
         if stripe not in self._broken:
             self._broken.add(stripe)
+            # In this process only: the next requests of this stripe pass without waiting.
+            self._locks[stripe] = _ABANDONED
             logger.error(
                 "Rate limiter: lock %d of %d was not released (a worker process was killed "
                 "holding it); clients hashed to it are no longer limited until the server "
@@ -340,6 +346,19 @@ class RateLimitStore:
         self._shm = shared_memory.SharedMemory(name=name)
         self._mmap = _own_mapping(self._shm, self._size)
         self._map(self._mmap)
+
+
+class _AbandonedLock:
+    """Stands in for a stripe lock a dead process left held: never acquired, never waited on."""
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return False
+
+    def release(self) -> None:
+        raise RuntimeError("an abandoned rate-limit lock is never held")
+
+
+_ABANDONED: Final = _AbandonedLock()
 
 
 def _own_mapping(shm: shared_memory.SharedMemory, size: int) -> Any:

@@ -140,10 +140,10 @@ class RateLimit:
     so a client hammering the server costs no allocation per refused request.
     """
 
-    __slots__ = ("_fixed", "_limiter", "_rejections")
+    __slots__ = ("_check", "_fixed", "_rejections")
 
     def __init__(self, limiter: ClientRateLimiter) -> None:
-        self._limiter = limiter
+        self._check = limiter.check
         store = limiter.store
         self._fixed = (
             (b"ratelimit-limit", str(store.count).encode("ascii")),
@@ -153,7 +153,7 @@ class RateLimit:
         self._rejections: dict[int, Rejection] = {}
 
     def admit(self, scope: Scope, connection: ConnectionInfo) -> Rejection | None:
-        wait = self._limiter.check(scope["path"], scope["client"])
+        wait = self._check(scope["path"], scope["client"])
         if not wait:
             return None
         return self._refusal(max(1, math.ceil(wait)))
