@@ -449,3 +449,52 @@ def test_workers_together_admit_no_more_than_the_bucket(worker_type: str) -> Non
     # Both workers answered some of them: per-worker tables would have admitted twice the burst.
     assert len(set(admitted)) == 2, admitted
     assert stats["refused"] == 80 - len(admitted)
+
+
+def test_clients_behind_a_trusted_proxy_are_told_apart_by_their_forwarded_address() -> None:
+    def forwarded(url: str, address: str) -> int:
+        with RawClient(url) as client:
+            client.request("GET", "/", headers=[("host", "test"), ("x-forwarded-for", address)])
+            return int(client.read_response().status)
+
+    # 127.0.0.1 (the test client) is trusted by default: scope["client"] is the forwarded one.
+    with serve(hello, rate_limit="1/h") as url:
+        first = [forwarded(url, a) for a in ("203.0.113.1", "203.0.113.2", "203.0.113.1")]
+        same_64 = [forwarded(url, a) for a in ("2001:db8:5::1", "2001:db8:5::2")]
+    assert first == [200, 200, 429]
+    assert same_64 == [200, 429]
+
+
+def test_the_limit_survives_a_rolling_reload() -> None:
+    with serve_in_thread("tests.apps:hello", rate_limit="2/h") as running:
+        assert [get(running.url).status for _ in range(2)] == [200, 200]
+        supervisor = running.server._supervisor
+        assert supervisor is not None
+        running.server.reload()
+        deadline = time.monotonic() + 10
+        while supervisor.reloads < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert supervisor.reloads == 1
+        assert get(running.url).status == 429  # the new generation uses the same table
+
+
+def test_spawned_process_workers_share_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where fork is unsafe (macOS, Windows) workers are spawned and attach by name."""
+    from pounce.workers import processes, supervisor
+
+    spawn = lambda: multiprocessing.get_context("spawn")  # noqa: E731
+    monkeypatch.setattr(processes, "mp_context", spawn)
+    monkeypatch.setattr(supervisor, "mp_context", spawn)
+    with serve_in_thread(
+        "tests.features.test_rate_limit:whoami", workers=2, worker_type="process",
+        rate_limit="12/h", timeout_keep_alive=0, startup_timeout=60,
+    ) as running:
+        assert running.server._supervisor is not None
+        store = running.server._supervisor.rate_limiter
+        assert store is not None and store.sharing == "spawn"
+        with ThreadPoolExecutor(4) as pool:
+            responses = list(pool.map(lambda _: get(running.url), range(40)))
+        admitted = [r.body for r in responses if r.status == 200]
+        assert len(admitted) == 12
+        assert len(set(admitted)) == 2  # both workers admitted some, from one bucket
+        assert running.server.stats()["rate_limit"]["refused"] == 28
