@@ -570,7 +570,7 @@ class ServerConfig:
         "Limits", _optional(_rate_limit), metavar="N/UNIT",
     )
     rate_limit_burst: int | None = _opt(
-        None, "requests a client may send at once on top of --rate-limit's pace "
+        None, "requests a client may send at once before --rate-limit's pace applies "
         "(default: the limit's count)", "Limits", _optional(_int(1)), metavar="N",
     )
     rate_limit_ipv6_prefix: int = _opt(
