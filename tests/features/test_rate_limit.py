@@ -385,10 +385,11 @@ def test_over_the_limit_a_real_server_answers_429_before_the_app() -> None:
         stats = running.server.stats()["rate_limit"]
     assert statuses == [200, 200, 200, 429, 429]
     assert refused.status == 429
-    assert refused.header(b"retry-after") == b"1200"  # one token every 3600/3 seconds
+    # One token every 3600/3 seconds, less the time the test took (a slow machine).
+    assert 1190 <= int(refused.header(b"retry-after")) <= 1200
     assert refused.header(b"ratelimit-limit") == b"3"
     assert refused.header(b"ratelimit-remaining") == b"0"
-    assert refused.header(b"ratelimit-reset") == b"1200"
+    assert refused.header(b"ratelimit-reset") == refused.header(b"retry-after")
     assert refused.body == b"Too Many Requests"
     assert exempt == [200] * 5 and probes == [200] * 6
     assert calls == ["/"] * 3 + ["/static/x.css"] * 5
@@ -416,7 +417,7 @@ def test_a_websocket_handshake_over_the_limit_gets_429() -> None:
             connect(ws_url, open_timeout=5)
     response = info.value.response
     assert response.status_code == 429
-    assert response.headers["retry-after"] == "1800"
+    assert 1790 <= int(response.headers["retry-after"]) <= 1800
     assert response.headers["ratelimit-limit"] == "2"
 
 
