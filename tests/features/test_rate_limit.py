@@ -430,26 +430,42 @@ async def whoami(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-@pytest.mark.parametrize("worker_type", ["thread", "process"])
-def test_workers_together_admit_no_more_than_the_bucket(worker_type: str) -> None:
-    burst, count, period = 12, 6, 60.0
-    with serve_in_thread(
-        whoami, workers=2, worker_type=worker_type, rate_limit=f"{count}/m",
-        rate_limit_burst=burst, timeout_keep_alive=0,
-    ) as running:
-        url = running.url
-        began = time.monotonic()
-        with ThreadPoolExecutor(8) as pool:
-            responses = list(pool.map(lambda _: get(url), range(80)))
-        elapsed = time.monotonic() - began
-        stats = running.server.stats()["rate_limit"]
+def hammer(url: str, seconds: float, clients: int = 8) -> tuple[list[Any], float]:
+    """Requests from *clients* threads (one connection each) for *seconds*: (responses, time)."""
+    began = time.monotonic()
+    stop = began + seconds
+
+    def client() -> list[Any]:
+        responses = []
+        while time.monotonic() < stop:
+            responses.append(get(url))
+        return responses
+
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(lambda _: client(), range(clients)))
+    return [r for rs in results for r in rs], time.monotonic() - began
+
+
+def check_one_bucket(responses: list[Any], elapsed: float, burst: int, rate: float) -> None:
+    """Together the workers admitted at most what one bucket allows over the window."""
     admitted = [r.body for r in responses if r.status == 200]
     assert {r.status for r in responses} == {200, 429}
-    assert len(admitted) <= burst + math.floor(count / period * elapsed)
-    assert len(admitted) >= burst
-    # Both workers answered some of them: per-worker tables would have admitted twice the burst.
+    assert burst <= len(admitted) <= burst + math.floor(rate * elapsed)
+    # Both workers admitted some: with a table per worker they would admit about twice that.
     assert len(set(admitted)) == 2, admitted
-    assert stats["refused"] == 80 - len(admitted)
+
+
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_workers_together_admit_no_more_than_the_bucket(worker_type: str) -> None:
+    burst, rate = 5, 20.0
+    with serve_in_thread(
+        whoami, workers=2, worker_type=worker_type, rate_limit="20/s",
+        rate_limit_burst=burst, timeout_keep_alive=0,
+    ) as running:
+        responses, elapsed = hammer(running.url, 1.5)
+        stats = running.server.stats()["rate_limit"]
+    check_one_bucket(responses, elapsed, burst, rate)
+    assert stats["refused"] == sum(r.status == 429 for r in responses)
 
 
 def test_clients_behind_a_trusted_proxy_are_told_apart_by_their_forwarded_address() -> None:
@@ -488,14 +504,12 @@ def test_spawned_process_workers_share_the_table(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(supervisor, "mp_context", spawn)
     with serve_in_thread(
         "tests.features.test_rate_limit:whoami", workers=2, worker_type="process",
-        rate_limit="12/h", timeout_keep_alive=0, startup_timeout=60,
+        rate_limit="20/s", rate_limit_burst=5, timeout_keep_alive=0, startup_timeout=60,
     ) as running:
         assert running.server._supervisor is not None
         store = running.server._supervisor.rate_limiter
         assert store is not None and store.sharing == "spawn"
-        with ThreadPoolExecutor(4) as pool:
-            responses = list(pool.map(lambda _: get(running.url), range(40)))
-        admitted = [r.body for r in responses if r.status == 200]
-        assert len(admitted) == 12
-        assert len(set(admitted)) == 2  # both workers admitted some, from one bucket
-        assert running.server.stats()["rate_limit"]["refused"] == 28
+        responses, elapsed = hammer(running.url, 1.5)
+        refused = running.server.stats()["rate_limit"]["refused"]
+    check_one_bucket(responses, elapsed, 5, 20.0)
+    assert refused == sum(r.status == 429 for r in responses)
