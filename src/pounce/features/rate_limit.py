@@ -443,10 +443,10 @@ def limiter_from_config(config: ServerConfig, store: RateLimitStore) -> ClientRa
     Both are compared with ``scope["path"]``, which carries ``--root-path`` in front.
     """
     root = config.root_path
+    # The metrics endpoint only when it is served (an app may have its own /metrics).
+    metrics = getattr(config, "metrics_path", None) if getattr(config, "metrics", False) else None
     exact = [
-        root + path
-        for path in (config.health_path, config.ready_path, getattr(config, "metrics_path", None))
-        if path is not None
+        root + path for path in (config.health_path, config.ready_path, metrics) if path is not None
     ]
     return ClientRateLimiter(
         store,
