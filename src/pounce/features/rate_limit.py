@@ -81,11 +81,16 @@ _OPAQUE_TAG: Final = 1 << 63
 
 #: A token, less what floating-point refills lose on the way (0.1 s at 10/s is not quite one).
 _ONE: Final = 1.0 - 1e-9
-#: Per-slot arrays after the per-stripe counters, each 8 bytes a slot.
-_SLOT_BYTES: Final = 32
+#: A slot's record: its fields' offsets (in 8-byte items), their count and its size.
+_LO: Final = 0  # key, low 64 bits (compared first: it differs between most clients)
+_HI: Final = 1  # key, high 64 bits
+_TOKENS: Final = 2  # the bucket's level at _SEEN (a float)
+_SEEN: Final = 3  # the client's last request on the store's clock (a float); 0.0: empty
+_FIELDS: Final = 4
+_SLOT_BYTES: Final = 8 * _FIELDS
 
 Sharing = Literal["thread", "fork", "spawn"]
-#: Where a client's slot is: ``(stripe, first slot of its set, key high, key low)``.
+#: Where a client's slot is: ``(stripe, its set's first record, key high, key low)``.
 Location = tuple[int, int, int, int]
 
 
@@ -154,7 +159,9 @@ class RateLimitStore:
         self.sharing: Sharing = sharing
         self._clock = clock
         self._secret = secrets.randbits(64)
-        self._size = 3 * 8 * self.stripes + _SLOT_BYTES * self.capacity
+        # Counters padded to whole cache lines, so records start on a line boundary.
+        self._counter_bytes = -(-3 * 8 * self.stripes // 64) * 64
+        self._size = self._counter_bytes + _SLOT_BYTES * self.capacity
         self._owner = True
         self._shm: Any = None
         self._mmap: Any = None
@@ -177,24 +184,23 @@ class RateLimitStore:
         self._broken: set[int] = set()
 
     def _map(self, buffer: Any) -> None:
-        """Lay the arrays out one after another, 8 bytes an item, over *buffer*."""
+        """Lay the table out over *buffer*: per-stripe counters, then one record per slot.
+
+        A record is four 8-byte fields side by side (:data:`_LO`, :data:`_HI`,
+        :data:`_TOKENS`, :data:`_SEEN`), two records to a 64-byte cache line and a set's
+        eight records in four lines, aligned: a client found in its set's first slot costs
+        one line of memory traffic, not one line per field.
+        """
         view = memoryview(buffer)
-        s, n = self.stripes, self.capacity
-        offset = [0]
-
-        def span(items: int, fmt: str) -> memoryview[Any]:
-            start = offset[0]
-            offset[0] = start + 8 * items
-            return view[start : offset[0]].cast(fmt)  # type: ignore[call-overload,no-any-return]
-
+        s = self.stripes
         self._view = view
-        self._evicted: memoryview[int] = span(s, "Q")
-        self._refused: memoryview[int] = span(s, "Q")
-        self._used: memoryview[int] = span(s, "Q")
-        self._key_hi: memoryview[int] = span(n, "Q")
-        self._key_lo: memoryview[int] = span(n, "Q")
-        self._tokens: memoryview[float] = span(n, "d")
-        self._seen: memoryview[float] = span(n, "d")  # last request; 0.0 = an empty slot
+        self._evicted: memoryview[int] = view[0 : 8 * s].cast("Q")
+        self._refused: memoryview[int] = view[8 * s : 16 * s].cast("Q")
+        self._used: memoryview[int] = view[16 * s : 24 * s].cast("Q")
+        records = view[self._counter_bytes : self._size]
+        #: The same records seen as integers (the key fields) and as floats (the bucket).
+        self._ints: memoryview[int] = records.cast("Q")
+        self._floats: memoryview[float] = records.cast("d")
 
     # -- the request path -----------------------------------------------------------------
 
@@ -202,7 +208,8 @@ class RateLimitStore:
         """Where *key*'s bucket lives; depends only on the key, so callers may cache it."""
         folded = (key ^ (key >> 64) ^ self._secret) & _MASK64
         index = (((folded * _FIB) & _MASK64) * self.sets) >> 64
-        return index % self.stripes, index * WAYS, (key >> 64) & _MASK64, key & _MASK64
+        first = index * WAYS * _FIELDS
+        return index % self.stripes, first, (key >> 64) & _MASK64, key & _MASK64
 
     def acquire(self, where: Location) -> float:
         """Take a token from the bucket at *where*: 0.0 if admitted, else seconds to wait."""
@@ -213,21 +220,21 @@ class RateLimitStore:
             return 0.0
         try:
             now = self._clock()  # read under the lock: a bucket's clock never runs backwards
-            key_lo = self._key_lo
-            for slot in range(first, first + WAYS):
-                if key_lo[slot] == lo and self._key_hi[slot] == hi:
-                    seen = self._seen
-                    last = seen[slot]
+            ints = self._ints
+            for record in range(first, first + WAYS * _FIELDS, _FIELDS):
+                if ints[record] == lo and ints[record + _HI] == hi:
+                    floats = self._floats
+                    last = floats[record + _SEEN]
                     if not last:
                         break  # an empty slot (only the unspecified address "::" keys as 0)
-                    tokens, rate = self._tokens, self.rate
-                    level = tokens[slot] + (now - last) * rate
-                    seen[slot] = now
+                    rate = self.rate
+                    level = floats[record + _TOKENS] + (now - last) * rate
+                    floats[record + _SEEN] = now
                     if level >= _ONE:
                         burst = self.burst
-                        tokens[slot] = (level if level < burst else burst) - 1.0
+                        floats[record + _TOKENS] = (level if level < burst else burst) - 1.0
                         return 0.0
-                    tokens[slot] = level
+                    floats[record + _TOKENS] = level
                     self._refused[stripe] += 1
                     return (1.0 - level) / rate
             self._insert(stripe, first, hi, lo, now)
@@ -237,27 +244,28 @@ class RateLimitStore:
 
     def _insert(self, stripe: int, first: int, hi: int, lo: int, now: float) -> None:
         """A client not in the table: give it a slot, with a full bucket less this request."""
-        tokens, seen, rate, burst = self._tokens, self._seen, self.rate, self.burst
+        floats, rate, burst = self._floats, self.rate, self.burst
         victim = first
         oldest = math.inf
         evict = True
-        for slot in range(first, first + WAYS):
-            last = seen[slot]
+        for record in range(first, first + WAYS * _FIELDS, _FIELDS):
+            last = floats[record + _SEEN]
             if last == 0.0:
                 self._used[stripe] += 1
-                victim, evict = slot, False
+                victim, evict = record, False
                 break
-            if tokens[slot] + (now - last) * rate >= burst:
-                victim, evict = slot, False  # refilled: forgetting it changes nothing
+            if floats[record + _TOKENS] + (now - last) * rate >= burst:
+                victim, evict = record, False  # refilled: forgetting it changes nothing
                 break
             if last < oldest:
-                oldest, victim = last, slot
+                oldest, victim = last, record
         if evict:
             self._evicted[stripe] += 1
-        self._key_hi[victim] = hi
-        self._key_lo[victim] = lo
-        self._tokens[victim] = burst - 1.0
-        seen[victim] = now
+        ints = self._ints
+        ints[victim] = lo
+        ints[victim + _HI] = hi
+        floats[victim + _TOKENS] = burst - 1.0
+        floats[victim + _SEEN] = now
 
     def _lock_lost(self, stripe: int) -> None:
         if stripe not in self._broken:
@@ -387,9 +395,10 @@ class ClientRateLimiter:
 
     __slots__ = ("_cache", "_exact", "_mask", "_prefixes", "store")
 
-    #: Addresses whose bucket location is remembered; beyond it the cache starts over, so
-    #: an attacker rotating addresses costs a little time, never memory.
-    CACHE_SIZE: Final = 4096
+    #: Addresses whose bucket location is remembered (about 160 bytes each, so 2.6 MB at
+    #: most per worker); beyond it the cache starts over, so an attacker rotating addresses
+    #: costs a little time (about 1.7 us a request to parse and hash), never memory.
+    CACHE_SIZE: Final = 16384
 
     def __init__(
         self,
