@@ -58,6 +58,8 @@ __all__ = [
     "RateLimitStore",
     "client_key",
     "ipv6_mask",
+    "limiter_from_config",
+    "store_from_config",
 ]
 
 logger = logging.getLogger("pounce.error")
