@@ -106,6 +106,13 @@ FLAG_TABLE: list[tuple[list[str], str, Any]] = [
     (["--request-id"], "request_id", True),
     (["--request-id-header", "X-Correlation-ID"], "request_id_header", "x-correlation-id"),
     (["--access-log-health"], "access_log_health", True),
+    # --rate-limit (docs/rate-limiting.md)
+    (["--rate-limit", "100/s"], "rate_limit", "100/s"),
+    (["--rate-limit-burst", "20"], "rate_limit_burst", 20),
+    (["--rate-limit-ipv6-prefix", "56"], "rate_limit_ipv6_prefix", 56),
+    (["--rate-limit-max-clients", "1000"], "rate_limit_max_clients", 1000),
+    (["--rate-limit-exempt", "/static/", "--rate-limit-exempt", "/docs"], "rate_limit_exempt",
+     ["/static/", "/docs"]),
     (["--h11-max-incomplete-event-size", "16384"], "h11_max_incomplete_event_size", 16384),
     (["--http", "h11"], "http", "h11"),
     (["--http", "auto"], "http", "auto"),

@@ -59,6 +59,9 @@ def test_defaults_match_the_contract() -> None:
         "health_path": None, "ready_path": None,
         "access_log_health": False, "request_id": False, "request_id_header": "x-request-id",
         "static": (), "static_cache_control": "no-cache",
+        # --rate-limit
+        "rate_limit": None, "rate_limit_burst": None, "rate_limit_ipv6_prefix": 64,
+        "rate_limit_max_clients": 65536, "rate_limit_exempt": (),
     }
     assert set(FIELD_DOCS) == set(expected)
     for name, value in expected.items():
@@ -211,6 +214,15 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("ws_ping_interval", 0, "greater than zero"),
     ("ws_per_message_deflate", "maybe", "boolean"),
     ("root_path", "api", "starting with /"),
+    # --rate-limit
+    ("rate_limit", "100", "100/s, 600/m or 5000/h"),
+    ("rate_limit", "10/d", "100/s, 600/m or 5000/h"),
+    ("rate_limit", 100, "100/s, 600/m or 5000/h"),
+    ("rate_limit_burst", 0, ">= 1"),
+    ("rate_limit_ipv6_prefix", 0, "from 1 to 128"),
+    ("rate_limit_ipv6_prefix", 129, "from 1 to 128"),
+    ("rate_limit_max_clients", 10, "from 64 to"),
+    ("rate_limit_exempt", ["static"], "starting with /"),
     ("app", "", "non-empty"),
     ("app_dir", "", "non-empty"),
     ("bind", ["localhost"], "missing port"),

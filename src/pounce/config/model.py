@@ -47,6 +47,7 @@ from pounce.config.values import (
     parse_forwarded_ip,
     parse_header,
     parse_port,
+    parse_rate_limit,
     parse_size,
     parse_str_tuple,
     split_headers,
@@ -254,6 +255,21 @@ def _health_path(value: object) -> str | None:
         return None
     if not isinstance(value, str) or not value.startswith("/") or "?" in value or "#" in value:
         raise ValueError("expected a URL path starting with /, such as /healthz (no query)")
+    return value
+
+
+def _rate_limit(value: object) -> str:
+    """Normalised to ``COUNT/UNIT`` so the config shows (and compares) one spelling."""
+    if not isinstance(value, str):
+        raise ValueError("expected a rate such as 100/s, 600/m or 5000/h")
+    count, period = parse_rate_limit(value)
+    unit = {1.0: "s", 60.0: "m", 3600.0: "h"}[period]
+    return f"{count}/{unit}"
+
+
+def _exempt_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"expected path prefixes starting with /, such as /static/, not {value!r}")
     return value
 
 
@@ -610,6 +626,27 @@ class ServerConfig:
     limit_concurrency: int | None = _opt(
         None, "maximum concurrent connections/tasks before answering 503", "Limits",
         _optional(_int(1)), metavar="N",
+    )
+    # Rate limiting (docs/rate-limiting.md) ---------------------------------------
+    rate_limit: str | None = _opt(
+        None, "per-client request rate, N/s, N/m or N/h: 429 beyond it (off by default)",
+        "Limits", _optional(_rate_limit), metavar="N/UNIT",
+    )
+    rate_limit_burst: int | None = _opt(
+        None, "requests a client may send at once before --rate-limit's pace applies "
+        "(default: the limit's count)", "Limits", _optional(_int(1)), metavar="N",
+    )
+    rate_limit_ipv6_prefix: int = _opt(
+        64, "IPv6 clients are limited per network of this prefix length", "Limits",
+        _int(1, 128), metavar="BITS",
+    )
+    rate_limit_max_clients: int = _opt(
+        65536, "clients the rate limiter remembers (least recently seen forgotten first; "
+        "32 bytes each)", "Limits", _int(64, 1 << 26), metavar="N",
+    )
+    rate_limit_exempt: tuple[str, ...] = _opt(
+        (), "path prefix never rate limited (repeatable)", "Limits", _str_tuple(_exempt_path),
+        style="append", metavar="PATH",
     )
 
     # Timeouts -------------------------------------------------------------------

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pounce.asgi.types import ASGIApp
     from pounce.config import ServerConfig
     from pounce.features.proxy_headers import ProxyTrust
+    from pounce.features.rate_limit import RateLimitStore
     from pounce.logs import AccessLogger
     from pounce.pipeline.hub import EventLink
 
@@ -60,6 +61,7 @@ class WorkerContext:
         on_request_limit: Callable[[], None] | None = None,
         event_handlers: Sequence[Callable[[Any], None]] = (),
         event_hub: EventLink | None = None,
+        rate_limiter: RateLimitStore | None = None,
     ) -> None:
         self.app = app
         self.config = config
@@ -91,6 +93,9 @@ class WorkerContext:
         #: This worker's requests waiting in the request queue now (``--max-queue``); written
         #: by the queue, read by the metrics.
         self.queue_depth = 0
+        #: ``--rate-limit``'s bucket table, shared by every worker of the server (its own
+        #: locks make it safe from any thread or process); None when the limit is off.
+        self.rate_limiter = rate_limiter
         self.requests_total = 0
         self.active_requests = 0
         self.on_request_limit = on_request_limit

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from pounce.asgi.types import ASGIApp
     from pounce.config import ServerConfig
     from pounce.features.proxy_headers import ProxyTrust
+    from pounce.features.rate_limit import RateLimitStore
     from pounce.logs import AccessLogger
     from pounce.pipeline.filters import FilterFactory
     from pounce.pipeline.hub import EventLink
@@ -94,8 +95,11 @@ class Worker:
         on_request_limit: Callable[[], None] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         event_hub: EventLink | None = None,
+        rate_limiter: RateLimitStore | None = None,
     ) -> None:
         self.app = app
+        #: ``--rate-limit``'s table, shared with the server's other workers.
+        self.rate_limiter = rate_limiter
         #: The server's event subscribers (None: only this worker's own bus, e.g. a process).
         self.event_hub = event_hub
         self.config = config
@@ -191,6 +195,7 @@ class Worker:
             base_context=self.base_context,
             on_request_limit=self._on_request_limit,
             event_hub=self.event_hub,
+            rate_limiter=self.rate_limiter,
         )
         ctx.max_requests = self.max_requests
         self.ctx = ctx

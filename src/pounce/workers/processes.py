@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from pounce.asgi.lifespan import Lifespan
     from pounce.asgi.types import ASGIApp
     from pounce.config import ServerConfig
+    from pounce.features.rate_limit import RateLimitStore
     from pounce.server.worker import Worker
     from pounce.workers.relay import EventRelay, WantedKinds
 
@@ -73,6 +74,8 @@ class ChildSpec:
     #: Where request events go to the parent's subscribers, and which ones they want.
     events: multiprocessing.connection.Connection | None = None
     wanted: WantedKinds | None = None
+    #: ``--rate-limit``'s table: inherited with the fork, or attached by name when spawned.
+    rate_limiter: RateLimitStore | None = None
 
 
 def _child_main(spec: ChildSpec, report: multiprocessing.connection.Connection) -> None:
@@ -131,6 +134,7 @@ async def _child_serve(
             on_request_limit=None,
             ssl_context=ssl_context,
             event_hub=forwarder,
+            rate_limiter=spec.rate_limiter,
         )
 
     def attach(worker: Worker) -> None:
@@ -258,6 +262,7 @@ class ProcessWorker(WorkerHandle):
         max_requests: int | None,
         event_relay: EventRelay | None = None,
         wanted_events: WantedKinds | None = None,
+        rate_limiter: RateLimitStore | None = None,
     ) -> None:
         super().__init__(name=name, slot=slot, generation=generation)
         self.config = config
@@ -285,6 +290,7 @@ class ProcessWorker(WorkerHandle):
             parent_pid=os.getpid(),
             events=events_writer,
             wanted=wanted_events if events_writer is not None else None,
+            rate_limiter=rate_limiter,
         )
         self._writer = writer
         self._events_writer = events_writer

@@ -163,7 +163,11 @@ class Server:
         return self._events.subscribe(handler, kinds)
 
     def stats(self) -> dict[str, Any]:
-        """Per-worker request and connection counts, merged when read, and event drops."""
+        """Per-worker request and connection counts, merged when read, and event drops.
+
+        With ``--rate-limit``, ``"rate_limit"`` holds the limiter's server-wide counters
+        (``refused``, ``evictions``, ``clients``; see docs/rate-limiting.md).
+        """
         supervisor = self._supervisor
         stats = supervisor.stats() if supervisor is not None else {"workers": []}
         stats.update(self._events.stats())
