@@ -94,7 +94,7 @@ def protocol_factory(ctx: WorkerContext) -> Callable[[], StreamTransport]:
             def engine(transport: StreamTransport) -> Engine:
                 if transport.info.alpn == "h2":
                     return http2(transport)
-                return http1(transport)  # type: ignore[misc]
+                return http1(transport)
     else:
         assert http1 is not None
         engine = http1

@@ -385,11 +385,15 @@ class HTTP1Engine:
     def _reject(self, exc: ProtocolError) -> None:
         """Answer a request the parser refused, and close: nothing after it is trusted."""
         h2c = self.h2c
-        if exc.status == 505 and self.t.requests == 0 and h2c is not None:
-            # Perhaps no HTTP/1.x at all but the HTTP/2 preface: checked only here, on the
-            # error path, so HTTP/1.1 requests pay nothing for cleartext HTTP/2.
-            if h2c.prior_knowledge(self):
-                return
+        # Perhaps no HTTP/1.x at all but the HTTP/2 preface: checked only here, on the error
+        # path, so HTTP/1.1 requests pay nothing for cleartext HTTP/2.
+        if (
+            exc.status == 505
+            and self.t.requests == 0
+            and h2c is not None
+            and h2c.prior_knowledge(self)
+        ):
+            return
         if logger.isEnabledFor(logging.INFO):
             logger.info(
                 "Rejected invalid HTTP request from %s: %s (%d)",

@@ -32,10 +32,11 @@ frames; ``--h2-max-header-list-size`` checked on the decoded size).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import h2.config
 import h2.connection
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from pounce.asgi.types import HeaderFields, Headers
-    from pounce.pipeline.cycle import RequestCycle
+    from pounce.pipeline.cycle import FlowControl, RequestCycle
     from pounce.pipeline.dispatcher import Dispatcher
     from pounce.protocols.http2 import HTTP2Options
     from pounce.transport.stream import StreamTransport
@@ -164,6 +165,7 @@ class HTTP2Engine:
         self.pumping = False
         #: The last stream id a GOAWAY promised to serve; None until one is sent.
         self.goaway_id: int | None = None
+        self.goaway_sent = False
         self.stalled_since: float | None = None
         self.closed = False
         self.resets = _Counter(max(100, 2 * options.max_concurrent_streams))
@@ -345,13 +347,26 @@ class HTTP2Engine:
             self._flush()
 
     def _goaway(self, code: int, last_stream_id: int | None = None) -> None:
-        """Send GOAWAY without closing h2's state: streams below it still finish."""
+        """Serve no stream above *last_stream_id*; say so with GOAWAY once the rest is done.
+
+        Streams the client opens later are refused (REFUSED_STREAM: safe to retry on a new
+        connection). The GOAWAY frame itself waits until no stream is in flight: clients built
+        on the ``h2`` package (httpx among them) treat any frame after a GOAWAY as a protocol
+        error, so sending it first would fail the very responses it promises to finish.
+        """
         if last_stream_id is None:
             last_stream_id = self.h2.highest_inbound_stream_id
         if self.goaway_id is None or last_stream_id < self.goaway_id:
             self.goaway_id = last_stream_id
+        if code != ErrorCodes.NO_ERROR or not self.streams:
+            self._send_goaway(code)
+
+    def _send_goaway(self, code: int = ErrorCodes.NO_ERROR) -> None:
+        if self.goaway_sent:
+            return
+        self.goaway_sent = True
         self._flush()  # h2's queued frames go first
-        frame = GoAwayFrame(0, last_stream_id=last_stream_id, error_code=int(code))
+        frame = GoAwayFrame(0, last_stream_id=self.goaway_id or 0, error_code=int(code))
         self.t.write(frame.serialize())
 
     def _pump(self) -> None:
@@ -466,10 +481,7 @@ class HTTP2Engine:
         """CONNECT: extended CONNECT with ``:protocol websocket`` (RFC 8441) or a refusal."""
         websocket = self.websocket
         if protocol == b"websocket" and websocket is not None:
-            from pounce.protocols.http2.websocket import open_websocket
-
-            open_websocket(self, stream, path, headers)
-            return
+            raise NotImplementedError  # RFC 8441: next
         # A tunnel is not an ASGI request: refuse it with a response, not a connection error.
         stream.respond_plain(501 if protocol is None else 400)
 
@@ -492,13 +504,12 @@ class HTTP2Engine:
         stream = self.streams.pop(event.stream_id, None)
         if stream is None:
             return
-        if stream.running and not stream.response_done:
-            # A reset of a stream whose app is working: rapid reset (CVE-2023-44487) makes
-            # the server start apps and abandon them at the client's pace.
-            if self.resets.hit(self.loop.time()):
-                stream.gone()
-                self._calm_down("rapid reset (too many streams reset while running)")
-                return
+        # A reset of a stream whose app is working: rapid reset (CVE-2023-44487) makes the
+        # server start apps and abandon them at the client's pace.
+        if stream.running and not stream.response_done and self.resets.hit(self.loop.time()):
+            stream.gone()
+            self._calm_down("rapid reset (too many streams reset while running)")
+            return
         stream.gone()
         self._update_idle()
 
@@ -526,10 +537,8 @@ class HTTP2Engine:
             self.info.peer,
             what,
         )
-        try:
+        with contextlib.suppress(h2.exceptions.ProtocolError):
             self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
-        except h2.exceptions.ProtocolError:
-            pass
         self._end(CLOSED_MALFORMED)
 
     def _end(self, reason: str) -> None:
@@ -565,7 +574,8 @@ class HTTP2Engine:
         if self.streams or self.running or self.closed:
             return
         if self.goaway_id is None:
-            self._goaway(ErrorCodes.NO_ERROR)
+            self.goaway_id = self.h2.highest_inbound_stream_id
+        self._send_goaway()
         self._flush()
         self.closed = True
         self.t.close()
@@ -626,8 +636,9 @@ class H2Stream:
     # -- FlowControl --------------------------------------------------------------------------
 
     @property
-    def flow(self) -> H2Stream:
-        return self
+    def flow(self) -> FlowControl:
+        # A read-only write_paused (computed) is all the cycle uses of FlowControl.
+        return cast("FlowControl", self)
 
     @property
     def write_paused(self) -> bool:
@@ -883,10 +894,8 @@ class H2Stream:
     def _reset_stream(self, code: int) -> None:
         engine = self.engine
         if not self.out_done and not engine.closed:
-            try:
+            with contextlib.suppress(h2.exceptions.ProtocolError):
                 engine.h2.reset_stream(self.stream_id, code)
-            except h2.exceptions.ProtocolError:
-                pass
             engine.flush_soon()
         self.out_done = True
         self.peer_done = True
@@ -942,10 +951,8 @@ class H2Stream:
         unacked = self.unacked
         if unacked and not self.engine.closed:
             self.unacked = 0
-            try:
+            with contextlib.suppress(h2.exceptions.ProtocolError):
                 self.engine.h2.acknowledge_received_data(unacked, self.stream_id)
-            except h2.exceptions.ProtocolError:
-                pass
 
     def waiting_for_body(self, waiting: bool) -> None:
         pass  # a stalled upload holds no more than its window; the connection's timeouts run
