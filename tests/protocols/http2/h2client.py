@@ -115,6 +115,13 @@ class H2Client:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError:
             events = []
+        for event in events:
+            if isinstance(event, h2.events.DataReceived) and event.flow_controlled_length:
+                # Read at once: the server's windows reopen as a real client's would.
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    self.conn.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
         self.events.extend(events)
         self.flush_quietly()
         return True
@@ -163,7 +170,6 @@ class H2Client:
                 out["informational"].append(list(event.headers))
             elif isinstance(event, h2.events.DataReceived):
                 out["body"] += event.data
-                self.conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
             elif isinstance(event, h2.events.TrailersReceived):
                 out["trailers"] = list(event.headers)
             elif isinstance(event, h2.events.StreamReset):

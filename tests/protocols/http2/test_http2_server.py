@@ -220,8 +220,6 @@ def test_response_waits_for_window_and_large_streams_interleave(url: str) -> Non
                 if isinstance(event, h2.events.DataReceived):
                     received[event.stream_id] += len(event.data)
                     order.append(event.stream_id)
-                    c.conn.acknowledge_received_data(event.flow_controlled_length,
-                                                     event.stream_id)
                 elif isinstance(event, h2.events.StreamEnded):
                     ended.add(event.stream_id)
             c.events.clear()

@@ -1,0 +1,90 @@
+"""Trailers, 103 Early Hints, pathsend and graceful shutdown over HTTP/2."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import h2.errors
+import h2.events
+import pytest
+
+from pounce.testing import serve, serve_in_thread
+from tests.protocols.http2 import h2_apps
+from tests.protocols.http2.h2client import H2Client
+
+APP = h2_apps.app
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    with serve(APP, access_log=False) as base:
+        yield base
+
+
+def test_trailers(url: str) -> None:
+    with H2Client(url) as c:
+        response = c.response(c.request("/trailers", headers=[(b"te", b"trailers")]))
+    assert response["body"] == b"data"
+    assert response["trailers"] == [(b"x-checksum", b"abc")]
+
+
+def test_early_hints(url: str) -> None:
+    with H2Client(url) as c:
+        response = c.response(c.request("/early-hints"))
+    assert response["informational"] == [
+        [(b":status", b"103"), (b"link", b"</style.css>; rel=preload")]
+    ]
+    assert response["status"] == 200 and response["body"] == b"after hints"
+
+
+@pytest.mark.parametrize("size", [0, 1000, 3 * 1024 * 1024 + 17])
+def test_pathsend_in_window_sized_pieces(url: str, tmp_path: Path, size: int) -> None:
+    file = tmp_path / "data.bin"
+    content = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+    file.write_bytes(content)
+    with H2Client(url, window=65535) as c:
+        stream_id = c.request(f"/pathsend?{file}")
+        response = c.response(stream_id, timeout=20)
+        frames = [e for e in c.events if isinstance(e, h2.events.DataReceived)
+                  and e.stream_id == stream_id]
+    assert response["body"] == content
+    # Never more than the client's window in flight: frames respect the frame size.
+    assert all(len(e.data) <= 16384 for e in frames)
+
+
+def test_graceful_shutdown_lets_streams_finish_then_goaway() -> None:
+    with serve_in_thread(APP, access_log=False, timeout_graceful_shutdown=5) as running:
+        c = H2Client(running.url)
+        slow = c.request("/sleep", headers=[])  # sleeps 0.5 s
+        time.sleep(0.1)
+        stopper = threading.Thread(target=running.server.shutdown)
+        stopper.start()
+        response = c.response(slow)
+        assert response["status"] == 200 and response["body"] == b"slept"
+        event = c.goaway()
+        assert event.error_code == h2.errors.ErrorCodes.NO_ERROR
+        assert event.last_stream_id == slow
+        c.read_until_closed()
+        assert c.closed
+        stopper.join(10)
+        c.close()
+
+
+def test_new_stream_after_shutdown_began_is_refused() -> None:
+    with serve_in_thread(APP, access_log=False, timeout_graceful_shutdown=5) as running:
+        c = H2Client(running.url)
+        slow = c.request("/sleep", headers=[])
+        time.sleep(0.1)
+        stopper = threading.Thread(target=running.server.shutdown)
+        stopper.start()
+        time.sleep(0.2)
+        late = c.request("/")
+        late_response = c.response(late)
+        assert late_response["reset"] == h2.errors.ErrorCodes.REFUSED_STREAM
+        assert c.response(slow)["status"] == 200
+        c.read_until_closed()
+        stopper.join(10)
+        c.close()
