@@ -10,10 +10,10 @@ from pathlib import Path
 import h2.errors
 import h2.events
 import pytest
-
-from pounce.testing import serve, serve_in_thread
 from tests.protocols.http2 import h2_apps
 from tests.protocols.http2.h2client import H2Client
+
+from pounce.testing import serve, serve_in_thread
 
 APP = h2_apps.app
 

@@ -56,7 +56,7 @@ from pounce.protocols.http1.response import error_body
 from pounce.transport.stream import ENGINE_KINDS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from pounce.asgi.types import HeaderFields, Headers
     from pounce.pipeline.cycle import FlowControl, RequestCycle
@@ -228,6 +228,9 @@ class HTTP2Engine:
         except h2.exceptions.ProtocolError as exc:
             self._protocol_error(exc)
             return
+        pending_block = self.h2.incoming_buffer._headers_buffer
+        if pending_block and self._header_block_too_big(pending_block):
+            return
         ev = h2.events
         for event in events:
             kind = type(event)
@@ -273,6 +276,20 @@ class HTTP2Engine:
             # The peer is not reading what it asked for (PING and SETTINGS answers included):
             # stop reading until it does, so it cannot grow the write buffer without bound.
             t.pause_reading()
+
+    def _header_block_too_big(self, frames: Sequence[object]) -> bool:
+        """CONTINUATION flood (CVE-2024-27316): a header block still incomplete after
+        more compressed bytes than the whole decoded list may have is refused.
+
+        h2 stops at 64 CONTINUATION frames, but with a large ``--h2-max-frame-size`` those
+        could still hold a gigabyte; h2 keeps the frames of an unfinished block in its frame
+        buffer (a private list, read here only while a block is pending).
+        """
+        size = sum(len(getattr(frame, "data", b"")) for frame in frames)
+        if size <= self.options.max_header_list_size:
+            return False
+        self._calm_down("CONTINUATION flood (header block larger than the header list limit)")
+        return True
 
     def eof_received(self) -> bool | None:
         # HTTP/2 has no half-close: a peer that stops sending is gone.
