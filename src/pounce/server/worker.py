@@ -24,6 +24,7 @@ from pounce.pipeline.request_id import request_id_filter
 from pounce.protocols.http1.protocol import http1_engine_factory
 from pounce.protocols.http2 import HTTP2Options, http1_enabled, http2_enabled
 from pounce.protocols.http2.handoff import H2CHandoff
+from pounce.protocols.websocket import websocket_support
 from pounce.server.accept import ListenerGuard, TLSAcceptor
 from pounce.transport.stream import Engine, StreamTransport
 from pounce.transport.tls import log_handshake_failure, peer_of
@@ -76,7 +77,7 @@ def protocol_factory(ctx: WorkerContext) -> Callable[[], StreamTransport]:
     """What the event loop calls for each new connection of this worker."""
     dispatcher = Dispatcher(ctx, filter_factories=filter_factories(ctx))
     config = ctx.config
-    websocket = None  # RFC 8441 comes later
+    websocket = websocket_support(config)
     http1 = (
         http1_engine_factory(dispatcher, H2CHandoff(dispatcher, config, websocket))
         if http1_enabled(config)

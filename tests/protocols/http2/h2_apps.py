@@ -19,6 +19,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket":
+        await websocket(scope, receive, send)
+        return
     if scope["type"] != "http":
         return
     path = scope["path"]
@@ -102,3 +105,32 @@ async def _reply(send: Any, body: bytes, content_type: bytes = b"text/plain") ->
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """/ws echoes; /ws-deny refuses (403); /ws-proto picks the first offered subprotocol."""
+    message = await receive()
+    assert message["type"] == "websocket.connect"
+    path = scope["path"]
+    SEEN["ws-scope"] = {
+        "http_version": scope["http_version"],
+        "scheme": scope["scheme"],
+        "subprotocols": scope["subprotocols"],
+    }
+    if path == "/ws-deny":
+        await send({"type": "websocket.close"})
+        return
+    subprotocol = scope["subprotocols"][0] if path == "/ws-proto" else None
+    await send({"type": "websocket.accept", "subprotocol": subprotocol})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            SEEN["ws-disconnect"] = message.get("code")
+            return
+        if message.get("text") == "close":
+            await send({"type": "websocket.close", "code": 4000})
+            continue
+        if message.get("text") is not None:
+            await send({"type": "websocket.send", "text": message["text"]})
+        else:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})

@@ -62,6 +62,8 @@ if TYPE_CHECKING:
     from pounce.pipeline.cycle import FlowControl, RequestCycle
     from pounce.pipeline.dispatcher import Dispatcher
     from pounce.protocols.http2 import HTTP2Options
+    from pounce.protocols.http2.websocket import H2WebSocketStream
+    from pounce.protocols.websocket import WebSocketSupport
     from pounce.transport.stream import StreamTransport
 
 __all__ = ["PREFACE", "H2Stream", "HTTP2Engine", "http2_engine_factory"]
@@ -110,7 +112,7 @@ _STATUS = {code: str(code).encode() for code in range(100, 1000)}
 
 
 def http2_engine_factory(
-    dispatcher: Dispatcher, options: HTTP2Options, websocket: object | None = None
+    dispatcher: Dispatcher, options: HTTP2Options, websocket: WebSocketSupport | None = None
 ) -> Callable[[StreamTransport], HTTP2Engine]:
     """``transport -> HTTP2Engine`` for a worker."""
     return lambda transport: HTTP2Engine(transport, dispatcher, options, websocket)
@@ -142,7 +144,7 @@ class HTTP2Engine:
         transport: StreamTransport,
         dispatcher: Dispatcher,
         options: HTTP2Options,
-        websocket: object | None = None,
+        websocket: WebSocketSupport | None = None,
         *,
         upgrade_settings: bytes | None = None,
     ) -> None:
@@ -337,6 +339,9 @@ class HTTP2Engine:
         if self.goaway_id is None:
             self._goaway(ErrorCodes.NO_ERROR)
             self._flush()
+        for stream in list(self.streams.values()):
+            if stream.ws is not None:
+                stream.ws.shutdown()  # close 1001, then the stream ends
         self._close_if_done()
 
     def force_close(self) -> None:
@@ -498,7 +503,10 @@ class HTTP2Engine:
         """CONNECT: extended CONNECT with ``:protocol websocket`` (RFC 8441) or a refusal."""
         websocket = self.websocket
         if protocol == b"websocket" and websocket is not None:
-            raise NotImplementedError  # RFC 8441: next
+            from pounce.protocols.http2.websocket import open_websocket
+
+            open_websocket(self, stream, path, headers)
+            return
         # A tunnel is not an ASGI request: refuse it with a response, not a connection error.
         stream.respond_plain(501 if protocol is None else 400)
 
@@ -620,11 +628,11 @@ class H2Stream:
         "receiving",
         "response_done",
         "running",
-        "session",
         "stream_id",
         "trailers",
         "trailers_wanted",
         "unacked",
+        "ws",
     )
 
     def __init__(self, engine: HTTP2Engine, stream_id: int, head_only: bool) -> None:
@@ -632,8 +640,8 @@ class H2Stream:
         self.stream_id = stream_id
         self.head_only = head_only
         self.cycle: RequestCycle | None = None
-        #: A WebSocket session carried by this stream (RFC 8441), if any.
-        self.session: object | None = None
+        #: The WebSocket this stream carries (RFC 8441), if any.
+        self.ws: H2WebSocketStream | None = None
         self.queue: deque[bytes] = deque()
         self.offset = 0  # bytes of queue[0] already sent
         self.queued_bytes = 0
@@ -899,14 +907,18 @@ class H2Stream:
         self.cycle = cycle
         return len(body)
 
-    def respond_plain(self, status: int) -> None:
+    def respond_plain(self, status: int, headers: HeaderFields = ()) -> None:
         """A response of the server's own on a stream that never reaches the app."""
-        self.send_error_response(status)
+        self.send_error_response(status, headers)
         self.response_done = True
         self._maybe_closed()
 
     def abort(self) -> None:
         self._reset_stream(ErrorCodes.INTERNAL_ERROR)
+
+    def reset(self, code: int) -> None:
+        """End the stream with RST_STREAM *code* (nothing more is sent or read)."""
+        self._reset_stream(code)
 
     def _reset_stream(self, code: int) -> None:
         engine = self.engine
@@ -927,7 +939,7 @@ class H2Stream:
         """END_STREAM went out."""
         self.out_done = True
         self.wake()
-        if not self.peer_done:
+        if not self.peer_done and self.ws is None:
             # The response is complete but the client is still sending: it need not
             # (RFC 9113 §8.1); NO_ERROR tells it so, and the rest is not read.
             self._reset_stream(ErrorCodes.NO_ERROR)
@@ -945,7 +957,9 @@ class H2Stream:
         cycle = self.cycle
         if cycle is not None:
             cycle.feed_body(data)
-        elif self.session is None:
+        elif self.ws is not None:
+            self.ws.data_received(data)
+        else:
             self._stop_receiving()
 
     def ended_by_peer(self) -> None:
@@ -953,6 +967,8 @@ class H2Stream:
         cycle = self.cycle
         if cycle is not None and not cycle.request_complete:
             cycle.feed_end()
+        elif self.ws is not None:
+            self.ws.eof()
         self._maybe_closed()
 
     def body_consumed(self) -> None:
@@ -984,7 +1000,7 @@ class H2Stream:
         if self.running:
             self.running = False
             self.engine.app_finished()
-        if not self.response_done and not self.out_done and self.session is None:
+        if not self.response_done and not self.out_done and self.ws is None:
             # The cycle aborts an unfinished response itself; this is the last safety net.
             self._reset_stream(ErrorCodes.INTERNAL_ERROR)
 
@@ -999,14 +1015,14 @@ class H2Stream:
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             cycle.feed_disconnect()
-        session = self.session
-        if session is not None:
-            session_gone = getattr(session, "stream_gone", None)
-            if session_gone is not None:
-                session_gone()
+        ws = self.ws
+        if ws is not None:
+            ws.gone()
         self.wake()
 
     def cancel_task(self) -> None:
+        if self.ws is not None:
+            self.ws.force_close()
         cycle = self.cycle
         task = cycle.task if cycle is not None else None
         if task is not None and not task.done():

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from pounce.pipeline.dispatcher import Dispatcher
     from pounce.protocols.http1.base import RequestHead
     from pounce.protocols.http1.upgrade import HTTP1Connection
+    from pounce.protocols.websocket import WebSocketSupport
 
 __all__ = ["H2CHandoff"]
 
@@ -44,7 +45,10 @@ class H2CHandoff:
     __slots__ = ("_config", "_warned", "dispatcher", "enabled", "options", "websocket")
 
     def __init__(
-        self, dispatcher: Dispatcher, config: ServerConfig, websocket: object | None = None
+        self,
+        dispatcher: Dispatcher,
+        config: ServerConfig,
+        websocket: WebSocketSupport | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self._config = config
