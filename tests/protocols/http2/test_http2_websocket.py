@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import h2.events
 import h2.settings
 import pytest
+from tests.protocols.http2 import h2_apps
+from tests.protocols.http2.h2client import H2Client
 from websockets.frames import Frame, Opcode
 
 from pounce.testing import serve
-from tests.protocols.http2 import h2_apps
-from tests.protocols.http2.h2client import H2Client
 
 APP = h2_apps.app
 
