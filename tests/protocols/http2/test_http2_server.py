@@ -370,3 +370,14 @@ def test_other_connections_keep_being_served_while_one_misbehaves(url: str) -> N
     with httpx.Client(http1=False, http2=True) as client:
         assert client.get(f"{url}/").status_code == 200
     bad.close()
+
+
+def test_stalled_request_body_is_answered_408() -> None:
+    with serve(APP, access_log=False, timeout_request_body=0.3) as base, H2Client(base) as c:
+        stream_id = c.request("/echo", "POST", body=b"part", end=False)
+        start = time.monotonic()
+        response = c.response(stream_id)
+        assert response["status"] == 408
+        assert time.monotonic() - start < 3
+        # The connection carries on.
+        assert c.response(c.request("/"))["status"] == 200

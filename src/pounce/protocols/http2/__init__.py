@@ -82,6 +82,7 @@ class HTTP2Options:
     max_requests: int | None
     keep_alive: float
     write_timeout: float
+    body_timeout: float
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> HTTP2Options:
@@ -93,4 +94,5 @@ class HTTP2Options:
             max_requests=config.h2_max_requests,
             keep_alive=config.timeout_keep_alive,
             write_timeout=config.timeout_write,
+            body_timeout=config.timeout_request_body,
         )

@@ -614,6 +614,7 @@ class H2Stream:
     """
 
     __slots__ = (
+        "_body_timer",
         "_waiter",
         "content_left",
         "cycle",
@@ -657,6 +658,7 @@ class H2Stream:
         self.response_done = False
         self.running = False
         self._waiter: asyncio.Future[None] | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
 
     # -- FlowControl --------------------------------------------------------------------------
 
@@ -926,6 +928,7 @@ class H2Stream:
             with contextlib.suppress(h2.exceptions.ProtocolError):
                 engine.h2.reset_stream(self.stream_id, code)
             engine.flush_soon()
+        self._cancel_body_timer()
         self.out_done = True
         self.peer_done = True
         self._stop_receiving()
@@ -954,6 +957,10 @@ class H2Stream:
 
     def receive(self, data: bytes, size: int) -> None:
         self.unacked += size
+        if self._body_timer is not None and data:
+            # Progress: the wait starts over.
+            self._cancel_body_timer()
+            self.waiting_for_body(True)
         cycle = self.cycle
         if cycle is not None:
             cycle.feed_body(data)
@@ -964,6 +971,7 @@ class H2Stream:
 
     def ended_by_peer(self) -> None:
         self.peer_done = True
+        self._cancel_body_timer()
         cycle = self.cycle
         if cycle is not None and not cycle.request_complete:
             cycle.feed_end()
@@ -988,7 +996,39 @@ class H2Stream:
                 self.engine.h2.acknowledge_received_data(unacked, self.stream_id)
 
     def waiting_for_body(self, waiting: bool) -> None:
-        pass  # a stalled upload holds no more than its window; the connection's timeouts run
+        # A stalled upload holds no more than its window, but it holds the app: after
+        # --timeout-request-body without a byte the stream is answered 408 (or reset). A timer
+        # per wait, not per request: only a request whose app waits for its body pays it.
+        if waiting:
+            if self._body_timer is None and not self.peer_done:
+                engine = self.engine
+                self._body_timer = engine.loop.call_later(
+                    engine.options.body_timeout, self._body_timed_out
+                )
+        else:
+            self._cancel_body_timer()
+
+    def _cancel_body_timer(self) -> None:
+        timer = self._body_timer
+        if timer is not None:
+            self._body_timer = None
+            timer.cancel()
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        cycle = self.cycle
+        if cycle is None or self.out_done:
+            return
+        logger.info(
+            "Request body too slow from %s (HTTP/2 stream %d); ending the stream",
+            self.engine.info.peer,
+            self.stream_id,
+        )
+        cycle.feed_disconnect()
+        if not cycle.response_started:
+            cycle.answer_with_error(408)
+        else:
+            self._reset_stream(ErrorCodes.CANCEL)
 
     # -- the end ------------------------------------------------------------------------------
 
@@ -1006,6 +1046,7 @@ class H2Stream:
 
     def gone(self) -> None:
         """The stream was reset by the peer or the connection is gone."""
+        self._cancel_body_timer()
         self.out_done = True
         self.peer_done = True
         self.receiving = False
