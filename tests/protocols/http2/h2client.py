@@ -95,8 +95,10 @@ class H2Client:
         ]
         fields += headers or []
         self.conn.send_headers(stream_id, fields, end_stream=end and not body)
-        if body:
-            self.conn.send_data(stream_id, body, end_stream=end)
+        for start in range(0, len(body or b""), 16384):
+            assert body is not None
+            last = start + 16384 >= len(body)
+            self.conn.send_data(stream_id, body[start : start + 16384], end_stream=end and last)
         self.flush()
         return stream_id
 

@@ -88,3 +88,41 @@ def test_new_stream_after_shutdown_began_is_refused() -> None:
         c.read_until_closed()
         stopper.join(10)
         c.close()
+
+
+def test_pipeline_features_apply_to_streams() -> None:
+    """Compression (a filter), health probes (admission) and Server-Timing, unchanged."""
+    with serve(
+        APP, access_log=False, health_path="/healthz", server_timing=True, compression_min_size=1
+    ) as base, H2Client(base) as c:
+        probe = c.response(c.request("/healthz"))
+        assert (probe["status"], probe["body"]) == (200, b"ok")
+        compressed = c.response(
+            c.request("/echo", "POST", headers=[(b"accept-encoding", b"gzip")], body=b"x" * 20000)
+        )
+        fields = dict(compressed["headers"])
+        assert fields[b"content-encoding"] == b"gzip"
+        import gzip
+
+        assert gzip.decompress(compressed["body"]) == b"x" * 20000
+        timed = dict(c.response(c.request("/"))["headers"])
+        assert timed[b"server-timing"].startswith(b"app;dur=")
+
+
+def test_request_events_say_http_2() -> None:
+    """The access log and metrics read RequestCompleted: one per stream, version "2"."""
+    from pounce.pipeline.events import RequestCompleted
+
+    seen: list[RequestCompleted] = []
+    done = threading.Event()
+
+    def handler(event: object) -> None:
+        if isinstance(event, RequestCompleted):
+            seen.append(event)
+            done.set()
+
+    with serve_in_thread(APP, access_log=False, event_handlers=[handler]) as running:
+        with H2Client(running.url) as c:
+            c.response(c.request("/logged"))
+        assert done.wait(5)
+    assert (seen[0].http_version, seen[0].path, seen[0].status) == ("2", "/logged", 200)
