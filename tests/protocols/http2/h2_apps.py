@@ -88,6 +88,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif path == "/early-hints":
         await send({"type": "http.response.early_hint", "links": [b"</style.css>; rel=preload"]})
         await _reply(send, b"after hints")
+    elif path == "/short":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"10")]})
+        await send({"type": "http.response.body", "body": b"12345"})
     elif path == "/pathsend":
         file = scope["query_string"].decode()
         await send({"type": "http.response.start", "status": 200, "headers": []})

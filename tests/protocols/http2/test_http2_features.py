@@ -126,3 +126,10 @@ def test_request_events_say_http_2() -> None:
             c.response(c.request("/logged"))
         assert done.wait(5)
     assert (seen[0].http_version, seen[0].path, seen[0].status) == ("2", "/logged", 200)
+
+
+def test_body_shorter_than_content_length_resets_the_stream(url: str) -> None:
+    with H2Client(url) as c:
+        response = c.response(c.request("/short"))
+        assert response["reset"] == h2.errors.ErrorCodes.INTERNAL_ERROR
+        assert c.response(c.request("/"))["status"] == 200

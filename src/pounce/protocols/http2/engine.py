@@ -705,7 +705,11 @@ class H2Stream:
         self.trailers_wanted = trailers
         self.content_left = content_length
         end = self.head_only or status in (204, 304)
-        engine.h2.send_headers(self.stream_id, headers, end_stream=end)
+        try:
+            engine.h2.send_headers(self.stream_id, headers, end_stream=end)
+        except h2.exceptions.StreamClosedError:
+            self._closed_under_us()
+            return
         if end:
             self._ended()
         if close and engine.goaway_id is None:
@@ -735,25 +739,39 @@ class H2Stream:
                     "resetting the stream",
                     left - size,
                 )
+                # The client must see that the response is incomplete.
+                self._reset_stream(ErrorCodes.INTERNAL_ERROR)
+                return
         if cycle is not None:
             cycle.bytes_sent += size
         end = not more_body
         engine = self.engine
         conn = engine.h2
-        if (
-            not self.queued_bytes
-            and size <= conn.max_outbound_frame_size
-            and (not end or not self.trailers_wanted)
-            and size <= conn.local_flow_control_window(self.stream_id)
-        ):
-            # The usual case: it fits in one frame and the windows; one send, no queue.
-            conn.send_data(self.stream_id, data, end_stream=end)
-            if end:
-                self._ended()
-            engine.flush_soon()
+        try:
+            if (
+                not self.queued_bytes
+                and size <= conn.max_outbound_frame_size
+                and (not end or not self.trailers_wanted)
+                and size <= conn.local_flow_control_window(self.stream_id)
+            ):
+                # The usual case: it fits in one frame and the windows; one send, no queue.
+                conn.send_data(self.stream_id, data, end_stream=end)
+                if end:
+                    self._ended()
+                engine.flush_soon()
+                return
+        except h2.exceptions.StreamClosedError:
+            self._closed_under_us()
             return
         self._queue(data, end)
         engine._pump()
+
+    def _closed_under_us(self) -> None:
+        """h2 closed the stream on its own (a stream error it answered): the client is gone
+        as far as this response goes."""
+        self.gone()
+        self.engine.stream_closed(self)
+        self.engine.flush_soon()
 
     def _queue(self, data: bytes, end: bool) -> None:
         if data:
@@ -799,14 +817,22 @@ class H2Stream:
             budget -= n
             sent += n
             end = last and self.end_waiting and not self.trailers_wanted
-            conn.send_data(stream_id, piece, end_stream=end)
+            try:
+                conn.send_data(stream_id, piece, end_stream=end)
+            except h2.exceptions.StreamClosedError:
+                self._closed_under_us()
+                return 1
             if end:
                 self.end_waiting = False
                 self._ended()
         if not queue and self.end_waiting:
             if not self.trailers_wanted:
-                conn.end_stream(stream_id)
                 self.end_waiting = False
+                try:
+                    conn.end_stream(stream_id)
+                except h2.exceptions.StreamClosedError:
+                    self._closed_under_us()
+                    return 1
                 self._ended()
             elif self.trailers is not None:
                 self._send_trailers()
@@ -864,7 +890,11 @@ class H2Stream:
 
     def _send_trailers(self) -> None:
         self.end_waiting = False
-        self.engine.h2.send_headers(self.stream_id, self.trailers or [], end_stream=True)
+        try:
+            self.engine.h2.send_headers(self.stream_id, self.trailers or [], end_stream=True)
+        except h2.exceptions.StreamClosedError:
+            self._closed_under_us()
+            return
         self._ended()
 
     def write_early_hint(self, links: list[bytes]) -> None:
@@ -872,12 +902,20 @@ class H2Stream:
             return
         headers = [(b":status", b"103")]
         headers.extend((b"link", link) for link in links)
-        self.engine.h2.send_headers(self.stream_id, headers)
+        try:
+            self.engine.h2.send_headers(self.stream_id, headers)
+        except h2.exceptions.StreamClosedError:
+            self._closed_under_us()
+            return
         self.engine.flush_soon()
 
     def write_continue(self) -> None:
         if not self.out_done:
-            self.engine.h2.send_headers(self.stream_id, [(b":status", b"100")])
+            try:
+                self.engine.h2.send_headers(self.stream_id, [(b":status", b"100")])
+            except h2.exceptions.StreamClosedError:
+                self._closed_under_us()
+                return
             self.engine.flush_soon()
 
     def send_error_response(
@@ -897,12 +935,16 @@ class H2Stream:
         ctx.add_default_fields(fields, False, False)
         self.trailers_wanted = False
         self.content_left = None
-        if self.head_only or not body:
-            self.engine.h2.send_headers(self.stream_id, fields, end_stream=True)
-            self._ended()
-            self.engine.flush_soon()
+        try:
+            if self.head_only or not body:
+                self.engine.h2.send_headers(self.stream_id, fields, end_stream=True)
+                self._ended()
+                self.engine.flush_soon()
+                return 0
+            self.engine.h2.send_headers(self.stream_id, fields)
+        except h2.exceptions.StreamClosedError:
+            self._closed_under_us()
             return 0
-        self.engine.h2.send_headers(self.stream_id, fields)
         cycle = self.cycle
         self.cycle = None  # write_body must not count these bytes twice
         self.write_body(body, False)
