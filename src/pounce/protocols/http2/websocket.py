@@ -15,7 +15,7 @@ This is the one place that knows both HTTP/2 and WebSocket.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from h2.errors import ErrorCodes
 
@@ -31,17 +31,66 @@ from pounce.protocols.websocket.handshake import (
 if TYPE_CHECKING:
     import asyncio
 
+    import h2.connection
+
     from pounce.asgi.types import HeaderFields, Headers
+    from pounce.pipeline.connection import ConnectionInfo
+    from pounce.pipeline.context import WorkerContext
+    from pounce.pipeline.dispatcher import Dispatcher
     from pounce.pipeline.websocket import WebSocketSession
-    from pounce.protocols.http2.engine import H2Stream, HTTP2Engine
+    from pounce.protocols.websocket import WebSocketSupport
     from pounce.protocols.websocket.engine import ByteStream
+
+
+class Connection(Protocol):
+    """What a WebSocket needs of the HTTP/2 engine (``engine.HTTP2Engine``)."""
+
+    websocket: WebSocketSupport | None
+    info: ConnectionInfo
+    dispatcher: Dispatcher
+    loop: asyncio.AbstractEventLoop
+    ctx: WorkerContext
+    running: int
+    h2: h2.connection.H2Connection
+
+    def flush_soon(self) -> None: ...
+    def app_finished(self) -> None: ...
+
+
+class Stream(Protocol):
+    """What a WebSocket needs of its HTTP/2 stream (``engine.H2Stream``)."""
+
+    stream_id: int
+    out_done: bool
+    running: bool
+    ws: H2WebSocketStream | None
+
+    @property
+    def engine(self) -> Connection: ...
+    @property
+    def write_paused(self) -> bool: ...
+    async def drain(self) -> None: ...
+    def write_body(self, data: bytes, more_body: bool) -> None: ...
+    def start_response(
+        self,
+        status: int,
+        fields: HeaderFields,
+        content_length: int | None,
+        close: bool,
+        trailers: bool,
+    ) -> None: ...
+    def respond_plain(self, status: int, headers: HeaderFields = ()) -> None: ...
+    def abort(self) -> None: ...
+    def reset(self, code: int) -> None: ...
+    def body_consumed(self) -> None: ...
+
 
 __all__ = ["H2Handshake", "H2WebSocketStream", "open_websocket"]
 
 logger = logging.getLogger("pounce.error")
 
 
-def open_websocket(engine: HTTP2Engine, stream: H2Stream, path: bytes, headers: Headers) -> None:
+def open_websocket(engine: Connection, stream: Stream, path: bytes, headers: Headers) -> None:
     """Serve an extended CONNECT for ``websocket`` on *stream*."""
     support = engine.websocket
     assert support is not None
@@ -85,7 +134,7 @@ class H2Handshake:
 
     __slots__ = ("deflate_response", "stream")
 
-    def __init__(self, stream: H2Stream, deflate_response: bytes | None) -> None:
+    def __init__(self, stream: Stream, deflate_response: bytes | None) -> None:
         self.stream = stream
         self.deflate_response = deflate_response
 
@@ -127,7 +176,7 @@ class H2WebSocketStream:
 
     __slots__ = ("_timer", "engine", "paused", "stream", "ws")
 
-    def __init__(self, engine: HTTP2Engine, stream: H2Stream) -> None:
+    def __init__(self, engine: Connection, stream: Stream) -> None:
         self.engine = engine
         self.stream = stream
         self.ws: WebSocketEngine | None = None
