@@ -126,6 +126,13 @@ async def websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     subprotocol = scope["subprotocols"][0] if path == "/ws-proto" else None
     await send({"type": "websocket.accept", "subprotocol": subprotocol})
+    if path == "/ws-flood":
+        # Sends as fast as send() lets it: the stream's window is the only brake.
+        SEEN["ws-sent"] = 0
+        for _ in range(100):
+            await send({"type": "websocket.send", "bytes": b"z" * 65536})
+            SEEN["ws-sent"] += 1
+        return
     while True:
         message = await receive()
         if message["type"] == "websocket.disconnect":

@@ -35,6 +35,7 @@ class H2Client:
         validate: bool = True,
         window: int | None = None,
         start: bool = True,
+        auto_ack: bool = True,
     ) -> None:
         sock = socket.create_connection(address(url), timeout=timeout)
         if tls is not None:
@@ -52,6 +53,7 @@ class H2Client:
         self.events: list[h2.events.Event] = []
         self.closed = False
         self.raw_in = b""
+        self.auto_ack = auto_ack
         if start:
             if window is not None:
                 self.conn.local_settings.initial_window_size = window
@@ -118,7 +120,11 @@ class H2Client:
         except h2.exceptions.ProtocolError:
             events = []
         for event in events:
-            if isinstance(event, h2.events.DataReceived) and event.flow_controlled_length:
+            if (
+                self.auto_ack
+                and isinstance(event, h2.events.DataReceived)
+                and event.flow_controlled_length
+            ):
                 # Read at once: the server's windows reopen as a real client's would.
                 with contextlib.suppress(h2.exceptions.ProtocolError):
                     self.conn.acknowledge_received_data(

@@ -133,3 +133,22 @@ def test_body_shorter_than_content_length_resets_the_stream(url: str) -> None:
         response = c.response(c.request("/short"))
         assert response["reset"] == h2.errors.ErrorCodes.INTERNAL_ERROR
         assert c.response(c.request("/"))["status"] == 200
+
+
+def test_rolling_reload_finishes_streams_then_goaway() -> None:
+    with serve_in_thread(
+        "tests.protocols.http2.h2_apps:app", access_log=False, workers=1,
+        worker_type="thread", timeout_graceful_shutdown=5,
+    ) as running:
+        c = H2Client(running.url)
+        slow = c.request("/sleep", headers=[])
+        time.sleep(0.1)
+        running.server.reload()
+        response = c.response(slow, timeout=10)
+        assert response["status"] == 200
+        event = c.goaway(timeout=10)
+        assert event.error_code == h2.errors.ErrorCodes.NO_ERROR
+        assert event.last_stream_id == slow
+        c.close()
+        with H2Client(running.url) as fresh:
+            assert fresh.response(fresh.request("/"))["status"] == 200

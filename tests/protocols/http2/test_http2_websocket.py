@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 
@@ -151,3 +152,18 @@ def test_reset_stream_disconnects_the_app(url: str) -> None:
         while "ws-disconnect" not in h2_apps.SEEN and time.monotonic() < deadline:
             time.sleep(0.01)
     assert h2_apps.SEEN["ws-disconnect"] == 1006
+
+
+def test_stream_window_is_the_backpressure(url: str) -> None:
+    with H2Client(url, validate=False, window=65535, auto_ack=False) as c:
+        stream_id = connect(c, "/ws-flood")
+        c.wait_for(lambda e: isinstance(e, h2.events.ResponseReceived))
+        time.sleep(0.5)
+        with contextlib.suppress(TimeoutError):
+            while True:
+                c.read_once(0.2)
+        # The client never reopened its window: the app is stuck in send() after ~64 KiB.
+        assert h2_apps.SEEN["ws-sent"] <= 3
+        received = sum(len(e.data) for e in c.events
+                       if isinstance(e, h2.events.DataReceived) and e.stream_id == stream_id)
+        assert received <= 65535
