@@ -240,3 +240,16 @@ def test_reset_of_an_answered_stream_is_fine(url: str) -> None:
         c.send_frame(RstStreamFrame(stream_id, error_code=E.CANCEL))
         assert c.response(c.request("/"))["status"] == 200
         assert rst_codes(c, stream_id) == []
+
+
+def test_apps_still_running_after_resets_count_against_the_stream_limit() -> None:
+    with serve(APP, access_log=False, h2_max_concurrent_streams=2) as base, H2Client(base) as c:
+        for _ in range(4):  # four abandoned apps: twice the stream limit
+            stream_id = c.request("/sleep", headers=[])
+            c.conn.reset_stream(stream_id, E.CANCEL)
+            c.flush()
+        time.sleep(0.1)
+        refused = c.request("/")
+        assert c.response(refused)["reset"] == E.REFUSED_STREAM
+        time.sleep(0.6)  # the abandoned apps finish
+        assert c.response(c.request("/"))["status"] == 200

@@ -170,6 +170,7 @@ class HTTP2Engine:
         self.goaway_sent = False
         self.stalled_since: float | None = None
         self.closed = False
+        self.max_running = 2 * options.max_concurrent_streams
         self.resets = _Counter(max(100, 2 * options.max_concurrent_streams))
         self.pings = _Counter(MAX_PINGS)
         self.settings = _Counter(MAX_SETTINGS)
@@ -235,6 +236,8 @@ class HTTP2Engine:
             return
         ev = h2.events
         for event in events:
+            if self.closed:  # a defence below ended the connection: ignore the rest
+                return
             kind = type(event)
             if kind is ev.RequestReceived:
                 self._request(event)  # type: ignore[arg-type]
@@ -436,6 +439,16 @@ class HTTP2Engine:
         conn = self.h2
         if self.goaway_id is not None and stream_id > self.goaway_id:
             # Opened after the GOAWAY: the client retries it elsewhere.
+            conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        if self.running >= self.max_running:
+            # Streams the client reset (or that were answered) whose apps still run do not
+            # count against MAX_CONCURRENT_STREAMS in h2; they do here, so a client cannot
+            # keep more apps busy than twice the streams it may have open. Refusals count
+            # with the resets: a client that keeps provoking them is abusing the server.
+            if self.resets.hit(self.loop.time()):
+                self._calm_down("rapid reset (streams opened while too many apps run)")
+                return
             conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             return
         t = self.t
