@@ -381,3 +381,15 @@ def test_stalled_request_body_is_answered_408() -> None:
         assert time.monotonic() - start < 3
         # The connection carries on.
         assert c.response(c.request("/"))["status"] == 200
+
+
+def test_limit_request_body() -> None:
+    with serve(APP, access_log=False, limit_request_body=1000) as base, H2Client(base) as c:
+        # Announced by Content-Length: refused before the body is read.
+        announced = c.request("/echo", "POST", headers=[(b"content-length", b"5000")], end=False)
+        assert c.response(announced)["status"] == 413
+        # Not announced: refused once it passes the limit.
+        streamed = c.request("/echo", "POST", body=b"x" * 3000)
+        assert c.response(streamed)["status"] == 413
+        within = c.request("/echo", "POST", body=b"y" * 1000)
+        assert c.response(within)["body"] == b"y" * 1000

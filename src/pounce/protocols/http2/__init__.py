@@ -83,6 +83,7 @@ class HTTP2Options:
     keep_alive: float
     write_timeout: float
     body_timeout: float
+    max_body: int | None
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> HTTP2Options:
@@ -95,4 +96,5 @@ class HTTP2Options:
             keep_alive=config.timeout_keep_alive,
             write_timeout=config.timeout_write,
             body_timeout=config.timeout_request_body,
+            max_body=config.limit_request_body,
         )

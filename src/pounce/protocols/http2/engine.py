@@ -51,6 +51,8 @@ from pounce.pipeline.events import (
     CLOSED_KEEP_ALIVE_TIMEOUT,
     CLOSED_MALFORMED,
     CLOSED_WRITE_TIMEOUT,
+    REJECTED_TOO_LARGE,
+    RequestRejected,
 )
 from pounce.protocols.http1.response import error_body
 from pounce.transport.stream import ENGINE_KINDS
@@ -454,7 +456,7 @@ class HTTP2Engine:
         t = self.t
         t.requests += 1
         self.requests += 1
-        method = path = authority = protocol = None
+        method = path = authority = protocol = content_length = None
         headers: list[tuple[bytes, bytes]] = []
         has_host = False
         for name, value in event.headers:
@@ -470,6 +472,8 @@ class HTTP2Engine:
             else:
                 if name == b"host":
                     has_host = True
+                elif name == b"content-length":
+                    content_length = value
                 headers.append((name, value))
         if authority is not None and not has_host:
             # ASGI: the authority is the request's Host.
@@ -481,6 +485,16 @@ class HTTP2Engine:
             t.clear_deadline()
         if event.stream_ended is not None:
             stream.peer_done = True
+        limit = self.options.max_body
+        if (
+            limit is not None
+            and content_length is not None
+            and content_length.isdigit()
+            and int(content_length) > limit
+        ):
+            # Refused before a byte of it is read, as over HTTP/1.1.
+            self._too_large(stream, method, path)
+            return
         if method == b"CONNECT":
             self._connect(stream, protocol, path or b"", headers)
         else:
@@ -509,6 +523,25 @@ class HTTP2Engine:
             # Out of stream ids, at --h2-max-requests, or draining: this stream is the last;
             # the client opens a new connection for more.
             self._goaway(ErrorCodes.NO_ERROR, stream_id)
+
+    def _too_large(self, stream: H2Stream, method: bytes, path: bytes | None) -> None:
+        logger.info(
+            "Request body from %s is larger than --limit-request-body (%d bytes); answered 413",
+            self.info.peer,
+            self.options.max_body,
+        )
+        events = self.ctx.events
+        if events.active and events.wants(RequestRejected):
+            events.emit(
+                RequestRejected(
+                    client=self.info.client,
+                    status=413,
+                    reason=REJECTED_TOO_LARGE,
+                    method=method.decode("latin-1"),
+                    path=(path or b"").partition(b"?")[0].decode("latin-1"),
+                )
+            )
+        stream.respond_plain(413)
 
     def _connect(
         self, stream: H2Stream, protocol: bytes | None, path: bytes, headers: Headers
@@ -629,6 +662,7 @@ class H2Stream:
     __slots__ = (
         "_body_timer",
         "_waiter",
+        "body_received",
         "content_left",
         "cycle",
         "end_waiting",
@@ -672,6 +706,7 @@ class H2Stream:
         self.running = False
         self._waiter: asyncio.Future[None] | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        self.body_received = 0
 
     # -- FlowControl --------------------------------------------------------------------------
 
@@ -1018,6 +1053,12 @@ class H2Stream:
             self.waiting_for_body(True)
         cycle = self.cycle
         if cycle is not None:
+            limit = self.engine.options.max_body
+            if limit is not None:
+                self.body_received += len(data)
+                if self.body_received > limit:
+                    self._body_too_large(cycle)
+                    return
             cycle.feed_body(data)
         elif self.ws is not None:
             self.ws.data_received(data)
@@ -1068,6 +1109,21 @@ class H2Stream:
         if timer is not None:
             self._body_timer = None
             timer.cancel()
+
+    def _body_too_large(self, cycle: RequestCycle) -> None:
+        """More body than --limit-request-body (no Content-Length said so): 413, or a reset."""
+        logger.info(
+            "Request body from %s is larger than --limit-request-body (%d bytes); ending the "
+            "stream",
+            self.engine.info.peer,
+            self.engine.options.max_body,
+        )
+        self._stop_receiving()
+        cycle.feed_disconnect()
+        if not cycle.response_started:
+            cycle.answer_with_error(413)
+        else:
+            self._reset_stream(ErrorCodes.CANCEL)
 
     def _body_timed_out(self) -> None:
         self._body_timer = None
