@@ -253,3 +253,23 @@ def test_apps_still_running_after_resets_count_against_the_stream_limit() -> Non
         assert c.response(refused)["reset"] == E.REFUSED_STREAM
         time.sleep(0.6)  # the abandoned apps finish
         assert c.response(c.request("/"))["status"] == 200
+
+
+LIMITED: dict[str, tuple[list[tuple[bytes, bytes]], int]] = {
+    "method not a token": ([(b":method", b"G(T"), *REQUEST[1:]], 400),
+    "path not origin-form": ([*REQUEST[:3], (b":path", b"http://x/")], 400),
+    "space in path": ([*REQUEST[:3], (b":path", b"/a b")], 400),
+    "path too long": ([*REQUEST[:3], (b":path", b"/" + b"a" * 9000)], 414),
+    "too many fields": ([*REQUEST, *[(b"x-%d" % i, b"1") for i in range(101)]], 431),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LIMITED))
+def test_request_limits_as_over_http1(url: str, case: str) -> None:
+    headers, status = LIMITED[case]
+    with H2Client(url, validate=False) as c:
+        stream_id = c.conn.get_next_available_stream_id()
+        c.conn.send_headers(stream_id, headers, end_stream=True)
+        c.flush()
+        assert c.response(stream_id)["status"] == status
+        assert c.response(c.request("/"))["status"] == 200  # the connection carries on

@@ -84,6 +84,8 @@ class HTTP2Options:
     write_timeout: float
     body_timeout: float
     max_body: int | None
+    max_target: int
+    max_fields: int
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> HTTP2Options:
@@ -97,4 +99,6 @@ class HTTP2Options:
             write_timeout=config.timeout_write,
             body_timeout=config.timeout_request_body,
             max_body=config.limit_request_body,
+            max_target=config.limit_request_line,
+            max_fields=config.limit_request_fields,
         )

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
@@ -51,6 +52,7 @@ from pounce.pipeline.events import (
     CLOSED_KEEP_ALIVE_TIMEOUT,
     CLOSED_MALFORMED,
     CLOSED_WRITE_TIMEOUT,
+    REJECTED_MALFORMED,
     REJECTED_TOO_LARGE,
     RequestRejected,
 )
@@ -111,6 +113,12 @@ _CONFIG = h2.config.H2Configuration(
 _CONNECTION_FIELDS = frozenset((b"keep-alive", b"proxy-connection", b"upgrade"))
 
 _STATUS = {code: str(code).encode() for code in range(100, 1000)}
+
+_COMMON_METHODS = frozenset(
+    (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT")
+)
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 
 
 def http2_engine_factory(
@@ -485,15 +493,10 @@ class HTTP2Engine:
             t.clear_deadline()
         if event.stream_ended is not None:
             stream.peer_done = True
-        limit = self.options.max_body
-        if (
-            limit is not None
-            and content_length is not None
-            and content_length.isdigit()
-            and int(content_length) > limit
-        ):
-            # Refused before a byte of it is read, as over HTTP/1.1.
-            self._too_large(stream, method, path)
+        problem = self._check_request(method, path, headers, content_length)
+        if problem is not None:
+            status, reason, why = problem
+            self._refuse(stream, status, reason, method, path, why)
             return
         if method == b"CONNECT":
             self._connect(stream, protocol, path or b"", headers)
@@ -524,24 +527,63 @@ class HTTP2Engine:
             # the client opens a new connection for more.
             self._goaway(ErrorCodes.NO_ERROR, stream_id)
 
-    def _too_large(self, stream: H2Stream, method: bytes, path: bytes | None) -> None:
-        logger.info(
-            "Request body from %s is larger than --limit-request-body (%d bytes); answered 413",
-            self.info.peer,
-            self.options.max_body,
-        )
+    def _check_request(
+        self,
+        method: bytes,
+        path: bytes | None,
+        headers: list[tuple[bytes, bytes]],
+        content_length: bytes | None,
+    ) -> tuple[int, str, str] | None:
+        """The request-level limits HTTP/1.1's parser applies, for one stream's head.
+
+        h2 checked the RFC 9113 field rules; what is left is what the server allows.
+        """
+        options = self.options
+        if method not in _COMMON_METHODS and not _TOKEN.fullmatch(method):
+            return 400, REJECTED_MALFORMED, "the method is not a token"
+        if path is not None:
+            if path[:1] != b"/" and path != b"*":
+                return 400, REJECTED_MALFORMED, ":path is neither origin-form nor *"
+            if _BAD_TARGET.search(path) is not None:
+                return 400, REJECTED_MALFORMED, ":path has whitespace or control characters"
+            if len(path) > options.max_target:
+                return 414, REJECTED_TOO_LARGE, "the :path is longer than --limit-request-line"
+        if len(headers) > options.max_fields:
+            return 431, REJECTED_TOO_LARGE, "more header fields than --limit-request-fields"
+        limit = options.max_body
+        if (
+            limit is not None
+            and content_length is not None
+            and content_length.isdigit()
+            and int(content_length) > limit
+        ):
+            # Refused before a byte of it is read, as over HTTP/1.1.
+            return 413, REJECTED_TOO_LARGE, "the body is larger than --limit-request-body"
+        return None
+
+    def _refuse(  # noqa: PLR0917 - one place, called on the error path
+        self,
+        stream: H2Stream,
+        status: int,
+        reason: str,
+        method: bytes,
+        path: bytes | None,
+        why: str,
+    ) -> None:
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("Rejected HTTP/2 request from %s: %s (%d)", self.info.peer, why, status)
         events = self.ctx.events
         if events.active and events.wants(RequestRejected):
             events.emit(
                 RequestRejected(
                     client=self.info.client,
-                    status=413,
-                    reason=REJECTED_TOO_LARGE,
+                    status=status,
+                    reason=reason,
                     method=method.decode("latin-1"),
                     path=(path or b"").partition(b"?")[0].decode("latin-1"),
                 )
             )
-        stream.respond_plain(413)
+        stream.respond_plain(status)
 
     def _connect(
         self, stream: H2Stream, protocol: bytes | None, path: bytes, headers: Headers
