@@ -67,6 +67,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             piece = chunk[: min(65536, size - sent)]
             sent += len(piece)
             await send({"type": "http.response.body", "body": piece, "more_body": sent < size})
+    elif path == "/burst-then-pause":
+        # 128 KiB at once (more than a 64 KiB window), then a second of silence, then the end.
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"b" * 131072, "more_body": True})
+        await asyncio.sleep(1.0)
+        await send({"type": "http.response.body", "body": b"end"})
     elif path == "/wait-disconnect":
         loop = asyncio.get_running_loop()
         start = loop.time()

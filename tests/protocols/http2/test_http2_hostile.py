@@ -273,3 +273,12 @@ def test_request_limits_as_over_http1(url: str, case: str) -> None:
         c.flush()
         assert c.response(stream_id)["status"] == status
         assert c.response(c.request("/"))["status"] == 200  # the connection carries on
+
+
+def test_a_window_that_reopens_is_not_a_stall() -> None:
+    with serve(APP, access_log=False, timeout_write=0.5) as base, H2Client(base, window=65535) as c:
+        # The burst fills the window and waits for the client's WINDOW_UPDATEs; then the app
+        # is silent for longer than the write timeout: that is no stall of the client's.
+        response = c.response(c.request("/burst-then-pause"), timeout=10)
+        assert response["body"] == b"b" * 131072 + b"end"
+        assert not c.closed

@@ -334,8 +334,11 @@ class HTTP2Engine:
             if not self.streams and not self.running:
                 self._goaway(ErrorCodes.NO_ERROR)
                 self._flush()
+                self.closed = True  # a request racing the GOAWAY is not started
                 t.close(reason=CLOSED_KEEP_ALIVE_TIMEOUT)
         elif kind == STALLED:
+            if self.stalled_since is None or not self.sending:
+                return
             logger.info(
                 "Client %s kept its HTTP/2 flow-control window shut for %gs; closing",
                 self.info.peer,
@@ -431,13 +434,17 @@ class HTTP2Engine:
                     break
                 progress = True
                 self._flush()
-            if sending and not t.write_paused:
+            if sending and not t.write_paused and not t.closing:
                 # Data waits on a window the peer keeps shut: the write timeout runs.
                 if self.stalled_since is None or progress:
                     self.stalled_since = self.loop.time()
                     t.set_deadline_at(STALLED, self.stalled_since + self.options.write_timeout)
             elif self.stalled_since is not None:
+                # No longer waiting on the peer's windows (or the socket's own write deadline
+                # runs instead): the stall deadline must not outlive the stall.
                 self.stalled_since = None
+                if t.deadline_kind == STALLED:
+                    t.clear_deadline()
                 self._update_idle()
         finally:
             self.pumping = False
