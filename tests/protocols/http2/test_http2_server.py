@@ -262,7 +262,7 @@ def test_connection_loss_gives_every_stream_a_disconnect(url: str) -> None:
 
 def test_limit_concurrency_counts_streams() -> None:
     with serve(APP, access_log=False, limit_concurrency=2) as base, H2Client(base) as c:
-        slow = [c.request("/sleep", headers=[]) for _ in range(2)]
+        slow = [c.request("/sleep?2", headers=[]) for _ in range(2)]
         time.sleep(0.2)
         third = c.request("/")
         assert c.response(third)["status"] == 503
