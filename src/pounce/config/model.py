@@ -145,6 +145,19 @@ def _size(minimum: int = 0) -> Converter:
     return convert
 
 
+def _size_range(minimum: int, maximum: int) -> Converter:
+    """A size with an upper bound too (HTTP/2 settings are protocol-bounded integers)."""
+    inner = _size(minimum)
+
+    def convert(value: object) -> int:
+        size = int(inner(value))
+        if size > maximum:
+            raise ValueError(f"expected a size from {minimum} to {maximum} bytes")
+        return size
+
+    return convert
+
+
 def _duration(*, allow_zero: bool = False) -> Converter:
     def convert(value: object) -> float:
         if not isinstance(value, str | int | float):
@@ -535,17 +548,41 @@ class ServerConfig:
                         _int(1), metavar="N")
 
     # HTTP -----------------------------------------------------------------------
-    http: Literal["auto", "fast", "h11"] = _opt(
-        "auto", "HTTP/1.1 parser: fast (built-in) or h11; httptools is accepted as fast",
+    http: Literal["auto", "fast", "h11", "h2"] = _opt(
+        "auto", "protocols: auto = HTTP/1.1 (built-in parser) and HTTP/2 (with the h2 extra); "
+        "fast or h11 = HTTP/1.1 only with that parser; h2 = HTTP/2 only; httptools is "
+        "accepted as fast",
         "HTTP",
-        _choice("auto", "fast", "h11", hints={
+        _choice("auto", "fast", "h11", "h2", hints={
             "httptools": "Pounce's built-in parser replaces httptools; use 'fast'",
         }),
-        metavar="{auto,fast,h11}",
+        metavar="{auto,fast,h11,h2}",
     )
     h11_max_incomplete_event_size: int | None = _opt(
         None, "h11 only: maximum size of an incomplete HTTP event (request head)", "HTTP",
         _optional(_size(1)), metavar=_SIZE,
+    )
+    # HTTP/2 (the h2 extra) ---------------------------------------------------------
+    h2_max_concurrent_streams: int = _opt(
+        100, "HTTP/2: streams a client may have open at once on one connection", "HTTP",
+        _int(1, 2**31 - 1), metavar="N",
+    )
+    h2_initial_window_size: int = _opt(
+        256 * 1024, "HTTP/2: request body a stream may send before the app reads it (its "
+        "flow-control window; bounds memory per stream)", "HTTP", _size_range(1, 2**31 - 1),
+        metavar=_SIZE,
+    )
+    h2_max_frame_size: int = _opt(
+        16384, "HTTP/2: largest frame payload the server accepts (16k to 16m)", "HTTP",
+        _size_range(16384, 2**24 - 1), metavar=_SIZE,
+    )
+    h2_max_header_list_size: int = _opt(
+        64 * 1024, "HTTP/2: largest request header list, counted decoded (HPACK bombs)",
+        "HTTP", _size_range(1024, 2**31 - 1), metavar=_SIZE,
+    )
+    h2_max_requests: int | None = _opt(
+        100_000, "HTTP/2: streams one connection may carry before the server asks the client "
+        "to open a new one (GOAWAY); off = no cap", "HTTP", _optional(_int(1)), metavar="N",
     )
     allow_bare_lf: bool = _opt(
         False, "accept LF without CR as a line ending in request heads (unsafe behind "

@@ -23,8 +23,11 @@ from pounce.pipeline.context import WorkerContext
 from pounce.pipeline.dispatcher import Dispatcher
 from pounce.pipeline.request_id import request_id_filter
 from pounce.protocols.http1.protocol import http1_engine_factory
+from pounce.protocols.http2 import HTTP2Options, http1_enabled, http2_enabled
+from pounce.protocols.http2.handoff import H2CHandoff
+from pounce.protocols.websocket import websocket_support
 from pounce.server.accept import ListenerGuard, TLSAcceptor
-from pounce.transport.stream import StreamTransport
+from pounce.transport.stream import Engine, StreamTransport
 from pounce.transport.tls import log_handshake_failure, peer_of
 
 if TYPE_CHECKING:
@@ -74,7 +77,30 @@ def filter_factories(ctx: WorkerContext) -> tuple[FilterFactory, ...]:
 
 def protocol_factory(ctx: WorkerContext) -> Callable[[], StreamTransport]:
     """What the event loop calls for each new connection of this worker."""
-    engine = http1_engine_factory(Dispatcher(ctx, filter_factories=filter_factories(ctx)))
+    dispatcher = Dispatcher(ctx, filter_factories=filter_factories(ctx))
+    config = ctx.config
+    websocket = websocket_support(config)
+    http1 = (
+        http1_engine_factory(dispatcher, H2CHandoff(dispatcher, config, websocket))
+        if http1_enabled(config)
+        else None
+    )
+    engine: Callable[[StreamTransport], Engine]
+    if http2_enabled(config):
+        from pounce.protocols.http2.engine import http2_engine_factory
+
+        http2 = http2_engine_factory(dispatcher, HTTP2Options.from_config(config), websocket)
+        if http1 is None:
+            engine = http2
+        else:
+            # TLS: ALPN decided; cleartext starts as HTTP/1.1 (h2c is recognised from there).
+            def engine(transport: StreamTransport) -> Engine:
+                if transport.info.alpn == "h2":
+                    return http2(transport)
+                return http1(transport)
+    else:
+        assert http1 is not None
+        engine = http1
     return lambda: StreamTransport(ctx, engine)
 
 

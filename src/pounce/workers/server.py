@@ -79,6 +79,9 @@ class Server:
         try:
             app = loader.load()
             model = choose_model(config)
+            from pounce.protocols.http2 import check_available
+
+            check_available(config)
             if config.ssl_enabled:
                 # Fail here, in one line, rather than in every worker; each builds its own.
                 create_ssl_context(config)
@@ -179,6 +182,9 @@ class Server:
         from pounce.protocols.websocket import describe_support, how_to_enable, ignored_options
 
         logger.info("%s", describe_support(self.config))
+        from pounce.protocols.http2 import describe_protocols
+
+        logger.info("%s", describe_protocols(self.config))
         for flag in ignored_options(self.config):
             logger.warning(
                 "%s has no effect: WebSocket support is off; to turn it on, %s",
