@@ -173,6 +173,24 @@ async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await _hello_response(send)
 
 
+_DOWNLOAD_BODY = {"type": "http.response.body", "body": b"d" * (1024 * 1024), "more_body": False}
+
+
+async def download1m(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A 1 MiB response (HTTP/2 rows: flow control and interleaving on 10 streams)."""
+    if await _not_http(scope, receive, send):
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/octet-stream"),
+                        (b"content-length", b"1048576")],
+        }
+    )
+    await send(dict(_DOWNLOAD_BODY))
+
+
 async def body64k(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if await _not_http(scope, receive, send):
         return

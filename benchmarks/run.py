@@ -63,12 +63,26 @@ WS_APPS = {"ws_echo16": 16, "ws_echo64k": 64 * 1024}
 # HTTPS rows serve the hello app; *_close sends `Connection: close`, so every
 # request pays a full TLS handshake (wrk does not resume sessions).
 TLS_APPS = ("tls_hello", "tls_hello_close")
-APPS = (*HTTP_APPS, *WS_APPS, *TLS_APPS)
-APP_GROUPS = {"http": HTTP_APPS, "ws": tuple(WS_APPS), "tls": TLS_APPS, "all": APPS}
+# HTTP/2 rows (h2load): app -> (benchmarks/apps.py app, TLS?, connections, streams per
+# connection). hello: 100 concurrent streams over 4 connections (h2c by prior knowledge, and
+# over TLS by ALPN); download: a 1 MiB response on 10 streams of one connection (flow control).
+H2_APPS = {
+    "h2_hello": ("hello", False, 4, 25),
+    "h2_tls_hello": ("hello", True, 4, 25),
+    "h2_download": ("download1m", False, 1, 10),
+}
+APPS = (*HTTP_APPS, *WS_APPS, *TLS_APPS, *H2_APPS)
+APP_GROUPS = {
+    "http": HTTP_APPS,
+    "ws": tuple(WS_APPS),
+    "tls": TLS_APPS,
+    "h2": tuple(H2_APPS),
+    "all": APPS,
+}
 ECHO_BODY_SIZE = 16 * 1024
 X = "\u00d7"  # multiplication sign for ratios
 # Ratios are req/s (msgs/s) divided by this server's figure, per kind of app.
-BASELINES = {"http": "uvicorn", "tls": "uvicorn", "ws": "uvicorn-websockets"}
+BASELINES = {"http": "uvicorn", "tls": "uvicorn", "ws": "uvicorn-websockets", "h2": "hypercorn"}
 BASELINE = BASELINES["http"]
 TARGET_SERVER = "pounce"
 REF_SERVER = "pounce-ref"  # an older Pounce (--pounce-ref) run side by side with this tree
@@ -80,12 +94,20 @@ def app_kind(app: str) -> str:
         return "ws"
     if app in TLS_APPS:
         return "tls"
+    if app in H2_APPS:
+        return "h2"
     return "http"
+
+
+def needs_tls(app: str) -> bool:
+    return app in TLS_APPS or (app in H2_APPS and H2_APPS[app][1])
 
 
 def asgi_app(app: str) -> str:
     """The benchmarks/apps.py attribute a row serves."""
     kind = app_kind(app)
+    if kind == "h2":
+        return H2_APPS[app][0]
     return "ws_echo" if kind == "ws" else "hello" if kind == "tls" else app
 
 
@@ -95,6 +117,8 @@ TARGETS: tuple[tuple[str, str, float], ...] = (
     ("hello", "uvicorn-h11", 1.5),
     ("hello", "hypercorn", 1.5),
     ("*", "uvicorn", 0.9),
+    ("h2_hello", "hypercorn", 2.0),
+    ("h2_tls_hello", "hypercorn", 2.0),
 )
 
 
@@ -138,7 +162,7 @@ class Server:
         target = f"apps:{asgi_app(app)}"
         w: list[str] = []
         tls_flags: list[str] = []
-        if kind == "tls":
+        if needs_tls(app):
             if tls is None:
                 raise RuntimeError("no certificate for a TLS row")
             if self.name == "hypercorn":
@@ -191,6 +215,10 @@ class Server:
             # Hypercorn has no access log unless --access-logfile is given.
             if workers:
                 w = ["--workers", str(workers)]
+            if kind == "h2":
+                # Hypercorn closes a connection after 1000 requests by default, which h2load
+                # counts as errors for every stream still to come: lift that cap.
+                w += ["--config", f"python:{HYPERCORN_H2_CONFIG}"]
             return [
                 python,
                 "-m",
@@ -227,7 +255,9 @@ class Server:
         raise ValueError(self.name)
 
 
-ALL_KINDS = frozenset({"http", "ws", "tls"})
+ALL_KINDS = frozenset({"http", "ws", "tls", "h2"})
+#: benchmarks/hypercorn_h2.py: the module Hypercorn's --config python: loads for h2 rows.
+HYPERCORN_H2_CONFIG = "hypercorn_h2"
 _UVICORN_C = ("uvicorn", "httptools", "uvloop")
 SERVERS: dict[str, Server] = {
     s.name: s
@@ -688,6 +718,47 @@ def wrk_argv(port: int, app: str, duration: float, threads: int, conns: int) -> 
     return [*argv, f"{scheme}://{HOST}:{port}/"]
 
 
+def h2load_argv(port: int, app: str, duration: float) -> list[str]:
+    _, tls, conns, streams = H2_APPS[app]
+    scheme = "https" if tls else "http"
+    return [
+        "h2load", "-c", str(conns), "-m", str(streams), "-D", str(max(1, round(duration))),
+        f"{scheme}://{HOST}:{port}/",
+    ]
+
+
+def parse_h2load(out: str) -> dict[str, Any]:
+    """Parse h2load's summary (req/s, failures, status codes); it reports no percentiles."""
+    m = re.search(r"^finished in ([\d.]+)s, ([\d.]+) req/s, ([\d.]+\w+)/s", out, re.M)
+    if not m:
+        raise ValueError("no 'finished in' line in h2load output")
+    res: dict[str, Any] = {"rps": float(m.group(2)), "read": m.group(3) + "/s"}
+    m = re.search(
+        r"^requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+        r"(\d+) errored, (\d+) timeout", out, re.M,
+    )
+    if not m:
+        raise ValueError("no 'requests:' line in h2load output")
+    res["requests"] = int(m.group(3))
+    res["socket_errors"] = {"failed": int(m.group(4)), "errored": int(m.group(5)),
+                            "timeout": int(m.group(6))}
+    m = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out, re.M)
+    res["non_2xx"] = sum(int(g) for g in m.groups()[2:]) if m else 0
+    m = re.search(r"^time for request:\s+([\d.]+\w+)\s+([\d.]+\w+)\s+([\d.]+\w+)", out, re.M)
+    res["p50_ms"] = res["p99_ms"] = None
+    if m:
+        res["min_ms"], res["max_ms"], res["avg_ms"] = (_ms(g) for g in m.groups())
+    res["errors"] = res["non_2xx"] + res["socket_errors"]["failed"]
+    return res
+
+
+def run_h2load(argv: list[str], duration: float) -> str:
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
+    if r.returncode != 0 or "finished in" not in r.stdout:
+        raise RuntimeError(f"h2load exited {r.returncode}: {(r.stdout + r.stderr).strip()[-300:]}")
+    return r.stdout
+
+
 def ws_load_argv(
     vpy: Path, port: int, app: str, duration: float, conns: int, *, processes: int = 1
 ) -> list[str]:
@@ -758,6 +829,20 @@ def check_response(port: int, app: str, tls: Tls | None = None) -> None:
     kind = app_kind(app)
     if kind == "ws":
         ws_load.check_echo(HOST, port, WS_APPS[app])
+        return
+    if kind == "h2":
+        # One request over HTTP/2 (h2c prior knowledge or ALPN h2), checked by h2load itself.
+        scheme = "https" if needs_tls(app) else "http"
+        r = subprocess.run(
+            ["h2load", "-n", "1", "-c", "1", "-v", f"{scheme}://{HOST}:{port}/"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+        if "1 succeeded" not in r.stdout or "1 2xx" not in r.stdout:
+            raise RuntimeError(f"sanity request over HTTP/2 failed: {r.stdout.strip()[-300:]}")
+        if app == "h2_download" and "1048576" not in r.stdout.replace(",", ""):
+            size = re.search(r"traffic: .*?(\d+) bytes data", r.stdout)
+            if size is None or int(size.group(1)) < 1024 * 1024:
+                raise RuntimeError("sanity request: the download is not 1 MiB")
         return
     conn: http.client.HTTPConnection
     if kind == "tls":
@@ -880,6 +965,10 @@ def measure(server: Server, app: str, vpy: Path, opt: Options) -> dict[str, Any]
                 vpy, port, app, seconds, opt.connections, processes=opt.ws_client_processes
             )
             return largv, run_ws_load(largv, seconds), ""
+        if kind == "h2":
+            largv = h2load_argv(port, app, seconds)
+            out = run_h2load(largv, seconds)
+            return largv, parse_h2load(out), out
         largv = wrk_argv(port, app, seconds, opt.threads, opt.connections)
         out = run_wrk(largv, seconds)
         return largv, parse_wrk(out), out
@@ -921,7 +1010,7 @@ def measure(server: Server, app: str, vpy: Path, opt: Options) -> dict[str, Any]
             )
             # "wrk" keeps its name for every kind (same keys; rps = msgs/s for WebSocket)
             # so that readers of older result files need no change.
-            res["load_tool"] = "ws_load" if kind == "ws" else "wrk"
+            res["load_tool"] = {"ws": "ws_load", "h2": "h2load"}.get(kind, "wrk")
             res["wrk_argv"] = largv
             if out:
                 res["wrk_output"] = out
@@ -980,12 +1069,12 @@ def ratio_of(rows: dict[str, dict[str, Any]], a: str, b: str) -> float | None:
 
 
 def target_checks(app: str, rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    if app_kind(app) != "http":
+    if app_kind(app) not in ("http", "h2"):
         return []  # the targets are HTTP/1.1 ones; WebSocket and TLS rows are for comparison
     specific = [t for t in TARGETS if t[0] == app]
     checks = list(specific)
     for t in TARGETS:  # the generic floor applies unless a stricter one names the same peer
-        if t[0] == "*" and not any(s[1] == t[1] for s in specific):
+        if t[0] == "*" and app_kind(app) == "http" and not any(s[1] == t[1] for s in specific):
             checks.append(t)
     out = []
     for _, peer, minimum in checks:
@@ -1112,18 +1201,23 @@ def render(
             "peak PSS",
             "server CPU",
             *(["client CPU"] if kind == "ws" else []),
-            *(["targets"] if kind == "http" else []),
+            *(["targets"] if kind in ("http", "h2") else []),
         ]
         title = {
             "ws": f"{app} (WebSocket echo, {WS_APPS.get(app, 0):,}-byte messages)",
             "tls": f"{app} (HTTPS"
             + (", new connection per request)" if app.endswith("_close") else ", keep-alive)"),
+            "h2": f"{app} (HTTP/2, h2load -c {H2_APPS.get(app, ('', 0, 0, 0))[2]} "
+            f"-m {H2_APPS.get(app, ('', 0, 0, 0))[3]}"
+            + (", TLS)" if needs_tls(app) else ", cleartext prior knowledge)"),
         }.get(kind, app)
         lines += [
             f"## {title}",
             "",
             "| " + " | ".join(head) + " |",
-            "|---|" + "---:|" * (len(head) - 2) + ("---|" if kind == "http" else "---:|"),
+            "|---|"
+            + "---:|" * (len(head) - 2)
+            + ("---|" if kind in ("http", "h2") else "---:|"),
         ]
         worker_notes = []
         for name in servers:
@@ -1132,7 +1226,7 @@ def render(
                 continue  # listed under "skipped" in the header
             if r["status"] != "ok":
                 cells = ["FAILED", *[""] * (len(head) - 3), r.get("error", "")][: len(head) - 1]
-                if kind != "http":  # no targets column: the reason goes in the last one
+                if kind not in ("http", "h2"):  # no targets column: the reason goes last
                     cells[-1] = r.get("error", "")
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
                 continue
@@ -1156,7 +1250,7 @@ def render(
                 _fmt_mb(mem["peak_pss_kb"]),
                 f"{r.get('server_cpu_pct', 0):.0f}%",
                 *([f"{w.get('client_cpu_pct', 0):.0f}%"] if kind == "ws" else []),
-                *([marks] if kind == "http" else []),
+                *([marks] if kind in ("http", "h2") else []),
             ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
             stop = r.get("stop", {})
@@ -1236,7 +1330,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--apps",
         default="http",
         help=f"comma list of {','.join(APPS)} or groups http (the default: "
-        f"{','.join(HTTP_APPS)}), ws, tls, all",
+        f"{','.join(HTTP_APPS)}), ws, tls, h2 (h2load: {','.join(H2_APPS)}), all",
     )
     p.add_argument(
         "--pounce-ref",
@@ -1301,11 +1395,11 @@ def run_matrix(
     log_dir = WORK / "logs" / stamp.strftime("%Y%m%dT%H%M%SZ")
     log_dir.mkdir(parents=True, exist_ok=True)
     tls: Tls | None = None
-    if any(app_kind(a) == "tls" for a in apps):
+    if any(needs_tls(a) for a in apps):
         try:
             tls = make_certificate(vpy, args.tls_key, stamp.strftime("%Y%m%dT%H%M%SZ"))
         except RuntimeError as exc:
-            apps = [a for a in apps if app_kind(a) != "tls"]
+            apps = [a for a in apps if not needs_tls(a)]
             skipped["TLS rows"] = str(exc)
             log(f"SKIP the TLS rows: {exc}")
     opt = Options(

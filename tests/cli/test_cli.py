@@ -110,9 +110,22 @@ FLAG_TABLE: list[tuple[list[str], str, Any]] = [
     (["--metrics"], "metrics", True),
     (["--metrics", "--metrics-path", "/prom"], "metrics_path", "/prom"),
     (["--metrics", "--metrics-bind", "127.0.0.1:9100"], "metrics_bind", "127.0.0.1:9100"),
+    # --rate-limit (docs/rate-limiting.md)
+    (["--rate-limit", "100/s"], "rate_limit", "100/s"),
+    (["--rate-limit-burst", "20"], "rate_limit_burst", 20),
+    (["--rate-limit-ipv6-prefix", "56"], "rate_limit_ipv6_prefix", 56),
+    (["--rate-limit-max-clients", "1000"], "rate_limit_max_clients", 1000),
+    (["--rate-limit-exempt", "/static/", "--rate-limit-exempt", "/docs"], "rate_limit_exempt",
+     ["/static/", "/docs"]),
     (["--h11-max-incomplete-event-size", "16384"], "h11_max_incomplete_event_size", 16384),
     (["--http", "h11"], "http", "h11"),
     (["--http", "auto"], "http", "auto"),
+    (["--http", "h2"], "http", "h2"),
+    (["--h2-max-concurrent-streams", "50"], "h2_max_concurrent_streams", 50),
+    (["--h2-initial-window-size", "1m"], "h2_initial_window_size", 1048576),
+    (["--h2-max-frame-size", "32k"], "h2_max_frame_size", 32768),
+    (["--h2-max-header-list-size", "16k"], "h2_max_header_list_size", 16384),
+    (["--h2-max-requests", "off"], "h2_max_requests", None),
     (["--interface", "asgi2"], "interface", "asgi2"),
     (["--reset-contextvars"], "reset_contextvars", True),
     (["--loop", "asyncio"], "loop", "asyncio"),
@@ -438,6 +451,7 @@ def test_check_ok(capsys: pytest.CaptureFixture[str], good_app: str) -> None:
     assert (code, err) == (0, "")
     assert out.startswith(f"OK {good_app} (asgi3); can listen on 127.0.0.1:0; TLS off; ")
     assert out.endswith("; WebSocket on (websockets " + version("websockets") + " sans-I/O)\n")
+    assert "; protocols: HTTP/1.1 (built-in parser) and HTTP/2 (h2 " in out
 
 
 def test_check_says_websocket_off_and_flags_without_effect(

@@ -34,6 +34,8 @@ def test_defaults_match_the_contract() -> None:
         "app": None, "factory": False, "app_dir": ".", "interface": "auto", "env_file": None,
         "host": "127.0.0.1", "port": 8000, "uds": None, "fd": None, "bind": (),
         "backlog": 2048, "http": "auto", "loop": "auto", "h11_max_incomplete_event_size": None,
+        "h2_max_concurrent_streams": 100, "h2_initial_window_size": 262144,
+        "h2_max_frame_size": 16384, "h2_max_header_list_size": 65536, "h2_max_requests": 100000,
         "limit_request_line": 8190, "limit_request_header_size": 65536,
         "limit_request_fields": 100, "limit_request_body": None, "allow_bare_lf": False,
         "limit_concurrency": None, "limit_max_requests": None, "limit_max_requests_jitter": 0,
@@ -61,6 +63,9 @@ def test_defaults_match_the_contract() -> None:
         # Metrics
         "metrics": False, "metrics_path": "/metrics", "metrics_bind": None,
         "static": (), "static_cache_control": "no-cache",
+        # --rate-limit
+        "rate_limit": None, "rate_limit_burst": None, "rate_limit_ipv6_prefix": 64,
+        "rate_limit_max_clients": 65536, "rate_limit_exempt": (),
     }
     assert set(FIELD_DOCS) == set(expected)
     for name, value in expected.items():
@@ -180,7 +185,12 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("interface", "wsgi", "ASGI applications only"),
     ("interface", "asgi4", "auto, asgi3, asgi2"),
     ("http", "httptools", "use 'fast'"),
-    ("http", "h2", "auto, fast, h11"),
+    ("http", "h3", "auto, fast, h11, h2"),
+    ("h2_max_concurrent_streams", 0, "integer from 1"),
+    ("h2_initial_window_size", "4g", "size from 1 to"),
+    ("h2_max_frame_size", "1k", "at least 16384"),
+    ("h2_max_header_list_size", "100", "at least 1024"),
+    ("h2_max_requests", 0, "integer >= 1"),
     ("loop", "trio", "auto, asyncio, uvloop"),
     ("lifespan", "maybe", "auto, on, off"),
     ("limit_request_line", 0, "at least 1"),
@@ -213,6 +223,15 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("ws_ping_interval", 0, "greater than zero"),
     ("ws_per_message_deflate", "maybe", "boolean"),
     ("root_path", "api", "starting with /"),
+    # --rate-limit
+    ("rate_limit", "100", "100/s, 600/m or 5000/h"),
+    ("rate_limit", "10/d", "100/s, 600/m or 5000/h"),
+    ("rate_limit", 100, "100/s, 600/m or 5000/h"),
+    ("rate_limit_burst", 0, ">= 1"),
+    ("rate_limit_ipv6_prefix", 0, "from 1 to 128"),
+    ("rate_limit_ipv6_prefix", 129, "from 1 to 128"),
+    ("rate_limit_max_clients", 10, "from 64 to"),
+    ("rate_limit_exempt", ["static"], "starting with /"),
     ("app", "", "non-empty"),
     ("app_dir", "", "non-empty"),
     ("bind", ["localhost"], "missing port"),

@@ -470,3 +470,24 @@ def test_spawned_process_workers_share_the_store_by_name(monkeypatch: pytest.Mon
             return requests_of(found, "GET", "2xx") >= 6 and len(workers) == 2
 
         assert wait_until(counted, 5.0, 0.05)
+
+
+def test_http2_streams_and_requests_are_counted() -> None:
+    from tests.protocols.http2.h2client import H2Client
+
+    with serve(app, metrics=True) as url:
+
+        def found() -> Samples:
+            return parse(httpx.get(url + "/metrics").text)
+
+        with H2Client(url) as client:
+            held = client.request("/hold")
+            assert wait_until(lambda: found()["pounce_http2_streams_open", ()] == 1, 5.0, 0.05)
+            release.set()
+            assert client.response(held)["body"] == b"held"
+            assert client.response(client.request("/echo", "POST", body=b"abc"))["body"] == b"abc"
+            assert wait_until(lambda: found()["pounce_http2_streams_open", ()] == 0, 5.0, 0.05)
+        final = found()
+    assert requests_of(final, "GET", "2xx", "2") == 1
+    assert requests_of(final, "POST", "2xx", "2") == 1
+    assert final["pounce_request_body_bytes_total", ()] == 3

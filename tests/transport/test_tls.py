@@ -234,8 +234,9 @@ def test_https_with_httpx(pki: PKI) -> None:
 
 
 def test_separate_key_file_and_alpn_offers_http11(pki: PKI) -> None:
+    # --http fast: HTTP/1.1 only, so ALPN offers http/1.1 alone (HTTP/2: tests/protocols/http2).
     with serve_in_thread(
-        hello, ssl_certfile=str(pki.server_cert), ssl_keyfile=str(pki.server_key)
+        hello, ssl_certfile=str(pki.server_cert), ssl_keyfile=str(pki.server_key), http="fast"
     ) as running:
         context = pki.client_context()
         context.set_alpn_protocols(["h2", "http/1.1"])
@@ -299,7 +300,7 @@ def test_curl_https_and_mutual_tls(pki: PKI) -> None:
             capture_output=True, text=True, timeout=30, check=True,
         )
         body, version = plain.stdout.rsplit("\n", 1)
-        assert version == "1.1"
+        assert version == "2"  # ALPN h2: the tls extension is the same over HTTP/2
         assert json.loads(body)["extensions"]["tls"]["client_cert_chain"] == []
         mutual = subprocess.run(
             [*base, "--cert", str(pki.client_cert), "--key", str(pki.client_key),

@@ -444,6 +444,9 @@ def _check(argv: Sequence[str]) -> int:
         for spec in config.bind_specs:
             check_bind(spec)
         check_tls(config)
+        from pounce.protocols.http2 import check_available
+
+        check_available(config)
     except ConfigError:
         raise
     except StartupError as exc:
@@ -457,7 +460,12 @@ def _check(argv: Sequence[str]) -> int:
 
     for flag in ignored_options(config):
         _notice(f"{flag} has no effect: WebSocket support is off")
-    print(f"OK {app_name} ({kind}); can listen on {addresses}; {tls}; {describe_support(config)}")
+    from pounce.protocols.http2 import describe_protocols
+
+    print(
+        f"OK {app_name} ({kind}); can listen on {addresses}; {tls}; "
+        f"{describe_protocols(config)}; {describe_support(config)}"
+    )
     return EXIT_OK
 
 

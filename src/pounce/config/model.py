@@ -47,6 +47,7 @@ from pounce.config.values import (
     parse_forwarded_ip,
     parse_header,
     parse_port,
+    parse_rate_limit,
     parse_size,
     parse_str_tuple,
     split_headers,
@@ -139,6 +140,19 @@ def _size(minimum: int = 0) -> Converter:
         size = parse_size(value)
         if size < minimum:
             raise ValueError(f"expected a size of at least {minimum} bytes")
+        return size
+
+    return convert
+
+
+def _size_range(minimum: int, maximum: int) -> Converter:
+    """A size with an upper bound too (HTTP/2 settings are protocol-bounded integers)."""
+    inner = _size(minimum)
+
+    def convert(value: object) -> int:
+        size = int(inner(value))
+        if size > maximum:
+            raise ValueError(f"expected a size from {minimum} to {maximum} bytes")
         return size
 
     return convert
@@ -276,6 +290,21 @@ def _metrics_bind(value: object) -> str | None:
     if spec.kind != "tcp":
         raise ValueError(f"the metrics listener takes a TCP address; {expected}")
     return value.strip()
+
+
+def _rate_limit(value: object) -> str:
+    """Normalised to ``COUNT/UNIT`` so the config shows (and compares) one spelling."""
+    if not isinstance(value, str):
+        raise ValueError("expected a rate such as 100/s, 600/m or 5000/h")
+    count, period = parse_rate_limit(value)
+    unit = {1.0: "s", 60.0: "m", 3600.0: "h"}[period]
+    return f"{count}/{unit}"
+
+
+def _exempt_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"expected path prefixes starting with /, such as /static/, not {value!r}")
+    return value
 
 
 def _header_name(value: object) -> str:
@@ -540,17 +569,41 @@ class ServerConfig:
                         _int(1), metavar="N")
 
     # HTTP -----------------------------------------------------------------------
-    http: Literal["auto", "fast", "h11"] = _opt(
-        "auto", "HTTP/1.1 parser: fast (built-in) or h11; httptools is accepted as fast",
+    http: Literal["auto", "fast", "h11", "h2"] = _opt(
+        "auto", "protocols: auto = HTTP/1.1 (built-in parser) and HTTP/2 (with the h2 extra); "
+        "fast or h11 = HTTP/1.1 only with that parser; h2 = HTTP/2 only; httptools is "
+        "accepted as fast",
         "HTTP",
-        _choice("auto", "fast", "h11", hints={
+        _choice("auto", "fast", "h11", "h2", hints={
             "httptools": "Pounce's built-in parser replaces httptools; use 'fast'",
         }),
-        metavar="{auto,fast,h11}",
+        metavar="{auto,fast,h11,h2}",
     )
     h11_max_incomplete_event_size: int | None = _opt(
         None, "h11 only: maximum size of an incomplete HTTP event (request head)", "HTTP",
         _optional(_size(1)), metavar=_SIZE,
+    )
+    # HTTP/2 (the h2 extra) ---------------------------------------------------------
+    h2_max_concurrent_streams: int = _opt(
+        100, "HTTP/2: streams a client may have open at once on one connection", "HTTP",
+        _int(1, 2**31 - 1), metavar="N",
+    )
+    h2_initial_window_size: int = _opt(
+        256 * 1024, "HTTP/2: request body a stream may send before the app reads it (its "
+        "flow-control window; bounds memory per stream)", "HTTP", _size_range(1, 2**31 - 1),
+        metavar=_SIZE,
+    )
+    h2_max_frame_size: int = _opt(
+        16384, "HTTP/2: largest frame payload the server accepts (16k to 16m)", "HTTP",
+        _size_range(16384, 2**24 - 1), metavar=_SIZE,
+    )
+    h2_max_header_list_size: int = _opt(
+        64 * 1024, "HTTP/2: largest request header list, counted decoded (HPACK bombs)",
+        "HTTP", _size_range(1024, 2**31 - 1), metavar=_SIZE,
+    )
+    h2_max_requests: int | None = _opt(
+        100_000, "HTTP/2: streams one connection may carry before the server asks the client "
+        "to open a new one (GOAWAY); off = no cap", "HTTP", _optional(_int(1)), metavar="N",
     )
     allow_bare_lf: bool = _opt(
         False, "accept LF without CR as a line ending in request heads (unsafe behind "
@@ -646,6 +699,27 @@ class ServerConfig:
     limit_concurrency: int | None = _opt(
         None, "maximum concurrent connections/tasks before answering 503", "Limits",
         _optional(_int(1)), metavar="N",
+    )
+    # Rate limiting (docs/rate-limiting.md) ---------------------------------------
+    rate_limit: str | None = _opt(
+        None, "per-client request rate, N/s, N/m or N/h: 429 beyond it (off by default)",
+        "Limits", _optional(_rate_limit), metavar="N/UNIT",
+    )
+    rate_limit_burst: int | None = _opt(
+        None, "requests a client may send at once before --rate-limit's pace applies "
+        "(default: the limit's count)", "Limits", _optional(_int(1)), metavar="N",
+    )
+    rate_limit_ipv6_prefix: int = _opt(
+        64, "IPv6 clients are limited per network of this prefix length", "Limits",
+        _int(1, 128), metavar="BITS",
+    )
+    rate_limit_max_clients: int = _opt(
+        65536, "clients the rate limiter remembers (least recently seen forgotten first; "
+        "32 bytes each)", "Limits", _int(64, 1 << 26), metavar="N",
+    )
+    rate_limit_exempt: tuple[str, ...] = _opt(
+        (), "path prefix never rate limited (repeatable)", "Limits", _str_tuple(_exempt_path),
+        style="append", metavar="PATH",
     )
 
     # Timeouts -------------------------------------------------------------------

@@ -31,6 +31,7 @@ __all__ = [
     "parse_forwarded_ip",
     "parse_header",
     "parse_port",
+    "parse_rate_limit",
     "parse_size",
     "parse_str_tuple",
     "split_headers",
@@ -49,6 +50,10 @@ _DURATION_RE: Final = re.compile(
     r"^\s*(?P<num>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>ms|s|m|h)?\s*$", re.IGNORECASE
 )
 _DURATION_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+_RATE_LIMIT_RE: Final = re.compile(r"^\s*(?P<count>\d+)\s*/\s*(?P<unit>[smh])\s*$", re.IGNORECASE)
+#: ``--rate-limit`` period units, in seconds.
+RATE_LIMIT_PERIODS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 _SIZE_RE: Final = re.compile(
     r"^\s*(?P<num>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>[kmg])?(?:i?b)?\s*$", re.IGNORECASE
@@ -298,3 +303,19 @@ def parse_str_tuple(value: str | Iterable[object]) -> tuple[str, ...]:
             raise ValueError(f"expected a list of strings, got an item {item!r}")
         items.append(item)
     return tuple(items)
+
+
+def parse_rate_limit(value: str) -> tuple[int, float]:
+    """``"100/s"``, ``"100/m"`` or ``"100/h"`` -> ``(count, period in seconds)``.
+
+    Only these three units: a rate such as ``5/10s`` reads naturally but means something
+    different to every tool that accepts it, so it is refused rather than guessed at.
+    """
+    match = _RATE_LIMIT_RE.match(value)
+    count = int(match["count"]) if match else 0
+    if match is None or count < 1:
+        raise ValueError(
+            "expected a rate such as 100/s, 600/m or 5000/h (a whole number of requests "
+            "per second, minute or hour, at least 1)"
+        )
+    return count, RATE_LIMIT_PERIODS[match["unit"].lower()]

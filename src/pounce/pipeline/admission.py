@@ -5,25 +5,33 @@ any task exists, so refusing costs no task, no context copy and no app call. Hoo
 once per worker; with none configured the dispatcher skips the loop entirely.
 
 Today: the health probes (``--health-path``, ``--ready-path``), ``--request-id`` (which never
-refuses: it names the request) and ``--limit-concurrency``.
-The rate limiter and the request queue plug in here the same way, after the probes: a probe must
-be answered however busy the worker is.
+refuses: it names the request), ``--rate-limit`` and ``--limit-concurrency``.
+The request queue plugs in here the same way, after the probes: a probe must be answered
+however busy the worker is.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from pounce.pipeline.events import REJECTED_CONCURRENCY, REJECTED_METHOD, REJECTED_NOT_READY
+from pounce.features.rate_limit import limiter_from_config, store_from_config
+from pounce.pipeline.events import (
+    REJECTED_CONCURRENCY,
+    REJECTED_METHOD,
+    REJECTED_NOT_READY,
+    REJECTED_RATE_LIMITED,
+)
 from pounce.pipeline.request_id import RequestIds
 
 if TYPE_CHECKING:
     from pounce.asgi.types import HeaderFields, Scope
+    from pounce.features.rate_limit import ClientRateLimiter
     from pounce.pipeline.connection import ConnectionInfo
     from pounce.pipeline.context import WorkerContext
 
-__all__ = ["Admission", "ConcurrencyLimit", "HealthProbes", "Rejection"]
+__all__ = ["Admission", "ConcurrencyLimit", "HealthProbes", "RateLimit", "Rejection"]
 
 #: The ``reason`` of a probe's 200 answer (not a refusal: no ``RequestRejected`` for it).
 HEALTH_PROBE = "health probe"
@@ -121,6 +129,44 @@ class HealthProbes:
         return self._ready
 
 
+class RateLimit:
+    """``--rate-limit``: 429 for a client over its rate, before the app is called.
+
+    The answer carries ``Retry-After`` and the IETF draft's ``RateLimit-Limit``,
+    ``RateLimit-Remaining`` (always 0 here) and ``RateLimit-Reset`` (seconds until the
+    client may send again), plus ``RateLimit-Policy`` naming the limit and its window.
+    The bucket table is the server's (:mod:`pounce.features.rate_limit`); this hook only
+    turns its verdict into an answer. Refusals are built once per distinct wait and reused,
+    so a client hammering the server costs no allocation per refused request.
+    """
+
+    __slots__ = ("_check", "_fixed", "_rejections")
+
+    def __init__(self, limiter: ClientRateLimiter) -> None:
+        self._check = limiter.check
+        store = limiter.store
+        self._fixed = (
+            (b"ratelimit-limit", str(store.count).encode("ascii")),
+            (b"ratelimit-remaining", b"0"),
+            (b"ratelimit-policy", f"{store.count};w={store.period:g}".encode("ascii")),
+        )
+        self._rejections: dict[int, Rejection] = {}
+
+    def admit(self, scope: Scope, connection: ConnectionInfo) -> Rejection | None:
+        wait = self._check(scope["path"], scope["client"])
+        if not wait:
+            return None
+        return self._refusal(max(1, math.ceil(wait)))
+
+    def _refusal(self, seconds: int) -> Rejection:
+        rejection = self._rejections.get(seconds)
+        if rejection is None:
+            value = str(seconds).encode("ascii")
+            headers = ((b"retry-after", value), *self._fixed, (b"ratelimit-reset", value))
+            rejection = self._rejections[seconds] = Rejection(429, REJECTED_RATE_LIMITED, headers)
+        return rejection
+
+
 def admission_hooks(
     ctx: WorkerContext, *, metrics: Admission | None = None
 ) -> tuple[Admission, ...]:
@@ -141,6 +187,14 @@ def admission_hooks(
         # Never refuses: after the probes (which need no id), before any hook that refuses,
         # so a refusal could name the request it refused.
         hooks.append(RequestIds(config.request_id_header))
+    if config.rate_limit is not None:
+        # After the probes and the metrics endpoint (never limited), before the
+        # concurrency limit: a client over its rate must not take a slot from others.
+        store = ctx.rate_limiter
+        if store is None:  # a worker made without a server (tests): a store of its own
+            store = ctx.rate_limiter = store_from_config(config, "thread")
+        assert store is not None
+        hooks.append(RateLimit(limiter_from_config(config, store)))
     limit = config.limit_concurrency
     if limit is not None:
         hooks.append(ConcurrencyLimit(ctx, limit))

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pounce.asgi.types import ASGIApp
     from pounce.config import ServerConfig
     from pounce.features.proxy_headers import ProxyTrust
+    from pounce.features.rate_limit import RateLimitStore
     from pounce.logs import AccessLogger
     from pounce.pipeline.hub import EventLink
 
@@ -75,6 +76,7 @@ class WorkerContext:
         on_request_limit: Callable[[], None] | None = None,
         event_handlers: Sequence[Callable[[Any], None]] = (),
         event_hub: EventLink | None = None,
+        rate_limiter: RateLimitStore | None = None,
     ) -> None:
         self.app = app
         self.config = config
@@ -110,6 +112,9 @@ class WorkerContext:
         #: when a stream opens and takes one away when it closes (plain int arithmetic on the
         #: loop thread); ``--metrics`` samples it on the worker's tick.
         self.http2_streams = 0
+        #: ``--rate-limit``'s bucket table, shared by every worker of the server (its own
+        #: locks make it safe from any thread or process); None when the limit is off.
+        self.rate_limiter = rate_limiter
         self.requests_total = 0
         self.active_requests = 0
         self.on_request_limit = on_request_limit

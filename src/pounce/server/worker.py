@@ -27,8 +27,11 @@ from pounce.pipeline.dispatcher import Dispatcher
 from pounce.pipeline.metrics import MetricsEndpoint, MetricsRecorder
 from pounce.pipeline.request_id import request_id_filter
 from pounce.protocols.http1.protocol import http1_engine_factory
+from pounce.protocols.http2 import HTTP2Options, http1_enabled, http2_enabled
+from pounce.protocols.http2.handoff import H2CHandoff
+from pounce.protocols.websocket import websocket_support
 from pounce.server.accept import ListenerGuard, TLSAcceptor
-from pounce.transport.stream import StreamTransport
+from pounce.transport.stream import Engine, StreamTransport
 from pounce.transport.tls import log_handshake_failure, peer_of
 
 if TYPE_CHECKING:
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
     from pounce.config import ServerConfig
     from pounce.features.metrics_store import MetricsStore
     from pounce.features.proxy_headers import ProxyTrust
+    from pounce.features.rate_limit import RateLimitStore
     from pounce.logs import AccessLogger
     from pounce.pipeline.filters import FilterFactory
     from pounce.pipeline.hub import EventLink
@@ -97,7 +101,28 @@ def protocol_factory(
         admission=admission_hooks(ctx, metrics=endpoint),
         filter_factories=filter_factories(ctx),
     )
-    engine = http1_engine_factory(dispatcher)
+    websocket = websocket_support(config)
+    http1 = (
+        http1_engine_factory(dispatcher, H2CHandoff(dispatcher, config, websocket))
+        if http1_enabled(config)
+        else None
+    )
+    engine: Callable[[StreamTransport], Engine]
+    if http2_enabled(config):
+        from pounce.protocols.http2.engine import http2_engine_factory
+
+        http2 = http2_engine_factory(dispatcher, HTTP2Options.from_config(config), websocket)
+        if http1 is None:
+            engine = http2
+        else:
+            # TLS: ALPN decided; cleartext starts as HTTP/1.1 (h2c is recognised from there).
+            def engine(transport: StreamTransport) -> Engine:
+                if transport.info.alpn == "h2":
+                    return http2(transport)
+                return http1(transport)
+    else:
+        assert http1 is not None
+        engine = http1
     return lambda: StreamTransport(ctx, engine)
 
 
@@ -118,9 +143,12 @@ class Worker:
         on_request_limit: Callable[[], None] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         event_hub: EventLink | None = None,
+        rate_limiter: RateLimitStore | None = None,
         metrics: tuple[MetricsStore, int | None] | None = None,
     ) -> None:
         self.app = app
+        #: ``--rate-limit``'s table, shared with the server's other workers.
+        self.rate_limiter = rate_limiter
         #: ``--metrics``: the shared store and the region this worker writes (it alone; None
         #: when every region was taken: the worker then serves scrapes but is not counted).
         self.metrics = metrics
@@ -220,6 +248,7 @@ class Worker:
             base_context=self.base_context,
             on_request_limit=self._on_request_limit,
             event_hub=self.event_hub,
+            rate_limiter=self.rate_limiter,
         )
         ctx.max_requests = self.max_requests
         self.ctx = ctx

@@ -24,6 +24,7 @@ compression and no renegotiation; ``--ssl-ciphers`` replaces the cipher list onl
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import socket
 import ssl
@@ -41,7 +42,9 @@ __all__ = [
     "TLS_VERSIONS",
     "ServerSSLContext",
     "create_ssl_context",
+    "http2_installed",
     "log_handshake_failure",
+    "offered_alpn",
     "peer_of",
     "rfc4514_name",
     "tls_extension",
@@ -153,8 +156,29 @@ def _load_error(config: ServerConfig, exc: ssl.SSLError) -> StartupError:
     return StartupError(f"cannot load the TLS certificate ({files}): {hint}")
 
 
+def http2_installed() -> bool:
+    """True when the ``h2`` package (the ``pounce[h2]`` extra) can be imported."""
+    try:
+        return importlib.util.find_spec("h2") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def offered_alpn(config: ServerConfig) -> tuple[str, ...]:
+    """What ALPN offers, in the server's order of preference, for ``--http``.
+
+    ``h2`` first when HTTP/2 is on (``--http auto`` with the extra installed, or ``--http
+    h2``), so a client that speaks both gets HTTP/2; ``http/1.1`` unless ``--http h2``.
+    """
+    if config.http in ("fast", "h11") or not http2_installed():
+        return DEFAULT_ALPN_PROTOCOLS
+    if config.http == "h2":
+        return ("h2",)
+    return ("h2", "http/1.1")
+
+
 def create_ssl_context(
-    config: ServerConfig, *, alpn_protocols: Sequence[str] = DEFAULT_ALPN_PROTOCOLS
+    config: ServerConfig, *, alpn_protocols: Sequence[str] | None = None
 ) -> ServerSSLContext:
     """Build the server's ``SSLContext`` from *config* (``ssl_certfile`` must be set).
 
@@ -220,6 +244,8 @@ def create_ssl_context(
                 f"--ssl-ciphers {config.ssl_ciphers!r} selects no cipher OpenSSL knows; "
                 "see 'openssl ciphers' for valid strings, or drop it for secure defaults"
             ) from None
+    if alpn_protocols is None:
+        alpn_protocols = offered_alpn(config)
     if alpn_protocols:
         context.set_alpn_protocols(list(alpn_protocols))
     context.server_cert_pem = _first_pem_certificate(certfile)

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from pounce.asgi.types import ASGIApp
     from pounce.config import ServerConfig
     from pounce.features.metrics_store import MetricsStore
+    from pounce.features.rate_limit import RateLimitStore
     from pounce.server.worker import Worker
     from pounce.workers.relay import EventRelay, WantedKinds
 
@@ -77,6 +78,8 @@ class ChildSpec:
     #: Where request events go to the parent's subscribers, and which ones they want.
     events: multiprocessing.connection.Connection | None = None
     wanted: WantedKinds | None = None
+    #: ``--rate-limit``'s table: inherited with the fork, or attached by name when spawned.
+    rate_limiter: RateLimitStore | None = None
 
 
 def _child_main(spec: ChildSpec, report: multiprocessing.connection.Connection) -> None:
@@ -136,6 +139,7 @@ async def _child_serve(
             ssl_context=ssl_context,
             metrics=spec.metrics,
             event_hub=forwarder,
+            rate_limiter=spec.rate_limiter,
         )
 
     def attach(worker: Worker) -> None:
@@ -264,6 +268,7 @@ class ProcessWorker(WorkerHandle):
         metrics: tuple[MetricsStore, int | None] | None = None,
         event_relay: EventRelay | None = None,
         wanted_events: WantedKinds | None = None,
+        rate_limiter: RateLimitStore | None = None,
     ) -> None:
         super().__init__(name=name, slot=slot, generation=generation)
         self.config = config
@@ -292,6 +297,7 @@ class ProcessWorker(WorkerHandle):
             metrics=metrics,
             events=events_writer,
             wanted=wanted_events if events_writer is not None else None,
+            rate_limiter=rate_limiter,
         )
         self._writer = writer
         self._events_writer = events_writer

@@ -88,6 +88,9 @@ class Server:
         try:
             app = loader.load()
             model = choose_model(config)
+            from pounce.protocols.http2 import check_available
+
+            check_available(config)
             if config.ssl_enabled:
                 # Fail here, in one line, rather than in every worker; each builds its own.
                 create_ssl_context(config)
@@ -192,7 +195,11 @@ class Server:
         return self._events.subscribe(handler, kinds)
 
     def stats(self) -> dict[str, Any]:
-        """Per-worker request and connection counts, merged when read, and event drops."""
+        """Per-worker request and connection counts, merged when read, and event drops.
+
+        With ``--rate-limit``, ``"rate_limit"`` holds the limiter's server-wide counters
+        (``refused``, ``evictions``, ``clients``; see docs/rate-limiting.md).
+        """
         supervisor = self._supervisor
         stats = supervisor.stats() if supervisor is not None else {"workers": []}
         stats.update(self._events.stats())
@@ -204,6 +211,9 @@ class Server:
         from pounce.protocols.websocket import describe_support, how_to_enable, ignored_options
 
         logger.info("%s", describe_support(self.config))
+        from pounce.protocols.http2 import describe_protocols
+
+        logger.info("%s", describe_protocols(self.config))
         for flag in ignored_options(self.config):
             logger.warning(
                 "%s has no effect: WebSocket support is off; to turn it on, %s",

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pounce.errors import StartupError
+from pounce.features.rate_limit import store_from_config
 from pounce.pipeline.events import (
     ReloadCompleted,
     ReloadFailed,
@@ -144,6 +145,12 @@ class Supervisor:
         self._event_relay: EventRelay | None = None
         self._wanted_events: WantedKinds | None = None
         self._unwatch_events: Callable[[], None] | None = None
+        #: ``--rate-limit``'s bucket table, made before any worker so that every worker of
+        #: every generation shares it: one limit for the whole server.
+        self.rate_limiter = store_from_config(
+            config,
+            "thread" if model.kind == "thread" else mp_context().get_start_method(),
+        )
 
     # -- requests from any thread (and signal handlers) -----------------------------------------
 
@@ -174,6 +181,7 @@ class Supervisor:
             "requests_total": self.retired_requests
             + sum(w.requests_total for w in (*self.workers, *self.draining)),
             "generation": self._generation,
+            **({"rate_limit": self.rate_limiter.stats()} if self.rate_limiter else {}),
         }
 
     # -- events -------------------------------------------------------------------------------
@@ -325,6 +333,7 @@ class Supervisor:
                 max_requests=False,
                 event_hub=self._event_hub,
                 metrics=assigned,
+                rate_limiter=self.rate_limiter,
             )
         else:
             handle = ProcessWorker(
@@ -339,6 +348,7 @@ class Supervisor:
                 metrics=assigned,
                 event_relay=self._event_relay,
                 wanted_events=self._wanted_events,
+                rate_limiter=self.rate_limiter,
             )
         limit = self.config.limit_max_requests
         if limit is not None:
@@ -781,6 +791,8 @@ class Supervisor:
         if self._event_relay is not None:
             self._event_relay.stop()  # after the workers: their last events are in the pipes
         self._heap.thaw()
+        if self.rate_limiter is not None:
+            self.rate_limiter.unlink()
 
 
 def _alive(handle: WorkerHandle) -> bool:

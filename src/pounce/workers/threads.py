@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from pounce.asgi.types import ASGIApp
     from pounce.config import ServerConfig
     from pounce.features.metrics_store import MetricsStore
+    from pounce.features.rate_limit import RateLimitStore
     from pounce.pipeline.hub import EventLink
 
 logger = logging.getLogger("pounce.error")
@@ -86,6 +87,7 @@ def make_worker(
     ssl_context: ssl.SSLContext | None = None,
     event_hub: EventLink | None = None,
     metrics: tuple[MetricsStore, int | None] | None = None,
+    rate_limiter: RateLimitStore | None = None,
 ) -> Worker:
     return Worker(
         app=app,
@@ -100,6 +102,7 @@ def make_worker(
         ssl_context=ssl_context,
         event_hub=event_hub,
         metrics=metrics,
+        rate_limiter=rate_limiter,
     )
 
 
@@ -120,10 +123,12 @@ class ThreadWorker(WorkerHandle):
         max_requests: int | bool | None = True,
         on_request_limit: Callable[[], None] | None = None,
         event_hub: EventLink | None = None,
+        rate_limiter: RateLimitStore | None = None,
         metrics: tuple[MetricsStore, int | None] | None = None,
     ) -> None:
         super().__init__(name=name, slot=slot, generation=generation)
         self._event_hub = event_hub
+        self._rate_limiter = rate_limiter
         self._metrics = metrics
         self.app = app
         self.config = config
@@ -184,6 +189,7 @@ class ThreadWorker(WorkerHandle):
             ssl_context=ssl_context,
             event_hub=self._event_hub,
             metrics=self._metrics,
+            rate_limiter=self._rate_limiter,
         )
 
     def _attach(self, worker: Worker) -> None:

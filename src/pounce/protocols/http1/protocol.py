@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from pounce.logs import escape_for_log
 from pounce.pipeline.events import (
@@ -108,6 +108,7 @@ class HTTP1Engine:
         "discarding",
         "dispatcher",
         "drain_pending",
+        "h2c",
         "head_bytes_seen",
         "header_timeout",
         "info",
@@ -129,6 +130,7 @@ class HTTP1Engine:
         dispatcher: Dispatcher,
         parser: RequestParser,
         upgrades: WebSocketUpgrade | None = None,
+        h2c: H2CPolicy | None = None,
     ) -> None:
         ctx = transport.ctx
         self.t = transport
@@ -139,6 +141,8 @@ class HTTP1Engine:
         self.parser = parser
         #: Decides what an ``Upgrade: websocket`` request becomes (per worker).
         self.upgrades = upgrades
+        #: Decides what an HTTP/2 preface or ``Upgrade: h2c`` becomes (per worker).
+        self.h2c = h2c
         #: The request being answered (its stream is the response channel), or None.
         self.stream: HTTP1Stream | None = None
         self.cycle: RequestCycle | None = None
@@ -369,13 +373,27 @@ class HTTP1Engine:
 
     def _upgrade(self, head: RequestHead) -> bool:
         """An ``Upgrade`` request: True when another engine took the connection over."""
+        upgrade = head.upgrade or b""
         upgrades = self.upgrades
-        if upgrades is None or b"websocket" not in (head.upgrade or b""):
-            return False
-        return upgrades.try_upgrade(self, head)
+        if upgrades is not None and b"websocket" in upgrade:
+            return upgrades.try_upgrade(self, head)
+        h2c = self.h2c
+        if h2c is not None and b"h2c" in upgrade:
+            return h2c.upgrade(self, head)
+        return False
 
     def _reject(self, exc: ProtocolError) -> None:
         """Answer a request the parser refused, and close: nothing after it is trusted."""
+        h2c = self.h2c
+        # Perhaps no HTTP/1.x at all but the HTTP/2 preface: checked only here, on the error
+        # path, so HTTP/1.1 requests pay nothing for cleartext HTTP/2.
+        if (
+            exc.status == 505
+            and self.t.requests == 0
+            and h2c is not None
+            and h2c.prior_knowledge(self)
+        ):
+            return
         if logger.isEnabledFor(logging.INFO):
             logger.info(
                 "Rejected invalid HTTP request from %s: %s (%d)",
@@ -777,13 +795,28 @@ class HTTP1Stream:
 
 
 def http1_engine_factory(
-    dispatcher: Dispatcher,
+    dispatcher: Dispatcher, h2c: H2CPolicy | None = None
 ) -> Callable[[StreamTransport], HTTP1Engine]:
-    """``transport -> HTTP1Engine`` for a worker, with the parser chosen once."""
+    """``transport -> HTTP1Engine`` for a worker, with the parser chosen once.
+
+    *h2c* decides what an HTTP/2 preface or ``Upgrade: h2c`` on one of its connections
+    becomes (``pounce.protocols.http2.handoff``).
+    """
     config = dispatcher.ctx.config
     new_parser = parser_factory(config)
     upgrades = WebSocketUpgrade(config)
-    return lambda transport: HTTP1Engine(transport, dispatcher, new_parser(), upgrades)
+    return lambda transport: HTTP1Engine(transport, dispatcher, new_parser(), upgrades, h2c)
+
+
+class H2CPolicy(Protocol):
+    """Cleartext HTTP/2 on an HTTP/1.1 connection (``pounce.protocols.http2.handoff``)."""
+
+    def prior_knowledge(self, conn: HTTP1Engine) -> bool:
+        """The first request was refused with 505: True if it was the HTTP/2 preface and
+        the connection was taken over (or closed)."""
+
+    def upgrade(self, conn: HTTP1Engine, head: RequestHead) -> bool:
+        """``Upgrade: h2c``: True if the connection became HTTP/2 with this request."""
 
 
 def parser_factory(config: ServerConfig) -> Callable[[], RequestParser]:
