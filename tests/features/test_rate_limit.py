@@ -518,16 +518,15 @@ def test_spawned_process_workers_share_the_table(monkeypatch: pytest.MonkeyPatch
 def test_the_metrics_path_is_exempt_only_when_metrics_are_served() -> None:
     from pounce.features.rate_limit import limiter_from_config
 
-    class WithMetrics:  # the fields the metrics feature adds to ServerConfig
-        def __init__(self, metrics: bool) -> None:
-            self.metrics, self.metrics_path = metrics, "/metrics"
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(ServerConfig(rate_limit="1/h", root_path="/api"), name)
-
     client = ("192.0.2.10", 1)
-    for served, expected in ((True, [0.0, 0.0]), (False, [0.0, "refused"])):
+    served = ServerConfig(rate_limit="1/h", root_path="/api", metrics=True)
+    # With --metrics-bind the main port's /metrics is the app's, limited like any path.
+    elsewhere = served.replace(metrics_bind="127.0.0.1:9100")
+    off = ServerConfig(rate_limit="1/h", root_path="/api")
+    for config, expected in (
+        (served, [0.0, 0.0]), (elsewhere, [0.0, "refused"]), (off, [0.0, "refused"])
+    ):
         store = RateLimitStore(1, 3600.0, max_clients=64, clock=Clock())
-        limiter = limiter_from_config(WithMetrics(served), store)  # type: ignore[arg-type]
+        limiter = limiter_from_config(config, store)
         waits = [limiter.check("/api/metrics", client) for _ in range(2)]
         assert [w if w == 0.0 else "refused" for w in waits] == expected

@@ -454,8 +454,10 @@ def limiter_from_config(config: ServerConfig, store: RateLimitStore) -> ClientRa
     Both are compared with ``scope["path"]``, which carries ``--root-path`` in front.
     """
     root = config.root_path
-    # The metrics endpoint only when it is served (an app may have its own /metrics).
-    metrics = getattr(config, "metrics_path", None) if getattr(config, "metrics", False) else None
+    # The metrics endpoint only when the main port serves it (an app may have its own
+    # /metrics, and with --metrics-bind the path on the main port is the app's).
+    served = config.metrics and config.metrics_bind is None
+    metrics = config.metrics_path if served else None
     exact = [
         root + path for path in (config.health_path, config.ready_path, metrics) if path is not None
     ]
