@@ -25,7 +25,7 @@ was recycled or was replaced by a reload never vanish and every counter stays mo
 the gauges (what is open *now*) are zeroed by the supervisor when it takes a region back.
 
 Every value is a float64: Prometheus values are floats anyway, integers stay exact up to
-2**53, and one format means one ``memoryview`` per region.
+2**53, and one format means one ``memoryview`` for the whole block.
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
-"""The worker's side of ``--metrics``: an event-bus subscriber, sampled gauges, the endpoint.
+"""The worker's side of ``--metrics``: request counts, bus subscriptions, gauges, the endpoint.
 
-:class:`MetricsRecorder` subscribes to the worker's :class:`~pounce.pipeline.events.EventBus`
-like the access log does, for the few event kinds it counts, and writes into this worker's
-region of the shared store (:mod:`pounce.features.metrics_store`). It runs on the worker's
-loop thread, the region's only writer, so it takes no lock. Nothing in it knows a protocol:
-whatever emits ``RequestCompleted`` (HTTP/1.1, a WebSocket handshake, HTTP/2 streams later)
-is counted the same way.
+:class:`MetricsRecorder` writes this worker's region of the shared store
+(:mod:`pounce.features.metrics_store`), on the worker's loop thread, the region's only writer,
+so it takes no lock. Finished requests reach it through ``WorkerContext.count_request``, which
+the pipeline calls wherever a ``RequestCompleted`` is due (an HTTP/1.1 or HTTP/2 request, a
+WebSocket handshake) with the figures that event would carry: building the event object per
+request for the metrics alone measured as half their cost (docs/metrics.md). The rarer kinds
+(refusals, WebSocket sessions) come as :class:`~pounce.pipeline.events.EventBus` events, like
+the access log's. Nothing in it knows a protocol.
 
 Gauges that change with every request (requests in flight, open connections, HTTP/2 streams,
 the queue depth) are not events: the worker's tick copies them from the
