@@ -7,7 +7,9 @@ once per worker; with none configured the dispatcher skips the loop entirely.
 Today: the health probes (``--health-path``, ``--ready-path``), ``--request-id`` (which never
 refuses: it names the request) and ``--limit-concurrency``.
 The rate limiter and the request queue plug in here the same way, after the probes: a probe must
-be answered however busy the worker is.
+be answered however busy the worker is. The request queue (``--max-concurrency``) is always the
+last hook; the dispatcher appends it (``pounce.pipeline.request_queue``), since its waiting
+part lives in the request's task.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from pounce.logs import AccessLogger
     from pounce.pipeline.filters import FilterFactory
     from pounce.pipeline.hub import EventHub
+    from pounce.pipeline.slots import SlotPool
 
 logger = logging.getLogger("pounce.error")
 
@@ -93,8 +94,11 @@ class Worker:
         on_request_limit: Callable[[], None] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         event_hub: EventHub | None = None,
+        slot_pool: SlotPool | None = None,
     ) -> None:
         self.app = app
+        #: The server's request-queue slots (``--max-concurrency``), shared by thread workers.
+        self.slot_pool = slot_pool
         #: The server's event subscribers (None: only this worker's own bus, e.g. a process).
         self.event_hub = event_hub
         self.config = config
@@ -188,6 +192,7 @@ class Worker:
             base_context=self.base_context,
             on_request_limit=self._on_request_limit,
             event_hub=self.event_hub,
+            slot_pool=self.slot_pool,
         )
         ctx.max_requests = self.max_requests
         self.ctx = ctx
@@ -213,6 +218,8 @@ class Worker:
             ticker.cancel()
             self.ready.clear()
             ctx.unlink_events()
+            for cleanup in ctx.cleanups:
+                cleanup()
 
     def _adopt(self, sock: socket.socket) -> None:
         ctx = self.ctx

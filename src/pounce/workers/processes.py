@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pounce.errors import StartupError
+from pounce.pipeline.slots import SlotPool
 from pounce.server.accept import AcceptThrottle, is_resource_error
 from pounce.server.loops import loop_factory
 from pounce.workers.handle import RETIRE_GRACE, WorkerHandle, process_rss
@@ -67,6 +68,8 @@ class ChildSpec:
     name: str
     max_requests: int | None
     parent_pid: int
+    #: This process's share of ``--max-concurrency`` and ``--max-queue``, None when off.
+    queue_share: tuple[int, int] | None = None
 
 
 def _child_main(spec: ChildSpec, report: multiprocessing.connection.Connection) -> None:
@@ -108,6 +111,9 @@ async def _child_serve(
     holder: list[Worker] = []
     forced = [False]
 
+    share = spec.queue_share
+    pool = SlotPool(*share) if share is not None else None
+
     def factory(lifespan: Lifespan, ssl_context: ssl.SSLContext | None) -> Worker:
         return make_worker(
             app,
@@ -117,6 +123,7 @@ async def _child_serve(
             max_requests=False,  # the supervisor watches the count and recycles
             on_request_limit=None,
             ssl_context=ssl_context,
+            slot_pool=pool,
         )
 
     def attach(worker: Worker) -> None:
@@ -233,6 +240,7 @@ class ProcessWorker(WorkerHandle):
         slot: int,
         generation: int,
         max_requests: int | None,
+        queue_share: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(name=name, slot=slot, generation=generation)
         self.config = config
@@ -253,6 +261,7 @@ class ProcessWorker(WorkerHandle):
             name=self.label,
             max_requests=max_requests,
             parent_pid=os.getpid(),
+            queue_share=queue_share,
         )
         self._writer = writer
         self._child_channel = child_channel

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from pounce.asgi.types import ASGIApp
     from pounce.config import ServerConfig
     from pounce.pipeline.hub import EventHub
+    from pounce.pipeline.slots import SlotPool
 
 logger = logging.getLogger("pounce.error")
 
@@ -84,6 +85,7 @@ def make_worker(
     on_request_limit: Callable[[], None] | None,
     ssl_context: ssl.SSLContext | None = None,
     event_hub: EventHub | None = None,
+    slot_pool: SlotPool | None = None,
 ) -> Worker:
     return Worker(
         app=app,
@@ -97,6 +99,7 @@ def make_worker(
         on_request_limit=on_request_limit,
         ssl_context=ssl_context,
         event_hub=event_hub,
+        slot_pool=slot_pool,
     )
 
 
@@ -117,9 +120,11 @@ class ThreadWorker(WorkerHandle):
         max_requests: int | bool | None = True,
         on_request_limit: Callable[[], None] | None = None,
         event_hub: EventHub | None = None,
+        slot_pool: SlotPool | None = None,
     ) -> None:
         super().__init__(name=name, slot=slot, generation=generation)
         self._event_hub = event_hub
+        self._slot_pool = slot_pool
         self.app = app
         self.config = config
         # Each worker closes its listeners when it drains; it gets duplicates so the shared
@@ -178,6 +183,7 @@ class ThreadWorker(WorkerHandle):
             on_request_limit=self._on_request_limit,
             ssl_context=ssl_context,
             event_hub=self._event_hub,
+            slot_pool=self._slot_pool,
         )
 
     def _attach(self, worker: Worker) -> None:
