@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pounce.features.compression import compression_factory
-from pounce.features.server_timing import server_timing_filter
+from pounce.features.server_timing import server_timing_factory
 from pounce.pipeline.context import WorkerContext
 from pounce.pipeline.dispatcher import Dispatcher
 from pounce.pipeline.request_id import request_id_filter
@@ -64,7 +64,7 @@ def filter_factories(ctx: WorkerContext) -> tuple[FilterFactory, ...]:
     if config.request_id:
         factories.append(request_id_filter(config.request_id_header))
     if config.server_timing:
-        factories.append(server_timing_filter)
+        factories.append(server_timing_factory(config))
     compress = compression_factory(config)
     if compress is not None:
         factories.append(compress)
