@@ -140,6 +140,15 @@ class QueuedCycle(RequestCycle):
         if waiter is not None:
             self.queue.leave(waiter)
 
+    def feed_eof(self) -> None:
+        if self.waiter is not None:
+            # Closed while waiting: over TCP a client that gave up and closed looks just like
+            # one that half-closed, and a queue must not keep (then run) requests nobody
+            # waits for. The connection is dropped, the app never sees the request.
+            self.feed_disconnect()
+            return
+        super().feed_eof()
+
     async def run(self, app: ASGIApp) -> None:
         # The slot is taken here, in the task, not in the dispatcher: a task cancelled before
         # its first step never runs this body, and so holds nothing it could leak.
@@ -171,8 +180,6 @@ class QueuedCycle(RequestCycle):
             # A forced close (or the loop going away) while queued.
             if not queue.pool.leave(waiter):
                 queue.pool.release()  # handed a slot meanwhile: pass it on
-            if not self.response_complete:
-                self.channel.abort()
             self._never_ran()
             raise
         finally:
@@ -216,6 +223,8 @@ class QueuedCycle(RequestCycle):
 
     def _never_ran(self) -> None:
         # What RequestCycle.run does when the app returns, for a request it never reached.
+        if not self.response_complete:
+            self.channel.abort()  # gone or half-closed: the connection has nothing more
         self._waiter = None
         self.finished = True
         self.task = None

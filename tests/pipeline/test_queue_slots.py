@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.pipeline.fakes import INFO, FakeChannel, make_context, settle, start
+from tests.pipeline.fakes import INFO, make_context, settle, start
 
 from pounce.asgi.types import Scope
 from pounce.pipeline import request_queue, slots
@@ -372,7 +372,7 @@ def fast_switching() -> Iterator[None]:
 @pytest.mark.usefixtures("fast_switching")
 def test_threads_share_one_pool_without_losing_a_slot() -> None:
     """Four loops in four threads hammer one pool; the limit holds and every slot comes back."""
-    limit, threads, per_thread = 3, 4, 150
+    limit, threads, per_thread = 3, 4, 400
     pool = SlotPool(limit, 8)
     inside = [0]
     peak = [0]
@@ -423,6 +423,7 @@ def test_threads_share_one_pool_without_losing_a_slot() -> None:
         worker.join(30)
     assert not any(worker.is_alive() for worker in workers)
     assert len(outcomes) == threads * per_thread
-    assert outcomes.count("served") >= limit
+    # Every way through was taken: served after waiting or not, timed out, shed.
+    assert {"served", "timeout", "shed"} <= set(outcomes)
     assert peak[0] <= limit
     assert (pool.in_flight, pool.waiting) == (0, 0)
