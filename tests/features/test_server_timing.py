@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -89,7 +88,8 @@ def test_queue_and_app_split_the_time_before_the_head() -> None:
     timing.queue_waited(0.25)
     time.sleep(0.3)
     fields, _ = timing.start(200, [], None)
-    (name, value), = fields
+    ((name, value),) = fields
+    assert name == b"server-timing"
     match = QUEUED.match(value.decode())
     assert match is not None, value
     assert float(match.group(1)) == 250.0
@@ -132,14 +132,13 @@ def test_the_queue_wait_is_reported(worker_type: str) -> None:
     with serve(
         "tests.features.test_server_timing:queued_app", server_timing=True, max_concurrency=1,
         workers=1 if worker_type == "thread" else 2, worker_type=worker_type, lifespan="off",
-    ) as url, httpx.Client() as first, httpx.Client() as second:
+    ) as url, httpx.Client() as first, httpx.Client() as second, ThreadPoolExecutor(2) as pool:
         # Thread mode: one slot, so the second waits for the first. Process mode: one slot
         # per process, and the kernel picks the process: the second may or may not wait.
-        with ThreadPoolExecutor(2) as pool:
-            slow = pool.submit(first.get, url + "/slow")
-            time.sleep(0.1)
-            fast = pool.submit(second.get, url + "/slow")
-            responses = [slow.result(timeout=10), fast.result(timeout=10)]
+        slow = pool.submit(first.get, url + "/slow")
+        time.sleep(0.1)
+        fast = pool.submit(second.get, url + "/slow")
+        responses = [slow.result(timeout=10), fast.result(timeout=10)]
     values = [r.headers["server-timing"] for r in responses]
     queued = [QUEUED.match(v) for v in values]
     assert all(m is not None for m in queued), values
