@@ -163,6 +163,24 @@ def test_disconnect_while_queued_leaves_the_queue(loop: asyncio.AbstractEventLoo
     assert (pool_of(ctx).in_flight, pool_of(ctx).waiting, ctx.active_requests) == (0, 0, 0)
 
 
+def test_a_client_closing_while_queued_is_gone(loop: asyncio.AbstractEventLoop) -> None:
+    # Over TCP a client that closed looks like one that half-closed: either way it leaves.
+    app = Gate()
+    ctx = queued_context(loop, app)
+    start(ctx, raw_path=b"/a")
+    closed, channel = start(ctx, raw_path=b"/closed")
+    settle(loop)
+    closed.feed_eof()
+    settle(loop)
+    assert closed.disconnected and closed.finished
+    assert channel.aborts == 1 and channel.calls[-1] == "app_finished"
+    assert (pool_of(ctx).waiting, ctx.queue_depth) == (0, 0)
+    app.open("/a")
+    settle(loop)
+    assert app.entered == ["/a"]
+    assert (pool_of(ctx).in_flight, ctx.active_requests) == (0, 0)
+
+
 def test_disconnect_just_as_the_slot_arrives(
     loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
