@@ -6,6 +6,7 @@ import asyncio
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from pounce.pipeline.events import REJECTED_QUEUE_FULL, RequestCompleted, Reques
 from pounce.testing import serve, serve_in_thread
 
 SLEEP = 0.5
+LONG = 3.0
 entered: list[str] = []
 
 
@@ -32,6 +34,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     began = time.monotonic()
     if scope["path"] == "/slow":
         await asyncio.sleep(SLEEP)
+    elif scope["path"] == "/long":
+        await asyncio.sleep(LONG)
     body = json.dumps({"began": began, "ended": time.monotonic()}).encode()
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": body})
@@ -188,3 +192,23 @@ def test_websocket_handshakes_are_refused_while_shedding() -> None:
             connect(ws_url, open_timeout=5)
         slow.join(10)
     assert refused.value.response.status_code == 503
+
+
+def test_thread_workers_of_a_new_generation_share_the_slots() -> None:
+    """A rolling reload keeps the queue: the new generation waits for the old one's slot."""
+    with serve_in_thread(
+        "tests.features.test_request_queue:app", workers=2, worker_type="thread",
+        max_concurrency=1, queue_timeout=20, lifespan="off",
+    ) as running:
+        supervisor = running.server._supervisor
+        assert supervisor is not None
+        with ThreadPoolExecutor(1) as pool:
+            long = pool.submit(httpx.get, running.url + "/long", timeout=20)
+            time.sleep(0.3)  # inside the app, holding the only slot
+            running.server.reload()
+            assert wait_until(lambda: supervisor.reloads == 1, 20)
+            after = httpx.get(running.url + "/fast", timeout=20)
+            held = long.result(timeout=20)
+    assert held.status_code == 200 and after.status_code == 200
+    # The new generation's request only got into the app once the old one's left it.
+    assert after.json()["began"] >= held.json()["ended"]
