@@ -1,10 +1,10 @@
 """Per-worker state shared by every connection that worker serves.
 
 A worker is one event loop (in its own thread, or a process's main thread). Everything here is
-touched only from that loop's thread, so it needs no locks (except :attr:`WorkerContext.slot_pool`,
-the request queue's slots, shared by the server's thread workers and locked on its own); what other threads read (counters
+touched only from that loop's thread, so it needs no locks; what other threads read (counters
 for statistics) are plain ints whose reads are atomic even without a GIL. State shared by all
-workers — the app, the frozen config, the parsed proxy trust — is immutable or owned by the app.
+workers — the app, the frozen config, the parsed proxy trust — is immutable or owned by the app,
+except the request queue's slots (:attr:`WorkerContext.slot_pool`), which lock themselves.
 """
 
 from __future__ import annotations
