@@ -43,6 +43,7 @@ __all__ = ["QueuedCycle", "RequestQueue"]
 #: ``Retry-After`` of a shed request, in seconds: soon, since queues drain fast.
 RETRY_AFTER: Final = b"1"
 
+
 class RequestQueue:
     """One worker's side of the queue: the admission hook and the readiness flag."""
 
