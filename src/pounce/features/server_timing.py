@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pounce.asgi.types import Headers, Scope
     from pounce.config import ServerConfig
-    from pounce.pipeline.filters import FilterFactory
+    from collections.abc import Callable
 
 __all__ = ["ServerTiming", "server_timing_factory", "server_timing_filter"]
 
@@ -86,6 +86,6 @@ def _queued_server_timing(scope: Scope) -> ServerTiming:
     return ServerTiming(queue=True)
 
 
-def server_timing_factory(config: ServerConfig) -> FilterFactory:
+def server_timing_factory(config: ServerConfig) -> Callable[[Scope], ServerTiming]:
     """The factory for this configuration (``queue`` is reported when the queue is on)."""
     return server_timing_filter if config.max_concurrency is None else _queued_server_timing
