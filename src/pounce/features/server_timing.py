@@ -30,9 +30,10 @@ from time import perf_counter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pounce.asgi.types import Headers, Scope
     from pounce.config import ServerConfig
-    from collections.abc import Callable
 
 __all__ = ["ServerTiming", "server_timing_factory", "server_timing_filter"]
 
