@@ -78,7 +78,10 @@ class RequestQueue:
         requests), but an overloaded server takes on no new sessions.
         """
         pool = self.pool
-        if pool.would_shed() or (scope["type"] == "websocket" and self.ctx.shedding):
+        # pool.would_shed() inlined (a hint without the lock): this runs for every request.
+        if (pool.in_flight >= pool.limit and pool.waiting >= pool.max_queue) or (
+            scope["type"] == "websocket" and self.ctx.shedding
+        ):
             pool.note_shed()
             return self.full
         return None
