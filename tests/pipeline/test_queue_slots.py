@@ -323,6 +323,30 @@ def test_websockets_take_no_slot_but_are_refused_while_shedding(
     assert refusal is not None and (refusal.status, refusal.reason) == (503, REJECTED_QUEUE_FULL)
 
 
+def test_refused_websockets_do_not_prolong_shedding(
+    loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(slots, "SHED_HOLD", 0.1)
+    monkeypatch.setattr(request_queue, "SHED_HOLD", 0.1)
+    app = Gate()
+    ctx = queued_context(loop, app, max_queue=0)
+    queue = ctx.dispatcher.queue  # type: ignore[attr-defined]
+    start(ctx, raw_path=b"/a")
+    settle(loop)
+    start(ctx, raw_path=b"/shed")
+    app.open("/a")
+    settle(loop)
+    assert ctx.shedding and pool_of(ctx).in_flight == 0
+    scope: Scope = {"type": "websocket", "path": "/ws"}
+    assert queue.admit(scope, INFO) is not None  # refused while shedding
+    refused = 1
+    while queue.admit(scope, INFO) is not None:  # a client retrying every 30 ms
+        refused += 1
+        assert refused < 40, "the retries kept the server shedding"
+        loop.run_until_complete(asyncio.sleep(0.03))
+    assert not ctx.shedding
+
+
 def test_the_full_race_is_shed_from_the_task(loop: asyncio.AbstractEventLoop) -> None:
     # Both pass admission in the same loop pass; the queue fills before the second's task runs.
     app = Gate()

@@ -84,10 +84,12 @@ class RequestQueue:
         """
         pool = self.pool
         # pool.would_shed() inlined (a hint without the lock): this runs for every request.
-        if (pool.in_flight >= pool.limit and pool.waiting >= pool.max_queue) or (
-            scope["type"] == "websocket" and self.ctx.shedding
-        ):
+        if pool.in_flight >= pool.limit and pool.waiting >= pool.max_queue:
             pool.note_shed()
+            return self.full
+        if self.ctx.shedding and scope["type"] == "websocket":
+            # Not counted as a shed: clients retrying their WebSocket must not keep the server
+            # "not ready" after the overload is over.
             return self.full
         return None
 
