@@ -282,3 +282,40 @@ async def ws_echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 APPS = ("hello", "body64k", "echo", "stream", "cpu", "bigstate", "ws_echo")
+
+
+# A 64 KiB JSON document of realistic shape (repeated keys, numbers, short strings): what an
+# API returns, and what response compression is for.
+def _json64k() -> bytes:
+    items: list[bytes] = []
+    size = 0
+    i = 0
+    while True:
+        item = b'{"id":%d,"name":"item-%d","price":%d.%02d,"tags":["alpha","beta"],"active":true}' % (
+            i, i, i % 997, i % 100
+        )
+        if size + len(item) + 64 > 64 * 1024:
+            break
+        items.append(item)
+        size += len(item) + 1
+        i += 1
+    head = b'{"items":[' + b",".join(items) + b'],"pad":"'
+    return head + b"x" * (64 * 1024 - len(head) - 2) + b'"}'
+
+
+_JSON64K = _json64k()
+_JSON64K_START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(_JSON64K)).encode()),
+    ],
+}
+
+
+async def json64k(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if await _not_http(scope, receive, send):
+        return
+    await send(dict(_JSON64K_START))
+    await send({"type": "http.response.body", "body": _JSON64K})

@@ -18,6 +18,7 @@ import pytest
 from tests.apps import hello
 from tests.helpers import address, propagating, wait_until
 
+import pounce
 from pounce import events
 from pounce.events import (
     ClientDisconnected,
@@ -274,6 +275,59 @@ def test_process_mode_reports_server_and_worker_lifecycle() -> None:
     assert {e.kind for e in seen.of(WorkerStarted)} == {"process"}
 
 
+def test_process_workers_send_request_events_to_the_parents_subscribers() -> None:
+    seen = Collector()
+    with serve_in_thread(
+        "tests.apps:hello", workers=2, worker_type="process", event_handlers=[seen]
+    ) as running:
+        # New connections each time, so both workers serve some of them.
+        for index in range(20):
+            assert httpx.get(f"{running.url}/r{index}").status_code == 200
+        assert wait_until(lambda: len(seen.of(RequestCompleted)) == 20, timeout=5)
+        completed = seen.of(RequestCompleted)
+        assert sorted(e.path for e in completed) == sorted(f"/r{i}" for i in range(20))
+        assert {e.status for e in completed} == {200}
+        assert len(seen.of(RequestStarted)) == 20
+        assert len(seen.of(ConnectionOpened)) == 20
+        # Both processes served (and so sent) some of them.
+        assert wait_until(
+            lambda: all(w["requests"] > 0 for w in running.server.stats()["workers"])
+        )
+
+
+def test_process_workers_forward_only_while_someone_listens() -> None:
+    with serve_in_thread("tests.apps:hello", workers=1, worker_type="process") as running:
+        server = running.server
+        httpx.get(running.url + "/before")
+        seen = Collector()
+        unsubscribe = server.subscribe(seen, kinds=(RequestCompleted,))
+        # The worker picks up the wanted kinds at its next heartbeat.
+        assert wait_until(
+            lambda: httpx.get(running.url + "/during").status_code == 200
+            and any(e.path == "/during" for e in seen.events),
+            timeout=5,
+        )
+        assert {type(e) for e in seen.events} == {RequestCompleted}
+        assert not any(e.path == "/before" for e in seen.events)
+        unsubscribe()
+        time.sleep(0.3)  # a few heartbeats: the worker stops forwarding
+        count = len(seen.events)
+        httpx.get(running.url + "/after")
+        time.sleep(0.3)
+        assert len(seen.events) == count
+
+
+def test_the_last_requests_of_a_stopping_process_worker_are_not_lost() -> None:
+    seen = Collector()
+    with serve_in_thread(
+        "tests.apps:hello", workers=1, worker_type="process", event_handlers=[seen]
+    ) as running:
+        for index in range(5):
+            httpx.get(f"{running.url}/{index}")
+    # The server stopped right after the requests: their events still arrived.
+    assert len(seen.of(RequestCompleted)) == 5
+
+
 async def _waits_for_disconnect(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
@@ -323,3 +377,30 @@ def test_events_serialise_as_json_lines(tmp_path: Path) -> None:
 def test_every_public_event_is_exported() -> None:
     for kind in events.ALL_EVENT_TYPES:
         assert getattr(events, kind.__name__) is kind
+
+
+def test_event_handlers_in_the_config() -> None:
+    from pounce.config import ConfigError, ServerConfig
+
+    seen = Collector()
+    config = ServerConfig(
+        app="tests.apps:hello", host="127.0.0.1", port=0, access_log=False, gc_freeze=False,
+        event_handlers=[seen],
+    )
+    server = pounce.Server(config)
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    try:
+        assert server.started.wait(10) and server.startup_error is None
+        httpx.get(server.bound_addresses[0] + "/cfg")
+        assert wait_until(lambda: seen.of(RequestCompleted))
+    finally:
+        server.shutdown()
+        thread.join(10)
+    assert seen.of(ServerStarted) and seen.of(ServerStopped)
+    # Callables only come from Python: no flag, variable or file key; pickling drops them.
+    import pickle
+
+    assert pickle.loads(pickle.dumps(config)).event_handlers == ()
+    with pytest.raises(ConfigError, match="must be callable"):
+        ServerConfig(event_handlers=["not callable"])

@@ -62,7 +62,7 @@ def run(
             ", ".join(ineffective),
         )
     if config.reload:
-        if event_handlers:
+        if event_handlers or config.event_handlers:
             raise ConfigError(
                 "event_handlers cannot follow --reload's child processes; drop reload, or "
                 "subscribe inside the app"

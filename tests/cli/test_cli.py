@@ -177,6 +177,11 @@ FLAG_TABLE: list[tuple[list[str], str, Any]] = [
     (["--compression-level-zstd", "12"], "compression_level_zstd", 12),
     (["--compression-type", "application/x-yaml", "--compression-type", "Text/X-Custom"],
      "compression_types", ["application/x-yaml", "text/x-custom"]),
+    # static files (directories that exist wherever the test runs)
+    (["--static", "/static/=.", "--static", "/docs=.."], "static",
+     [["/static", "."], ["/docs", ".."]]),
+    (["--static-cache-control", "public, max-age=60"], "static_cache_control",
+     "public, max-age=60"),
     # suffix forms on Uvicorn flags
     (["--timeout-keep-alive", "2m"], "timeout_keep_alive", 120.0),
     (["--ws-max-size", "16m"], "ws_max_size", 16 * 1024 * 1024),

@@ -58,6 +58,7 @@ def test_defaults_match_the_contract() -> None:
         "compression_level_gzip": 6, "compression_level_zstd": 3, "compression_types": (),
         "health_path": None, "ready_path": None,
         "access_log_health": False, "request_id": False, "request_id_header": "x-request-id",
+        "static": (), "static_cache_control": "no-cache",
         "max_concurrency": None, "max_queue": 100, "queue_timeout": 10.0,
     }
     assert set(FIELD_DOCS) == set(expected)
@@ -234,6 +235,13 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("request_id", "maybe", "boolean"),
     ("request_id_header", "x request id", "HTTP token"),
     ("request_id_header", "", "header name"),
+    ("static", ["/static"], "has no '='"),
+    ("static", ["static=src"], "starting with /"),
+    ("static", ["/a=src", "/a/=tests"], "given twice"),
+    ("static", ["/a="], "names no directory"),
+    ("static", [5], "URL_PREFIX=DIRECTORY"),
+    ("static", ["/assets=no-such-directory"], "not found"),
+    ("static_cache_control", "max-age=60\r\nX: 1", "CR, LF or NUL"),
 ]
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from tests.helpers import RawClient, Response, address
+from tests.pipeline.fakes import FakeChannel
 
 from pounce.config import ServerConfig
 from pounce.features.compression import (
@@ -21,6 +22,7 @@ from pounce.features.compression import (
     is_compressible,
     negotiate,
 )
+from pounce.pipeline.filters import FilteredChannel
 from pounce.testing import serve
 
 if ZSTD_AVAILABLE:
@@ -242,6 +244,41 @@ def test_large_streamed_pieces_and_pathsend(tmp_path: Any) -> None:
                 response = client.read_response()
             assert response.header(b"content-encoding") == b"gzip"
             assert decode(response) == LARGE
+
+
+@pytest.mark.parametrize(
+    ("headers", "zero_copy"),
+    [
+        ([(b"content-type", b"image/png")], True),  # not compressible
+        ([(b"content-type", b"text/css"), (b"content-encoding", b"gzip")], True),  # encoded
+        ([(b"content-type", b"text/css")], False),
+    ],
+)
+def test_a_file_the_compressor_leaves_alone_stays_zero_copy(
+    tmp_path: Any, headers: list[tuple[bytes, bytes]], zero_copy: bool
+) -> None:
+    path = tmp_path / "file"
+    path.write_bytes(LARGE)
+    inner = FakeChannel()
+
+    class Counter:  # the fake's write_file only counts bytes on its cycle
+        bytes_sent = 0
+
+    inner._cycle = Counter()  # type: ignore[assignment]
+    channel = FilteredChannel(inner, [Compressor("gzip", _Settings(ServerConfig()))])
+
+    async def send_file() -> None:
+        channel.start_response(200, [*headers, (b"content-length", b"%d" % len(LARGE))],
+                               len(LARGE), False, False)
+        await channel.write_file(str(path))
+
+    asyncio.run(send_file())
+    if zero_copy:
+        assert inner.files == [str(path)]
+        assert inner.body == []
+    else:
+        assert inner.files == []
+        assert zlib.decompress(inner.body_bytes, 31) == LARGE
 
 
 def test_existing_vary_and_etag() -> None:

@@ -446,3 +446,15 @@ def test_trust_is_consistent_across_threads() -> None:
     finally:
         sys.setswitchinterval(old_interval)
     assert errors == []
+
+
+def test_proxy_trust_survives_pickling() -> None:
+    # Worker processes pickle it inside the ConnectionInfo of the events they send the parent.
+    import pickle
+
+    trust = ProxyTrust("10.0.0.0/8, 127.0.0.1, unix")
+    copy = pickle.loads(pickle.dumps(trust))
+    assert copy.trusts("10.1.2.3") and copy.trusts("127.0.0.1")
+    assert not copy.trusts("192.0.2.1")
+    with pytest.raises(AttributeError, match="immutable"):
+        copy._exact = frozenset()  # type: ignore[misc]

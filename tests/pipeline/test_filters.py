@@ -36,7 +36,9 @@ def test_large_final_piece_runs_off_the_loop_and_keeps_the_order() -> None:
     inner = FakeChannel()
     threaded = Threaded()
     channel = FilteredChannel(inner, [threaded])  # type: ignore[list-item]
-    channel.cycle = SimpleNamespace(bytes_sent=0)  # type: ignore[assignment]
+    channel.cycle = SimpleNamespace(  # type: ignore[assignment]
+        bytes_sent=0, report_held=False, release_report=lambda complete: None
+    )
     big = b"x" * OFFLOAD_SIZE
 
     async def respond() -> None:
@@ -71,7 +73,9 @@ def test_large_final_piece_runs_off_the_loop_and_keeps_the_order() -> None:
 def test_abort_while_a_piece_is_off_the_loop_drops_what_follows() -> None:
     inner = FakeChannel()
     channel = FilteredChannel(inner, [Threaded()])  # type: ignore[list-item]
-    channel.cycle = SimpleNamespace(bytes_sent=0)  # type: ignore[assignment]
+    channel.cycle = SimpleNamespace(  # type: ignore[assignment]
+        bytes_sent=0, report_held=False, release_report=lambda complete: None
+    )
 
     async def respond() -> None:
         channel.start_response(200, [], 10, False, False)
@@ -82,3 +86,39 @@ def test_abort_while_a_piece_is_off_the_loop_drops_what_follows() -> None:
 
     asyncio.run(respond())
     assert inner.calls == ["bind", "start_response", "abort"]
+
+
+def test_the_completion_record_waits_for_a_final_piece_filtered_off_the_loop() -> None:
+    # The access log and metrics read bytes_sent from the record: it must count that piece.
+    import time
+
+    from tests.pipeline.fakes import make_context, settle, start
+
+    from pounce.pipeline.dispatcher import Dispatcher
+    from pounce.pipeline.events import RequestCompleted
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x" * OFFLOAD_SIZE})
+
+    loop = asyncio.new_event_loop()
+    try:
+        records: list[Any] = []
+        ctx = make_context(loop, app, events=records)
+        ctx.dispatcher = Dispatcher(  # type: ignore[attr-defined]
+            ctx, filter_factories=(lambda scope: Threaded(),)
+        )
+        cycle, inner = start(ctx)
+        deadline = time.monotonic() + 5
+        while cycle.task is not None or not any(
+            type(r) is RequestCompleted for r in records
+        ):
+            assert time.monotonic() < deadline
+            settle(loop)
+            time.sleep(0.005)  # the piece is filtered on another thread
+        completed = [r for r in records if type(r) is RequestCompleted]
+        assert len(completed) == 1
+        assert completed[0].complete
+        assert completed[0].bytes_sent == OFFLOAD_SIZE == len(inner.body_bytes)
+    finally:
+        loop.close()

@@ -50,6 +50,7 @@ from pounce.config.values import (
     parse_size,
     parse_str_tuple,
     split_headers,
+    split_list,
     validate_header,
     validate_host,
 )
@@ -303,6 +304,56 @@ def _headers(value: object) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _static_mounts(value: object) -> tuple[tuple[str, str], ...]:
+    """``--static URL_PREFIX=DIRECTORY`` values: (prefix, directory) pairs, prefixes unique.
+
+    Whether each directory exists is checked with the other options (``_check_combinations``).
+    """
+    expected = "expected URL_PREFIX=DIRECTORY, such as /static=./public"
+    if isinstance(value, str):
+        value = split_list(value)
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{expected} (or a list of them)")
+    mounts: list[tuple[str, str]] = []
+    for item in value:
+        if isinstance(item, str):
+            prefix, equals, directory = item.partition("=")
+            if not equals:
+                raise ValueError(f"{expected}; {item!r} has no '='")
+        elif (
+            isinstance(item, list | tuple)
+            and len(item) == 2
+            and all(isinstance(part, str) for part in item)
+        ):
+            prefix, directory = item
+        else:
+            raise ValueError(f"{expected}, got {item!r}")
+        prefix, directory = prefix.strip(), directory.strip()
+        if not prefix.startswith("/") or any(ch in prefix for ch in "?#%\\\0"):
+            raise ValueError(
+                f"{expected}; the prefix {prefix!r} must be a plain path starting with /"
+            )
+        if not directory:
+            raise ValueError(f"{expected}; {item!r} names no directory")
+        # "/static/" and "/static" are the same mount; "/" serves the whole URL space.
+        prefix = prefix.rstrip("/") or "/"
+        if any(prefix == seen for seen, _ in mounts):
+            raise ValueError(
+                f"the prefix {prefix!r} is given twice; give each prefix one directory"
+            )
+        mounts.append((prefix, directory))
+    return tuple(mounts)
+
+
+def _cache_control(value: object) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS):
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a Cache-Control value such as 'public, max-age=3600', or off")
+    _, checked = validate_header("cache-control", value)
+    return checked
+
+
 def _workers(value: object) -> int:
     if isinstance(value, str) and value.strip().lower() == "auto":
         return 0
@@ -384,6 +435,9 @@ def _opt(
     assert group in GROUPS, group
     meta = {"help": help, "group": group, "style": style, "flag": flag, "metavar": metavar}
     return field(default=default, metadata={_META_KEY: meta, "convert": convert})
+
+
+_CODE_ONLY = "code_only"
 
 
 def _derived() -> Any:
@@ -525,6 +579,15 @@ class ServerConfig:
     request_id_header: str = _opt(
         "x-request-id", "header carrying the request id (--request-id)", "HTTP",
         _header_name, metavar="NAME",
+    )
+    # Static files (features/static.py) ----------------------------------------------
+    static: tuple[tuple[str, str], ...] = _opt(
+        (), "serve the files of DIRECTORY under URL_PREFIX (repeatable); a missing file goes "
+        "to the app", "HTTP", _static_mounts, style="append", metavar="URL_PREFIX=DIRECTORY",
+    )
+    static_cache_control: str | None = _opt(
+        "no-cache", "Cache-Control of static files (--static), or off", "HTTP", _cache_control,
+        metavar="VALUE",
     )
 
     # Limits ---------------------------------------------------------------------
@@ -748,6 +811,15 @@ class ServerConfig:
         metavar="BOOL",
     )
 
+    # Code only: no flag, environment variable or file key ------------------------
+    #: Lifecycle event subscribers (see :mod:`pounce.events`), subscribed to every kind.
+    #: Callables come only from Python, so this is the one field a command line, the
+    #: environment or a TOML file cannot set. Not pickled: a spawned worker process gets none
+    #: (the parent's subscribers receive its events anyway).
+    event_handlers: tuple[Callable[[Any], None], ...] = field(
+        default=(), repr=False, compare=False, metadata={_CODE_ONLY: True}
+    )
+
     # Derived values (computed once in __post_init__) -----------------------------
     bind_specs: tuple[BindSpec, ...] = _derived()
     encoded_headers: tuple[tuple[bytes, bytes], ...] = _derived()
@@ -755,6 +827,20 @@ class ServerConfig:
     log_level_number: int = _derived()
 
     def __post_init__(self) -> None:
+        handlers = self.event_handlers
+        if not isinstance(handlers, tuple):
+            if isinstance(handlers, str | bytes) or not isinstance(handlers, Iterable):
+                raise ConfigError(
+                    "expected a list of callables", option="event_handlers", value=handlers
+                )
+            handlers = tuple(handlers)
+            object.__setattr__(self, "event_handlers", handlers)
+        for handler in handlers:
+            if not callable(handler):
+                raise ConfigError(
+                    f"an event handler must be callable, not {handler!r}",
+                    option="event_handlers",
+                )
         for name, doc in FIELD_DOCS.items():
             raw = getattr(self, name)
             try:
@@ -843,6 +929,14 @@ class ServerConfig:
                     option="log_config",
                     value=self.log_config,
                 )
+        for prefix, directory in self.static:
+            if not os.path.isdir(directory):
+                raise ConfigError(
+                    f"directory {directory!r} for {prefix} not found (looked in "
+                    f"{Path(directory).resolve()}); create it or fix the path",
+                    option="static",
+                    value=f"{prefix}={directory}",
+                )
         if self.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
             raise ConfigError(
                 "uvloop is not installed; run 'pip install uvloop' or use --loop auto",
@@ -880,6 +974,16 @@ class ServerConfig:
             kwargs[name] = value
         return cls(**kwargs)  # type: ignore[arg-type]
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Handlers are often closures or bound methods, which do not pickle.
+        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        state["event_handlers"] = ()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+
     def replace(self, **changes: object) -> Self:
         """Return a new, re-validated config with ``changes`` applied."""
         for key in changes:
@@ -907,7 +1011,7 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
 def check_option_name(key: str) -> str:
     """Normalise ``key`` (``-`` -> ``_``) and check that it names an option."""
     name = key.strip().replace("-", "_").lower()
-    if name in FIELD_DOCS:
+    if name in FIELD_DOCS or name in CODE_ONLY_OPTIONS:
         return name
     if name in _DERIVED:
         raise ConfigError(
@@ -921,7 +1025,7 @@ def check_option_name(key: str) -> str:
 def _build_docs() -> dict[str, FieldDoc]:
     docs: dict[str, FieldDoc] = {}
     for f in dataclasses.fields(ServerConfig):
-        if not f.init:
+        if not f.init or f.metadata.get(_CODE_ONLY):
             continue
         meta = f.metadata[_META_KEY]
         flag = meta["flag"]
@@ -945,6 +1049,10 @@ def _build_docs() -> dict[str, FieldDoc]:
 FIELD_DOCS: Final[Mapping[str, FieldDoc]] = MappingProxyType(_build_docs())
 _DEFAULTS: Final = MappingProxyType({name: doc.default for name, doc in FIELD_DOCS.items()})
 _DERIVED: Final = frozenset(f.name for f in dataclasses.fields(ServerConfig) if not f.init)
+#: Fields set from Python only (no flag, environment variable or file key).
+CODE_ONLY_OPTIONS: Final = frozenset(
+    f.name for f in dataclasses.fields(ServerConfig) if f.metadata.get(_CODE_ONLY)
+)
 
 
 # --------------------------------------------------------------------------- not yet supported

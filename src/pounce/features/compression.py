@@ -133,18 +133,22 @@ class Compressor:
     response head whether to compress at all, and if not, passes everything through.
     """
 
-    __slots__ = ("_active", "_encoder", "_settings", "coding")
+    __slots__ = ("_active", "_encoder", "_settings", "changes_body", "coding")
 
     def __init__(self, coding: str, settings: _Settings) -> None:
         self.coding = coding
         self._settings = settings
         self._active = False
         self._encoder: Any = None
+        #: Set by :meth:`start`: False when this response passes through untouched, so the
+        #: channel skips the filter for its body (and a file keeps its zero-copy path).
+        self.changes_body = True
 
     def start(
         self, status: int, fields: list[tuple[bytes, bytes]], content_length: int | None
     ) -> tuple[list[tuple[bytes, bytes]], int | None]:
         settings = self._settings
+        self.changes_body = False
         if status < 200 or status == 206 or status in _NO_BODY_STATUSES:
             return fields, content_length
         if content_length is not None and content_length < settings.min_size:
@@ -160,7 +164,7 @@ class Compressor:
                 return fields, content_length
         if not compressible:
             return fields, content_length
-        self._active = True
+        self._active = self.changes_body = True
         if self.coding == ZSTD:
             self._encoder = _zstd.ZstdCompressor(level=settings.zstd_level)
         else:

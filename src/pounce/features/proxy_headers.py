@@ -84,6 +84,20 @@ def _parse_ip(text: str) -> _IPAddress | None:
         return None
 
 
+def _restore_trust(
+    exact: frozenset[str],
+    networks: tuple[tuple[int, int, int], ...],
+    trust_all: bool,
+    unix: bool,
+) -> ProxyTrust:
+    trust = ProxyTrust(())
+    object.__setattr__(trust, "_exact", exact)
+    object.__setattr__(trust, "_networks", networks)
+    object.__setattr__(trust, "_trust_all", trust_all)
+    object.__setattr__(trust, "_unix", unix)
+    return trust
+
+
 class ProxyTrust:
     """Which direct peers (and intermediate hops) are trusted proxies.
 
@@ -147,6 +161,11 @@ class ProxyTrust:
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("ProxyTrust is immutable")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled with the events a worker process sends its parent (ConnectionInfo holds
+        # one): rebuilt from its parts, since the usual slot restore would call __setattr__.
+        return (_restore_trust, (self._exact, self._networks, self._trust_all, self._unix))
 
     @classmethod
     def from_config(cls, config: ProxyHeaderSettings) -> ProxyTrust:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from pounce.config import ServerConfig
     from pounce.features.proxy_headers import ProxyTrust
     from pounce.logs import AccessLogger
-    from pounce.pipeline.hub import EventHub
+    from pounce.pipeline.hub import EventLink
 
 
 class HeadFlusher(Protocol):
@@ -61,7 +61,7 @@ class WorkerContext:
         base_context: contextvars.Context | None = None,
         on_request_limit: Callable[[], None] | None = None,
         event_handlers: Sequence[Callable[[Any], None]] = (),
-        event_hub: EventHub | None = None,
+        event_hub: EventLink | None = None,
         slot_pool: SlotPool | None = None,
     ) -> None:
         self.app = app

@@ -141,6 +141,7 @@ class RequestCycle:
         "disconnected",
         "expect_continue",
         "finished",
+        "report_held",
         "request_complete",
         "response_complete",
         "response_headers",
@@ -184,6 +185,10 @@ class RequestCycle:
         self.start_time = perf_counter() if ctx.events.active else 0.0
         self.response_headers: Headers | None = None
         self._reported = False
+        #: Set by a channel that still has the end of the body to write (a final piece being
+        #: compressed on another thread): the completion record waits for :meth:`release_report`,
+        #: so it counts the bytes really sent.
+        self.report_held = False
         #: The task running the app, while it runs (the protocol cancels it on a forced close).
         self.task: asyncio.Task[None] | None = None
         #: The app's coroutine has returned (or was never started: admission refused it).
@@ -441,9 +446,15 @@ class RequestCycle:
         self.bytes_sent = self.channel.send_error_response(status, headers, body)
         self._complete()
 
+    def release_report(self, complete: bool) -> None:
+        """The channel wrote (or gave up on) the end it held: report the request now."""
+        self.report_held = False
+        if self.ctx.events.active:
+            self._emit_completed(complete)
+
     def _emit_completed(self, complete: bool) -> None:
         """Tell the bus this request is over (once): the access log, metrics, tracing."""
-        if self._reported:
+        if self._reported or self.report_held:
             return
         self._reported = True
         scope = self.scope

@@ -11,7 +11,10 @@ drop or fix ``content_length`` in :meth:`ResponseFilter.start`. When the app giv
 ``Content-Length`` but sends its whole body in one final piece right after the head, the filters
 see that piece's length as ``content_length``. A filter that only touches the head
 (Server-Timing) sets ``changes_body = False``: bodies then skip it, and a file
-(``http.response.pathsend``) still goes out zero-copy when no filter changes bodies.
+(``http.response.pathsend``) still goes out zero-copy when no filter changes bodies. A filter
+that finds in :meth:`ResponseFilter.start` that it will leave this body alone (a compressor
+given an image, or a body the app encoded itself) sets ``changes_body = False`` there: a
+static file then still goes out zero-copy.
 """
 
 from __future__ import annotations
@@ -105,6 +108,7 @@ class FilteredChannel:
         "_body_filters",
         "_filters",
         "_head",
+        "_held",
         "_inner",
         "_pending",
         "_trailers",
@@ -121,6 +125,8 @@ class FilteredChannel:
         #: A piece of body being filtered on another thread, and the calls held behind it.
         self._pending: asyncio.Future[bytes] | None = None
         self._after: list[Callable[[], None]] = []
+        #: The cycle whose completion record waits for the piece being filtered.
+        self._held: RequestCycle | None = None
 
     @property
     def cycle(self) -> RequestCycle | None:
@@ -166,6 +172,11 @@ class FilteredChannel:
         current = list(fields)
         for f in self._filters:
             current, content_length = f.start(status, current, content_length)
+        if self._body_filters:
+            # Filters that decided on the head to leave this body alone drop out of its path.
+            self._body_filters = [
+                f for f in self._body_filters if getattr(f, "changes_body", True)
+            ]
         cycle = self._inner.cycle
         if cycle is not None:
             # The access log and events report the head as sent (``%({name}o)s``).
@@ -232,6 +243,7 @@ class FilteredChannel:
         if exc is not None:
             logger.error("A response filter failed; closing the connection", exc_info=exc)
             self._inner.abort()
+            self._release(False)
             return
         data = future.result()
         for f in self._body_filters[index + 1 :]:
@@ -299,6 +311,7 @@ class FilteredChannel:
         if self._pending is not None:
             self._pending.cancel()
         self._inner.abort()
+        self._release(False)
 
     def body_consumed(self) -> None:
         self._inner.body_consumed()
@@ -307,7 +320,26 @@ class FilteredChannel:
         self._inner.waiting_for_body(waiting)
 
     def response_complete(self) -> None:
-        self._then(self._inner.response_complete)
+        if self._pending is None:
+            self._inner.response_complete()
+            return
+        # The final piece is still being filtered: the request's record must count it.
+        cycle = self._inner.cycle
+        if cycle is not None:
+            cycle.report_held = True
+        self._held = cycle
+
+        def complete() -> None:
+            self._inner.response_complete()
+            self._release(True)
+
+        self._after.append(complete)
+
+    def _release(self, complete: bool) -> None:
+        cycle = self._held
+        if cycle is not None:
+            self._held = None
+            cycle.release_report(complete)
 
     def app_finished(self) -> None:
         self._then(self._inner.app_finished)

@@ -24,11 +24,19 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from pounce.pipeline.events import EVENT_TYPES, SERVER_EVENT_TYPES, EventBus, EventHandler
 
-__all__ = ["ALL_EVENT_TYPES", "DEFAULT_BUFFER_SIZE", "EventHub"]
+__all__ = [
+    "ALL_EVENT_TYPES",
+    "DEFAULT_BUFFER_SIZE",
+    "EventForwarder",
+    "EventHub",
+    "EventLink",
+    "kinds_from_mask",
+    "kinds_mask",
+]
 
 logger = logging.getLogger("pounce.error")
 
@@ -38,6 +46,20 @@ ALL_EVENT_TYPES: tuple[type, ...] = (*SERVER_EVENT_TYPES, *EVENT_TYPES)
 DEFAULT_BUFFER_SIZE = 10_000
 #: How long a stopping server waits for handlers to catch up before leaving them behind.
 DRAIN_TIMEOUT = 5.0
+
+
+def kinds_mask(kinds: Iterable[type]) -> int:
+    """Worker-level event kinds as a bit mask (bit *i* is ``EVENT_TYPES[i]``).
+
+    A number fits in a shared-memory cell: that is how a parent tells its worker processes
+    which events its subscribers want.
+    """
+    chosen = set(kinds)
+    return sum(1 << index for index, kind in enumerate(EVENT_TYPES) if kind in chosen)
+
+
+def kinds_from_mask(mask: int) -> frozenset[type]:
+    return frozenset(kind for index, kind in enumerate(EVENT_TYPES) if mask >> index & 1)
 
 
 class _Subscriber:
@@ -67,12 +89,27 @@ class _Subscriber:
                 )
 
 
+class _Sink(Protocol):
+    """What a bus link forwards to: the hub, or a worker process's forwarder."""
+
+    @property
+    def worker_kinds(self) -> frozenset[type]: ...
+
+    def publish(self, event: Any) -> None: ...
+
+
+class EventLink(Protocol):
+    """Where a worker links its bus: the server's hub, or a worker process's forwarder."""
+
+    def link(self, bus: EventBus, loop: asyncio.AbstractEventLoop) -> Callable[[], None]: ...
+
+
 class _BusLink:
     """Forwards one worker bus's events to the hub while some subscriber wants them."""
 
     __slots__ = ("bus", "hub", "kinds", "loop", "unsubscribe")
 
-    def __init__(self, hub: EventHub, bus: EventBus, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, hub: _Sink, bus: EventBus, loop: asyncio.AbstractEventLoop) -> None:
         self.hub = hub
         self.bus = bus
         self.loop = loop
@@ -119,6 +156,7 @@ class EventHub:
         self._closing = False
         self._idle = False
         self._retired_dropped = 0
+        self._watchers: tuple[Callable[[frozenset[type]], None], ...] = ()
         for handler in handlers:
             self.subscribe(handler)
 
@@ -146,8 +184,7 @@ class EventHub:
             links = self._rebuild()
             if self._started and self._thread is None:
                 self._start_thread()
-        for link in links:
-            link.sync_soon()
+        self._kinds_changed(links)
 
         def unsubscribe() -> None:
             with self._lock:
@@ -157,13 +194,49 @@ class EventHub:
                 self._retired_dropped += subscriber.dropped
                 subscriber.buffer = []
                 links = self._rebuild()
-            for link in links:
-                link.sync_soon()
+            self._kinds_changed(links)
 
         return unsubscribe
 
-    def _rebuild(self) -> list[_BusLink]:
-        """Republish the lookup tables (lock held); returns the buses to resynchronise."""
+    def watch_worker_kinds(
+        self, watcher: Callable[[frozenset[type]], None]
+    ) -> Callable[[], None]:
+        """Call *watcher* with :attr:`worker_kinds` now and whenever it changes.
+
+        For forwarders the hub cannot link directly (worker processes). Returns the function
+        that stops watching.
+        """
+        with self._lock:
+            self._watchers = (*self._watchers, watcher)
+            kinds = self.worker_kinds
+        watcher(kinds)
+
+        def unwatch() -> None:
+            with self._lock:
+                self._watchers = tuple(w for w in self._watchers if w is not watcher)
+
+        return unwatch
+
+    def _kinds_changed(self, links: list[_BusLink] | None) -> None:
+        if links is None:
+            return
+        for link in links:
+            link.sync_soon()
+        kinds = self.worker_kinds
+        for watcher in self._watchers:
+            watcher(kinds)
+
+    def count_dropped(self, count: int) -> None:
+        """Add events lost before they reached the hub (a worker process's full buffer)."""
+        if count:
+            with self._lock:
+                self._retired_dropped += count
+
+    def _rebuild(self) -> list[_BusLink] | None:
+        """Republish the lookup tables (lock held).
+
+        Returns the buses to resynchronise when the worker-level kinds changed, else None.
+        """
         by_kind: dict[type, tuple[_Subscriber, ...]] = {}
         for subscriber in self._subscribers:
             for kind in subscriber.kinds:
@@ -171,7 +244,7 @@ class EventHub:
         self._by_kind = by_kind
         worker_kinds = frozenset(kind for kind in by_kind if kind in EVENT_TYPES)
         if worker_kinds == self.worker_kinds:
-            return []
+            return None
         self.worker_kinds = worker_kinds
         return list(self._links)
 
@@ -271,3 +344,58 @@ class EventHub:
             ]
             dropped = self._retired_dropped + sum(s.dropped for s in self._subscribers)
         return {"events_dropped": dropped, "event_subscribers": subscribers}
+
+
+class EventForwarder:
+    """A worker process's stand-in for the server's hub: collects what the parent wants.
+
+    The worker's bus links to it exactly as a thread worker's bus links to the hub; the
+    kinds come from the parent (through :meth:`want`), and the collected events leave in
+    batches (:meth:`take`) that the process sends to its parent off the loop. Used only from
+    the worker's loop thread, so it needs no lock. The buffer is bounded like a hub
+    subscriber's: when the parent cannot keep up, events are dropped and counted.
+    """
+
+    __slots__ = ("_buffer", "_limit", "_links", "dropped", "worker_kinds")
+
+    def __init__(self, limit: int = DEFAULT_BUFFER_SIZE) -> None:
+        self.worker_kinds: frozenset[type] = frozenset()
+        self._buffer: list[Any] = []
+        self._limit = limit
+        self._links: list[_BusLink] = []
+        self.dropped = 0
+
+    def publish(self, event: Any) -> None:
+        if len(self._buffer) < self._limit:
+            self._buffer.append(event)
+        else:
+            self.dropped += 1
+
+    def link(self, bus: EventBus, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        link = _BusLink(self, bus, loop)
+        self._links.append(link)
+        link.sync()
+
+        def unlink() -> None:
+            if link in self._links:
+                self._links.remove(link)
+            if link.unsubscribe is not None:
+                link.unsubscribe()
+                link.unsubscribe = None
+
+        return unlink
+
+    def want(self, kinds: frozenset[type]) -> None:
+        """Forward *kinds* from now on (what the parent's subscribers want)."""
+        if kinds != self.worker_kinds:
+            self.worker_kinds = kinds
+            for link in self._links:
+                link.sync()
+            if not kinds:
+                self._buffer = []
+
+    def take(self) -> tuple[list[Any], int]:
+        """The events collected since the last call, and how many were dropped."""
+        batch, self._buffer = self._buffer, []
+        dropped, self.dropped = self.dropped, 0
+        return batch, dropped

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pounce.features.compression import compression_factory
 from pounce.features.server_timing import server_timing_factory
+from pounce.features.static import static_files
 from pounce.pipeline.context import WorkerContext
 from pounce.pipeline.dispatcher import Dispatcher
 from pounce.pipeline.request_id import request_id_filter
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from pounce.features.proxy_headers import ProxyTrust
     from pounce.logs import AccessLogger
     from pounce.pipeline.filters import FilterFactory
-    from pounce.pipeline.hub import EventHub
+    from pounce.pipeline.hub import EventLink
     from pounce.pipeline.slots import SlotPool
 
 logger = logging.getLogger("pounce.error")
@@ -93,7 +94,7 @@ class Worker:
         max_requests: int | bool | None = True,
         on_request_limit: Callable[[], None] | None = None,
         ssl_context: ssl.SSLContext | None = None,
-        event_hub: EventHub | None = None,
+        event_hub: EventLink | None = None,
         slot_pool: SlotPool | None = None,
     ) -> None:
         self.app = app
@@ -183,7 +184,9 @@ class Worker:
         self.loop = loop
         self._stop = asyncio.Event()
         ctx = WorkerContext(
-            app=self.app,
+            # --static: the files are served by a wrapper in front of the app, so they take
+            # the pipeline's way like any response (the app itself when the option is off).
+            app=static_files(self.app, self.config),
             config=self.config,
             loop=loop,
             access_log=self.access_log,

@@ -30,11 +30,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pounce.errors import StartupError
+from pounce.pipeline.hub import EventForwarder
 from pounce.pipeline.slots import SlotPool
 from pounce.server.accept import AcceptThrottle, is_resource_error
 from pounce.server.loops import loop_factory
 from pounce.workers.handle import RETIRE_GRACE, WorkerHandle, process_rss
 from pounce.workers.heap import HeapFreezer
+from pounce.workers.relay import EventSender
 from pounce.workers.threads import make_worker, run_worker
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from pounce.asgi.types import ASGIApp
     from pounce.config import ServerConfig
     from pounce.server.worker import Worker
+    from pounce.workers.relay import EventRelay, WantedKinds
 
 logger = logging.getLogger("pounce.error")
 
@@ -68,6 +71,9 @@ class ChildSpec:
     name: str
     max_requests: int | None
     parent_pid: int
+    #: Where request events go to the parent's subscribers, and which ones they want.
+    events: multiprocessing.connection.Connection | None = None
+    wanted: WantedKinds | None = None
     #: This process's share of ``--max-concurrency`` and ``--max-queue``, None when off.
     queue_share: tuple[int, int] | None = None
 
@@ -110,6 +116,13 @@ async def _child_serve(
     loop = asyncio.get_running_loop()
     holder: list[Worker] = []
     forced = [False]
+    wanted = spec.wanted
+    forwarder: EventForwarder | None = None
+    sender: EventSender | None = None
+    if spec.events is not None and wanted is not None:
+        forwarder = EventForwarder()
+        forwarder.want(wanted.get())
+        sender = EventSender(spec.events)
 
     share = spec.queue_share
     pool = SlotPool(*share) if share is not None else None
@@ -123,6 +136,7 @@ async def _child_serve(
             max_requests=False,  # the supervisor watches the count and recycles
             on_request_limit=None,
             ssl_context=ssl_context,
+            event_hub=forwarder,
             slot_pool=pool,
         )
 
@@ -148,6 +162,9 @@ async def _child_serve(
 
     def heartbeat() -> None:
         worker = holder[0]
+        if forwarder is not None and sender is not None and wanted is not None:
+            forwarder.want(wanted.get())
+            sender.offer(forwarder)
         if worker.ready.is_set():
             try:
                 report.send(
@@ -161,7 +178,13 @@ async def _child_serve(
                 return
             loop.call_later(REPORT_INTERVAL, heartbeat)
 
-    await run_worker(factory, app, spec.config, spec.listen, attach, on_ready, lambda: forced[0])
+    try:
+        await run_worker(
+            factory, app, spec.config, spec.listen, attach, on_ready, lambda: forced[0]
+        )
+    finally:
+        if forwarder is not None and sender is not None:
+            sender.close(forwarder)  # the last requests' events
 
 
 def _receive_fds(channel: socket.socket, worker: Worker, throttle: AcceptThrottle) -> None:
@@ -240,12 +263,19 @@ class ProcessWorker(WorkerHandle):
         slot: int,
         generation: int,
         max_requests: int | None,
+        event_relay: EventRelay | None = None,
+        wanted_events: WantedKinds | None = None,
         queue_share: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(name=name, slot=slot, generation=generation)
         self.config = config
         ctx = mp_context()
         self._reader, writer = ctx.Pipe(duplex=False)
+        self._event_relay = event_relay
+        self._events_reader: multiprocessing.connection.Connection | None = None
+        events_writer: multiprocessing.connection.Connection | None = None
+        if event_relay is not None and wanted_events is not None:
+            self._events_reader, events_writer = ctx.Pipe(duplex=False)
         self._channel: socket.socket | None = None
         child_channel: socket.socket | None = None
         if distributed:
@@ -261,9 +291,12 @@ class ProcessWorker(WorkerHandle):
             name=self.label,
             max_requests=max_requests,
             parent_pid=os.getpid(),
+            events=events_writer,
+            wanted=wanted_events if events_writer is not None else None,
             queue_share=queue_share,
         )
         self._writer = writer
+        self._events_writer = events_writer
         self._child_channel = child_channel
         self._process: Any = ctx.Process(
             target=_child_main, args=(spec, writer), name=f"pounce-{name}", daemon=False
@@ -285,6 +318,10 @@ class ProcessWorker(WorkerHandle):
         self._heartbeat = time.monotonic()
         # The child holds its ends now.
         self._writer.close()
+        if self._events_writer is not None and self._events_reader is not None:
+            self._events_writer.close()
+            assert self._event_relay is not None
+            self._event_relay.add(self._events_reader)
         if self._child_channel is not None:
             self._child_channel.close()
 

@@ -42,9 +42,8 @@ class Server:
     ``serve()`` blocks until the server has stopped; ``shutdown()``, ``reload()``,
     ``scale()`` and ``subscribe()`` may be called from any thread (or a signal handler).
 
-    *event_handlers* are subscribed to every event kind (see :mod:`pounce.events`). They are
-    an argument here rather than a config field: callables cannot come from a command line,
-    environment variable or TOML file, and the frozen config is pickled to process workers.
+    *event_handlers* are subscribed to every event kind (see :mod:`pounce.events`), after
+    the config's own ``event_handlers``.
     """
 
     def __init__(
@@ -55,7 +54,7 @@ class Server:
         event_handlers: Iterable[Callable[[Any], None]] = (),
     ) -> None:
         self.config = config
-        self._events = EventHub(event_handlers)
+        self._events = EventHub((*config.event_handlers, *event_handlers))
         self._app = app
         #: The addresses actually bound (useful with port 0), e.g. ``http://127.0.0.1:8000``.
         self.bound_addresses: list[str] = []
@@ -186,6 +185,8 @@ class Server:
     def _on_started(self) -> None:
         for address in self.bound_addresses:
             logger.info("Pounce running on %s (Press CTRL+C to quit)", address)
+        for prefix, directory in self.config.static:
+            logger.info("Serving the files of %s under %s", os.path.realpath(directory), prefix)
         supervisor = self._supervisor
         self._events.publish(
             ServerStarted(

@@ -44,7 +44,8 @@ from pounce.pipeline.slots import SlotPool, process_share
 from pounce.workers.distributor import Distributor
 from pounce.workers.handle import WorkerHandle, process_rss, trim_malloc
 from pounce.workers.heap import HeapFreezer
-from pounce.workers.processes import ProcessWorker
+from pounce.workers.processes import ProcessWorker, mp_context
+from pounce.workers.relay import EventRelay, WantedKinds
 from pounce.workers.threads import ThreadWorker
 
 if TYPE_CHECKING:
@@ -136,6 +137,10 @@ class Supervisor:
         self._weak_releases = 0
         self._memory_floor = 0
         self._memory_not_before = 0.0
+        # Process workers: their request events reach the hub's subscribers through pipes.
+        self._event_relay: EventRelay | None = None
+        self._wanted_events: WantedKinds | None = None
+        self._unwatch_events: Callable[[], None] | None = None
         #: ``--max-concurrency`` with thread workers: one pool of slots for all of them, of
         #: every generation. Process workers each get a share instead (see _queue_share).
         self._slot_pool: SlotPool | None = None
@@ -239,6 +244,7 @@ class Supervisor:
                 self.distributor = Distributor(self._sockets)
                 self.distributor.start()
             if self.model.kind == "process":
+                self._relay_events()
                 # Before forking: children share the frozen pages instead of copying them.
                 self._heap.freeze()
             first = self._start_generation(self._app, self.model.count)
@@ -346,6 +352,8 @@ class Supervisor:
                 slot=slot,
                 generation=generation,
                 max_requests=None,
+                event_relay=self._event_relay,
+                wanted_events=self._wanted_events,
                 queue_share=self._queue_share(slot),
             )
         limit = self.config.limit_max_requests
@@ -731,6 +739,15 @@ class Supervisor:
             for sock in sockets or ():
                 sock.close()
 
+    def _relay_events(self) -> None:
+        hub = self._event_hub
+        if hub is None:
+            return
+        wanted = WantedKinds(mp_context())
+        self._wanted_events = wanted
+        self._event_relay = EventRelay(hub)
+        self._unwatch_events = hub.watch_worker_kinds(wanted.set)
+
     # -- shutdown -----------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
@@ -773,6 +790,10 @@ class Supervisor:
         self.workers = ()
         self.draining = ()
         self._draining.clear()
+        if self._unwatch_events is not None:
+            self._unwatch_events()
+        if self._event_relay is not None:
+            self._event_relay.stop()  # after the workers: their last events are in the pipes
         self._heap.thaw()
 
 

@@ -32,7 +32,7 @@ from pounce.workers.handle import RETIRE_GRACE, WorkerHandle, process_rss
 if TYPE_CHECKING:
     from pounce.asgi.types import ASGIApp
     from pounce.config import ServerConfig
-    from pounce.pipeline.hub import EventHub
+    from pounce.pipeline.hub import EventLink
     from pounce.pipeline.slots import SlotPool
 
 logger = logging.getLogger("pounce.error")
@@ -84,7 +84,7 @@ def make_worker(
     max_requests: int | bool | None,
     on_request_limit: Callable[[], None] | None,
     ssl_context: ssl.SSLContext | None = None,
-    event_hub: EventHub | None = None,
+    event_hub: EventLink | None = None,
     slot_pool: SlotPool | None = None,
 ) -> Worker:
     return Worker(
@@ -119,7 +119,7 @@ class ThreadWorker(WorkerHandle):
         generation: int,
         max_requests: int | bool | None = True,
         on_request_limit: Callable[[], None] | None = None,
-        event_hub: EventHub | None = None,
+        event_hub: EventLink | None = None,
         slot_pool: SlotPool | None = None,
     ) -> None:
         super().__init__(name=name, slot=slot, generation=generation)
