@@ -212,3 +212,18 @@ def test_thread_workers_of_a_new_generation_share_the_slots() -> None:
     assert held.status_code == 200 and after.status_code == 200
     # The new generation's request only got into the app once the old one's left it.
     assert after.json()["began"] >= held.json()["ended"]
+
+
+def test_a_graceful_shutdown_serves_the_queued_requests() -> None:
+    with ThreadPoolExecutor(3) as pool, serve_in_thread(
+        app, workers=2, worker_type="thread", max_concurrency=1, timeout_graceful_shutdown=10,
+        lifespan="off",
+    ) as running:
+        futures = [pool.submit(httpx.get, running.url + "/slow", timeout=20) for _ in range(3)]
+        assert wait_until(lambda: len(entered) == 1)
+        time.sleep(0.1)  # the other two are queued by now
+        assert len(entered) == 1
+        # Leaving the block shuts the server down gracefully with two requests still queued.
+    # Served one after the other: the queue drained during the shutdown, nobody got a 503.
+    assert [f.result(timeout=20).status_code for f in futures] == [200, 200, 200]
+    assert entered == ["/slow"] * 3
