@@ -122,6 +122,10 @@ class ResponseChannel(Protocol):
 class RequestCycle:
     """One request's ASGI ``receive``/``send`` pair and the state machine behind them."""
 
+    #: Seconds waited in the request queue; only a queued cycle
+    #: (:class:`~pounce.pipeline.request_queue.QueuedCycle`) ever waits.
+    queue_wait = 0.0
+
     __slots__ = (
         "_body",
         "_body_size",
@@ -468,6 +472,7 @@ class RequestCycle:
                 response_headers=self.response_headers,
                 scheme=scope["scheme"],
                 complete=complete,
+                queue_wait=self.queue_wait,
             )
         )
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pounce.features.compression import compression_factory
-from pounce.features.server_timing import server_timing_filter
+from pounce.features.server_timing import server_timing_factory
 from pounce.features.static import static_files
 from pounce.pipeline.context import WorkerContext
 from pounce.pipeline.dispatcher import Dispatcher
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from pounce.logs import AccessLogger
     from pounce.pipeline.filters import FilterFactory
     from pounce.pipeline.hub import EventLink
+    from pounce.pipeline.slots import SlotPool
 
 logger = logging.getLogger("pounce.error")
 
@@ -68,7 +69,7 @@ def filter_factories(ctx: WorkerContext) -> tuple[FilterFactory, ...]:
     if config.request_id:
         factories.append(request_id_filter(config.request_id_header))
     if config.server_timing:
-        factories.append(server_timing_filter)
+        factories.append(server_timing_factory(config))
     compress = compression_factory(config)
     if compress is not None:
         factories.append(compress)
@@ -122,10 +123,13 @@ class Worker:
         ssl_context: ssl.SSLContext | None = None,
         event_hub: EventLink | None = None,
         rate_limiter: RateLimitStore | None = None,
+        slot_pool: SlotPool | None = None,
     ) -> None:
         self.app = app
         #: ``--rate-limit``'s table, shared with the server's other workers.
         self.rate_limiter = rate_limiter
+        #: The server's request-queue slots (``--max-concurrency``), shared by thread workers.
+        self.slot_pool = slot_pool
         #: The server's event subscribers (None: only this worker's own bus, e.g. a process).
         self.event_hub = event_hub
         self.config = config
@@ -222,6 +226,7 @@ class Worker:
             on_request_limit=self._on_request_limit,
             event_hub=self.event_hub,
             rate_limiter=self.rate_limiter,
+            slot_pool=self.slot_pool,
         )
         ctx.max_requests = self.max_requests
         self.ctx = ctx
@@ -247,6 +252,8 @@ class Worker:
             ticker.cancel()
             self.ready.clear()
             ctx.unlink_events()
+            for cleanup in ctx.cleanups:
+                cleanup()
 
     def _adopt(self, sock: socket.socket) -> None:
         ctx = self.ctx

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pounce.errors import StartupError
 from pounce.pipeline.hub import EventForwarder
+from pounce.pipeline.slots import SlotPool
 from pounce.server.accept import AcceptThrottle, is_resource_error
 from pounce.server.loops import loop_factory
 from pounce.workers.handle import RETIRE_GRACE, WorkerHandle, process_rss
@@ -76,6 +77,8 @@ class ChildSpec:
     wanted: WantedKinds | None = None
     #: ``--rate-limit``'s table: inherited with the fork, or attached by name when spawned.
     rate_limiter: RateLimitStore | None = None
+    #: This process's share of ``--max-concurrency`` and ``--max-queue``, None when off.
+    queue_share: tuple[int, int] | None = None
 
 
 def _child_main(spec: ChildSpec, report: multiprocessing.connection.Connection) -> None:
@@ -124,6 +127,9 @@ async def _child_serve(
         forwarder.want(wanted.get())
         sender = EventSender(spec.events)
 
+    share = spec.queue_share
+    pool = SlotPool(*share) if share is not None else None
+
     def factory(lifespan: Lifespan, ssl_context: ssl.SSLContext | None) -> Worker:
         return make_worker(
             app,
@@ -135,6 +141,7 @@ async def _child_serve(
             ssl_context=ssl_context,
             event_hub=forwarder,
             rate_limiter=spec.rate_limiter,
+            slot_pool=pool,
         )
 
     def attach(worker: Worker) -> None:
@@ -263,6 +270,7 @@ class ProcessWorker(WorkerHandle):
         event_relay: EventRelay | None = None,
         wanted_events: WantedKinds | None = None,
         rate_limiter: RateLimitStore | None = None,
+        queue_share: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(name=name, slot=slot, generation=generation)
         self.config = config
@@ -291,6 +299,7 @@ class ProcessWorker(WorkerHandle):
             events=events_writer,
             wanted=wanted_events if events_writer is not None else None,
             rate_limiter=rate_limiter,
+            queue_share=queue_share,
         )
         self._writer = writer
         self._events_writer = events_writer

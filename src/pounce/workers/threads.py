@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from pounce.config import ServerConfig
     from pounce.features.rate_limit import RateLimitStore
     from pounce.pipeline.hub import EventLink
+    from pounce.pipeline.slots import SlotPool
 
 logger = logging.getLogger("pounce.error")
 
@@ -86,6 +87,7 @@ def make_worker(
     ssl_context: ssl.SSLContext | None = None,
     event_hub: EventLink | None = None,
     rate_limiter: RateLimitStore | None = None,
+    slot_pool: SlotPool | None = None,
 ) -> Worker:
     return Worker(
         app=app,
@@ -100,6 +102,7 @@ def make_worker(
         ssl_context=ssl_context,
         event_hub=event_hub,
         rate_limiter=rate_limiter,
+        slot_pool=slot_pool,
     )
 
 
@@ -121,10 +124,12 @@ class ThreadWorker(WorkerHandle):
         on_request_limit: Callable[[], None] | None = None,
         event_hub: EventLink | None = None,
         rate_limiter: RateLimitStore | None = None,
+        slot_pool: SlotPool | None = None,
     ) -> None:
         super().__init__(name=name, slot=slot, generation=generation)
         self._event_hub = event_hub
         self._rate_limiter = rate_limiter
+        self._slot_pool = slot_pool
         self.app = app
         self.config = config
         # Each worker closes its listeners when it drains; it gets duplicates so the shared
@@ -184,6 +189,7 @@ class ThreadWorker(WorkerHandle):
             ssl_context=ssl_context,
             event_hub=self._event_hub,
             rate_limiter=self._rate_limiter,
+            slot_pool=self._slot_pool,
         )
 
     def _attach(self, worker: Worker) -> None:
