@@ -66,6 +66,7 @@ def test_defaults_match_the_contract() -> None:
         # --rate-limit
         "rate_limit": None, "rate_limit_burst": None, "rate_limit_ipv6_prefix": 64,
         "rate_limit_max_clients": 65536, "rate_limit_exempt": (),
+        "max_concurrency": None, "max_queue": 100, "queue_timeout": 10.0,
     }
     assert set(FIELD_DOCS) == set(expected)
     for name, value in expected.items():
@@ -198,6 +199,9 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("limit_request_fields", 0, ">= 1"),
     ("limit_request_body", -5, "size"),
     ("limit_concurrency", 0, ">= 1"),
+    ("max_concurrency", 0, ">= 1"),
+    ("max_queue", -1, ">= 0"),
+    ("queue_timeout", 0, "greater than zero"),
     ("limit_max_requests_jitter", -1, ">= 0"),
     ("timeout_keep_alive", -1, "not negative"),
     ("timeout_request_header", 0, "greater than zero"),

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from tests.helpers import RawClient
 from tests.pipeline.fakes import FakeChannel
 
 from pounce.features.server_timing import ServerTiming, server_timing_filter
@@ -17,6 +19,8 @@ from pounce.pipeline.filters import FilteredChannel
 from pounce.testing import serve
 
 TIMING = re.compile(r"^app;dur=(\d+\.\d{3})$")
+QUEUED = re.compile(r"^queue;dur=(\d+\.\d{3}), app;dur=(-?\d+\.\d{3})$")
+TOTAL = re.compile(r"^total;dur=(\d+\.\d{3})$")
 
 
 async def slow_start(scope: Any, receive: Any, send: Any) -> None:
@@ -71,7 +75,34 @@ def test_the_clock_starts_when_the_filter_is_created() -> None:
     match = TIMING.match(value.decode())
     assert match is not None and float(match.group(1)) >= 20.0
     assert timing.body(b"abc", True) == b"abc"
-    assert timing.trailers([(b"x", b"y")]) == [(b"x", b"y")]
+    trailers = timing.trailers([(b"x", b"y")])
+    assert trailers[0] == (b"x", b"y")
+    name, value = trailers[1]
+    assert name == b"server-timing"
+    total = TOTAL.match(value.decode())
+    assert total is not None and float(total.group(1)) >= 20.0
+
+
+def test_queue_and_app_split_the_time_before_the_head() -> None:
+    timing = ServerTiming(queue=True)
+    timing.queue_waited(0.25)
+    time.sleep(0.3)
+    fields, _ = timing.start(200, [], None)
+    ((name, value),) = fields
+    assert name == b"server-timing"
+    match = QUEUED.match(value.decode())
+    assert match is not None, value
+    assert float(match.group(1)) == 250.0
+    assert 40.0 <= float(match.group(2)) < 5000.0  # the rest: 300 ms minus the 250 queued
+
+
+def test_the_filtered_channel_tells_the_filters_the_wait() -> None:
+    inner = FakeChannel()
+    timing = ServerTiming(queue=True)
+    channel = FilteredChannel(inner, [timing])  # type: ignore[list-item]
+    channel.queue_waited(0.125)
+    fields, _ = timing.start(200, [], None)
+    assert fields[0][1].startswith(b"queue;dur=125.000, app;dur=")
 
 
 def test_a_file_still_goes_out_zero_copy(tmp_path: Path) -> None:
@@ -86,3 +117,61 @@ def test_a_file_still_goes_out_zero_copy(tmp_path: Path) -> None:
     asyncio.run(channel.write_file(str(path)))
     assert inner.files == [str(path)]
     assert inner.body == []
+
+
+async def queued_app(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await asyncio.sleep(0.3 if scope["path"] == "/slow" else 0)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"done"})
+
+
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_the_queue_wait_is_reported(worker_type: str) -> None:
+    with serve(
+        "tests.features.test_server_timing:queued_app", server_timing=True, max_concurrency=1,
+        workers=1 if worker_type == "thread" else 2, worker_type=worker_type, lifespan="off",
+    ) as url, httpx.Client() as first, httpx.Client() as second, ThreadPoolExecutor(2) as pool:
+        # Thread mode: one slot, so the second waits for the first. Process mode: one slot
+        # per process, and the kernel picks the process: the second may or may not wait.
+        slow = pool.submit(first.get, url + "/slow")
+        time.sleep(0.1)
+        fast = pool.submit(second.get, url + "/slow")
+        responses = [slow.result(timeout=10), fast.result(timeout=10)]
+    values = [r.headers["server-timing"] for r in responses]
+    queued = [QUEUED.match(v) for v in values]
+    assert all(m is not None for m in queued), values
+    waits = sorted(float(m.group(1)) for m in queued if m is not None)
+    assert waits[0] == 0.0
+    if worker_type == "thread":
+        assert waits[1] >= 150.0  # waited for the first one's 300 ms
+    for m in queued:
+        assert m is not None and float(m.group(2)) >= 250.0  # each slept 300 ms in the app
+
+
+async def trailing_app(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
+    await send({"type": "http.response.body", "body": b"part", "more_body": True})
+    await asyncio.sleep(0.05)
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    await send({"type": "http.response.trailers", "headers": [(b"x-check", b"1")]})
+
+
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_the_total_goes_in_a_trailer(worker_type: str) -> None:
+    with serve(
+        "tests.features.test_server_timing:trailing_app", server_timing=True, workers=2,
+        worker_type=worker_type, lifespan="off",
+    ) as url, RawClient(url) as client:
+        client.request("GET", "/", headers=[("host", "test"), ("te", "trailers")])
+        response = client.read_response()
+    assert response.body == b"part"
+    head = response.header(b"server-timing")
+    assert head is not None and TIMING.match(head.decode())
+    trailers = dict(response.trailers)
+    assert trailers[b"x-check"] == b"1"
+    total = TOTAL.match(trailers[b"server-timing"].decode())
+    assert total is not None and float(total.group(1)) >= 45.0

@@ -11,6 +11,7 @@ from tests.pipeline.fakes import make_context, settle, start
 from pounce.features.metrics_store import (
     DURATION_BOUNDS,
     LIVE,
+    QUEUE_WAIT_BOUNDS,
     REJECTION_REASONS,
     MetricsStore,
     RegionLayout,
@@ -115,16 +116,31 @@ def test_the_completed_event_reports_body_bytes(loop: asyncio.AbstractEventLoop)
 
 
 def test_queue_wait_reaches_the_histogram_and_the_event(loop: asyncio.AbstractEventLoop) -> None:
+    gates: dict[str, asyncio.Event] = {}
+
+    async def gated(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await gates.setdefault(scope["path"], asyncio.Event()).wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
     events: list[Any] = []
-    ctx = make_context(loop, echo, events=events)
+    ctx = make_context(loop, gated, events=events, max_concurrency=1, max_queue=4)
     store = MetricsStore.create(1)
-    MetricsRecorder(ctx, store, 0, 1)
+    recorder = MetricsRecorder(ctx, store, 0, 1)
     region = Region(store, 0)
-    cycle, _ = start(ctx)
-    cycle.queue_wait = 0.02  # what the request queue records before calling the app
-    start(ctx)  # did not wait: not in the histogram
+    start(ctx, raw_path=b"/first")
     settle(loop)
-    assert [e.queue_wait for e in events if isinstance(e, RequestCompleted)] == [0.02, 0.0]
-    assert region[L.QUEUE_WAIT_BUCKETS + 3] == 1  # le=0.025
-    assert sum(region[L.QUEUE_WAIT_BUCKETS + i] for i in range(14)) == 1
-    assert region[L.QUEUE_WAIT_SUM] == 0.02
+    start(ctx, raw_path=b"/second")  # waits in the queue for the first one's slot
+    settle(loop)
+    recorder.sample()
+    assert region[L.QUEUE_DEPTH] == 1
+    gates.setdefault("/first", asyncio.Event()).set()
+    gates.setdefault("/second", asyncio.Event()).set()
+    settle(loop)
+    waits = {e.path: e.queue_wait for e in events if isinstance(e, RequestCompleted)}
+    assert waits["/first"] == 0.0 and waits["/second"] > 0.0
+    buckets = range(L.QUEUE_WAIT_BUCKETS, L.QUEUE_WAIT_BUCKETS + len(QUEUE_WAIT_BOUNDS) + 1)
+    assert sum(region[i] for i in buckets) == 1  # only the request that waited
+    assert region[L.QUEUE_WAIT_SUM] == waits["/second"]
+    recorder.sample()
+    assert region[L.QUEUE_DEPTH] == 0

@@ -722,6 +722,20 @@ class ServerConfig:
         style="append", metavar="PATH",
     )
 
+    # Request queue (docs/load-shedding.md) ----------------------------------------
+    max_concurrency: int | None = _opt(
+        None, "requests inside the app at once, server-wide; more wait in a FIFO queue "
+        "(off = no queue)", "Limits", _optional(_int(1)), metavar="N",
+    )
+    max_queue: int = _opt(
+        100, "requests that may wait for --max-concurrency; more are shed with 503",
+        "Limits", _int(0), metavar="N",
+    )
+    queue_timeout: float = _opt(
+        10.0, "longest wait in the request queue before a 503", "Limits", _duration(),
+        metavar=_DURATION,
+    )
+
     # Timeouts -------------------------------------------------------------------
     timeout_keep_alive: float = _opt(
         5.0, "close idle keep-alive connections after this long (0 = do not keep alive)",

@@ -6,8 +6,8 @@ once per worker; with none configured the dispatcher skips the loop entirely.
 
 Today: the health probes (``--health-path``, ``--ready-path``), ``--request-id`` (which never
 refuses: it names the request), ``--rate-limit`` and ``--limit-concurrency``.
-The request queue plugs in here the same way, after the probes: a probe must be answered
-however busy the worker is.
+The request queue (``--max-concurrency``) is always the last hook; the dispatcher appends it
+(``pounce.pipeline.request_queue``), since its waiting part lives in the request's task.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 A worker is one event loop (in its own thread, or a process's main thread). Everything here is
 touched only from that loop's thread, so it needs no locks; what other threads read (counters
 for statistics) are plain ints whose reads are atomic even without a GIL. State shared by all
-workers — the app, the frozen config, the parsed proxy trust — is immutable or owned by the app.
+workers — the app, the frozen config, the parsed proxy trust — is immutable or owned by the app,
+except the request queue's slots (:attr:`WorkerContext.slot_pool`), which lock themselves.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pounce.pipeline.events import EventBus, RequestCompleted
+from pounce.pipeline.slots import SlotPool
 
 if TYPE_CHECKING:
     from pounce.asgi.types import ASGIApp
@@ -77,6 +79,7 @@ class WorkerContext:
         event_handlers: Sequence[Callable[[Any], None]] = (),
         event_hub: EventLink | None = None,
         rate_limiter: RateLimitStore | None = None,
+        slot_pool: SlotPool | None = None,
     ) -> None:
         self.app = app
         self.config = config
@@ -102,8 +105,9 @@ class WorkerContext:
         #: next request is answered with ``Connection: close``) instead of closing at once.
         self.linger_idle = False
         #: Set while the worker sheds load, so readiness probes (``--ready-path``) answer 503
-        #: and a load balancer sends new requests elsewhere. Nothing sets it yet: it is the
-        #: hook for the request queue, which will raise and lower it with its backlog.
+        #: and a load balancer sends new requests elsewhere: raised by the request queue when
+        #: it sheds a request, lowered once a second passed without one and the queue is not
+        #: full (see :class:`~pounce.pipeline.request_queue.RequestQueue`).
         self.shedding = False
         #: This worker's requests waiting in the request queue now (``--max-queue``); written
         #: by the queue, read by the metrics.
@@ -115,6 +119,14 @@ class WorkerContext:
         #: ``--rate-limit``'s bucket table, shared by every worker of the server (its own
         #: locks make it safe from any thread or process); None when the limit is off.
         self.rate_limiter = rate_limiter
+        #: ``--max-concurrency``: the request queue's slots, None when off. *slot_pool* is
+        #: the server's (thread workers share one); a worker on its own makes its own.
+        if slot_pool is None and config.max_concurrency is not None:
+            slot_pool = SlotPool(config.max_concurrency, config.max_queue)
+        self.slot_pool = slot_pool
+        #: Called once when the worker stops serving (on its loop): per-worker subscriptions
+        #: to server-wide state, such as the request queue's shedding notices.
+        self.cleanups: list[Callable[[], None]] = []
         self.requests_total = 0
         self.active_requests = 0
         self.on_request_limit = on_request_limit

@@ -123,6 +123,10 @@ class ResponseChannel(Protocol):
 class RequestCycle:
     """One request's ASGI ``receive``/``send`` pair and the state machine behind them."""
 
+    #: Seconds waited in the request queue; only a queued cycle
+    #: (:class:`~pounce.pipeline.request_queue.QueuedCycle`) ever waits.
+    queue_wait = 0.0
+
     __slots__ = (
         "_body",
         "_body_size",
@@ -139,7 +143,6 @@ class RequestCycle:
         "disconnected",
         "expect_continue",
         "finished",
-        "queue_wait",
         "report_held",
         "request_complete",
         "response_complete",
@@ -181,9 +184,6 @@ class RequestCycle:
         self.status = 0
         self.bytes_sent = 0
         self.bytes_received = 0
-        #: Seconds this request waited in the request queue before the app was called (set
-        #: by the queue; reported as ``RequestCompleted.queue_wait`` and to ``--metrics``).
-        self.queue_wait = 0.0
         # perf_counter, not loop.time(): uvloop's clock only has millisecond resolution.
         self.start_time = (
             perf_counter() if ctx.events.active or ctx.count_request is not None else 0.0

@@ -15,10 +15,12 @@ from pounce.pipeline.admission import admission_hooks
 from pounce.pipeline.cycle import RequestCycle
 from pounce.pipeline.events import RequestRejected, RequestStarted
 from pounce.pipeline.filters import FilteredChannel
+from pounce.pipeline.request_queue import RequestQueue
 from pounce.pipeline.scope import http_scope
 from pounce.pipeline.websocket import WebSocketSession, websocket_scope
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
 
     from pounce.asgi.types import Headers, Scope
     from pounce.pipeline.admission import Admission, Rejection
@@ -34,7 +36,7 @@ __all__ = ["Dispatcher"]
 class Dispatcher:
     """One per worker; used only from the worker's event-loop thread."""
 
-    __slots__ = ("admission", "ctx", "filter_factories")
+    __slots__ = ("admission", "ctx", "filter_factories", "new_cycle", "queue")
 
     def __init__(
         self,
@@ -44,8 +46,19 @@ class Dispatcher:
         filter_factories: tuple[FilterFactory, ...] = (),
     ) -> None:
         self.ctx = ctx
-        self.admission = admission_hooks(ctx) if admission is None else admission
+        hooks = admission_hooks(ctx) if admission is None else admission
         self.filter_factories = filter_factories
+        #: ``--max-concurrency``: the last admission hook, and the cycles whose task first
+        #: waits for a slot. Off, plain cycles: the queue costs nothing.
+        self.queue: RequestQueue | None = None
+        self.new_cycle: Callable[
+            [WorkerContext, ResponseChannel, Scope, bool, bool], RequestCycle
+        ] = RequestCycle
+        if ctx.slot_pool is not None:
+            queue = self.queue = RequestQueue(ctx, ctx.slot_pool)
+            hooks = (*hooks, queue)
+            self.new_cycle = queue.cycle
+        self.admission = hooks
 
     def start_request(  # noqa: PLR0917 - positional on purpose: called once per request
         self,
@@ -85,7 +98,7 @@ class Dispatcher:
         )
         if self.filter_factories:
             channel = self._filtered(channel, scope)
-        cycle = RequestCycle(ctx, channel, scope, has_body, expect_continue)
+        cycle = self.new_cycle(ctx, channel, scope, has_body, expect_continue)
         channel.cycle = cycle
         if self.admission:
             rejection = self.admit(scope, connection)

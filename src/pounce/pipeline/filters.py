@@ -284,6 +284,16 @@ class FilteredChannel:
             result = f.trailers(result)
         self._inner.write_trailers(result, False)
 
+    def queue_waited(self, seconds: float) -> None:
+        """Tell the filters that report it (Server-Timing) how long the request was queued.
+
+        Called by the request queue, only for a request that waited.
+        """
+        for f in self._filters:
+            told = getattr(f, "queue_waited", None)
+            if told is not None:
+                told(seconds)
+
     def write_early_hint(self, links: list[bytes]) -> None:
         self._inner.write_early_hint(links)
 

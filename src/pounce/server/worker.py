@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pounce.features.compression import compression_factory
 from pounce.features.metrics import Exposition
-from pounce.features.server_timing import server_timing_filter
+from pounce.features.server_timing import server_timing_factory
 from pounce.features.static import static_files
 from pounce.pipeline.admission import admission_hooks
 from pounce.pipeline.context import WorkerContext
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from pounce.logs import AccessLogger
     from pounce.pipeline.filters import FilterFactory
     from pounce.pipeline.hub import EventLink
+    from pounce.pipeline.slots import SlotPool
 
 logger = logging.getLogger("pounce.error")
 
@@ -73,7 +74,7 @@ def filter_factories(ctx: WorkerContext) -> tuple[FilterFactory, ...]:
     if config.request_id:
         factories.append(request_id_filter(config.request_id_header))
     if config.server_timing:
-        factories.append(server_timing_filter)
+        factories.append(server_timing_factory(config))
     compress = compression_factory(config)
     if compress is not None:
         factories.append(compress)
@@ -145,6 +146,7 @@ class Worker:
         event_hub: EventLink | None = None,
         rate_limiter: RateLimitStore | None = None,
         metrics: tuple[MetricsStore, int | None] | None = None,
+        slot_pool: SlotPool | None = None,
     ) -> None:
         self.app = app
         #: ``--rate-limit``'s table, shared with the server's other workers.
@@ -153,6 +155,8 @@ class Worker:
         #: when every region was taken: the worker then serves scrapes but is not counted).
         self.metrics = metrics
         self._recorder: MetricsRecorder | None = None
+        #: The server's request-queue slots (``--max-concurrency``), shared by thread workers.
+        self.slot_pool = slot_pool
         #: The server's event subscribers (None: only this worker's own bus, e.g. a process).
         self.event_hub = event_hub
         self.config = config
@@ -249,6 +253,7 @@ class Worker:
             on_request_limit=self._on_request_limit,
             event_hub=self.event_hub,
             rate_limiter=self.rate_limiter,
+            slot_pool=self.slot_pool,
         )
         ctx.max_requests = self.max_requests
         self.ctx = ctx
@@ -284,6 +289,8 @@ class Worker:
             if recorder is not None:
                 recorder.sample()
                 recorder.close()
+            for cleanup in ctx.cleanups:
+                cleanup()
 
     def _adopt(self, sock: socket.socket) -> None:
         ctx = self.ctx

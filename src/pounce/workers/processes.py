@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pounce.errors import StartupError
 from pounce.pipeline.hub import EventForwarder
+from pounce.pipeline.slots import SlotPool
 from pounce.server.accept import AcceptThrottle, is_resource_error
 from pounce.server.loops import loop_factory
 from pounce.workers.handle import RETIRE_GRACE, WorkerHandle, process_rss
@@ -80,6 +81,8 @@ class ChildSpec:
     wanted: WantedKinds | None = None
     #: ``--rate-limit``'s table: inherited with the fork, or attached by name when spawned.
     rate_limiter: RateLimitStore | None = None
+    #: This process's share of ``--max-concurrency`` and ``--max-queue``, None when off.
+    queue_share: tuple[int, int] | None = None
 
 
 def _child_main(spec: ChildSpec, report: multiprocessing.connection.Connection) -> None:
@@ -128,6 +131,9 @@ async def _child_serve(
         forwarder.want(wanted.get())
         sender = EventSender(spec.events)
 
+    share = spec.queue_share
+    pool = SlotPool(*share) if share is not None else None
+
     def factory(lifespan: Lifespan, ssl_context: ssl.SSLContext | None) -> Worker:
         return make_worker(
             app,
@@ -140,6 +146,7 @@ async def _child_serve(
             metrics=spec.metrics,
             event_hub=forwarder,
             rate_limiter=spec.rate_limiter,
+            slot_pool=pool,
         )
 
     def attach(worker: Worker) -> None:
@@ -269,6 +276,7 @@ class ProcessWorker(WorkerHandle):
         event_relay: EventRelay | None = None,
         wanted_events: WantedKinds | None = None,
         rate_limiter: RateLimitStore | None = None,
+        queue_share: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(name=name, slot=slot, generation=generation)
         self.config = config
@@ -298,6 +306,7 @@ class ProcessWorker(WorkerHandle):
             events=events_writer,
             wanted=wanted_events if events_writer is not None else None,
             rate_limiter=rate_limiter,
+            queue_share=queue_share,
         )
         self._writer = writer
         self._events_writer = events_writer

@@ -41,6 +41,7 @@ from pounce.pipeline.events import (
     WorkerStarted,
     WorkerStopped,
 )
+from pounce.pipeline.slots import SlotPool, process_share
 from pounce.workers.distributor import Distributor
 from pounce.workers.handle import WorkerHandle, process_rss, trim_malloc
 from pounce.workers.heap import HeapFreezer
@@ -151,6 +152,21 @@ class Supervisor:
             config,
             "thread" if model.kind == "thread" else mp_context().get_start_method(),
         )
+        #: ``--max-concurrency`` with thread workers: one pool of slots for all of them, of
+        #: every generation. Process workers each get a share instead (see _queue_share).
+        self._slot_pool: SlotPool | None = None
+        if config.max_concurrency is not None:
+            if model.kind == "thread":
+                self._slot_pool = SlotPool(config.max_concurrency, config.max_queue)
+            elif config.max_concurrency < model.count:
+                logger.warning(
+                    "--max-concurrency %d is split over %d worker processes, at least one "
+                    "slot each: up to %d requests run at once; use thread workers for one "
+                    "server-wide limit",
+                    config.max_concurrency,
+                    model.count,
+                    model.count,
+                )
 
     # -- requests from any thread (and signal handlers) -----------------------------------------
 
@@ -315,6 +331,21 @@ class Supervisor:
         metrics = self._metrics
         if metrics is not None:
             metrics.sweep(len(self.workers), len(self._starting), len(self._draining))
+    def _queue_share(self, slot: int) -> tuple[int, int] | None:
+        """A process worker's part of ``--max-concurrency`` and ``--max-queue``.
+
+        Processes share no memory, so the limit is split over the configured number of
+        workers by slot (a replacement gets its predecessor's share): the sum of the shares is
+        the configured figure (at least one slot per process).
+        """
+        config = self.config
+        if config.max_concurrency is None:
+            return None
+        count = self.model.count
+        return (
+            max(1, process_share(config.max_concurrency, count, slot)),
+            process_share(config.max_queue, count, slot),
+        )
 
     def _spawn(self, slot: int, app: ASGIApp, generation: int) -> WorkerHandle:
         name = f"worker-{generation}.{slot}"
@@ -334,6 +365,7 @@ class Supervisor:
                 event_hub=self._event_hub,
                 metrics=assigned,
                 rate_limiter=self.rate_limiter,
+                slot_pool=self._slot_pool,
             )
         else:
             handle = ProcessWorker(
@@ -349,6 +381,7 @@ class Supervisor:
                 event_relay=self._event_relay,
                 wanted_events=self._wanted_events,
                 rate_limiter=self.rate_limiter,
+                queue_share=self._queue_share(slot),
             )
         limit = self.config.limit_max_requests
         if limit is not None:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from pounce.features.metrics_store import MetricsStore
     from pounce.features.rate_limit import RateLimitStore
     from pounce.pipeline.hub import EventLink
+    from pounce.pipeline.slots import SlotPool
 
 logger = logging.getLogger("pounce.error")
 
@@ -88,6 +89,7 @@ def make_worker(
     event_hub: EventLink | None = None,
     metrics: tuple[MetricsStore, int | None] | None = None,
     rate_limiter: RateLimitStore | None = None,
+    slot_pool: SlotPool | None = None,
 ) -> Worker:
     return Worker(
         app=app,
@@ -103,6 +105,7 @@ def make_worker(
         event_hub=event_hub,
         metrics=metrics,
         rate_limiter=rate_limiter,
+        slot_pool=slot_pool,
     )
 
 
@@ -125,11 +128,13 @@ class ThreadWorker(WorkerHandle):
         event_hub: EventLink | None = None,
         rate_limiter: RateLimitStore | None = None,
         metrics: tuple[MetricsStore, int | None] | None = None,
+        slot_pool: SlotPool | None = None,
     ) -> None:
         super().__init__(name=name, slot=slot, generation=generation)
         self._event_hub = event_hub
         self._rate_limiter = rate_limiter
         self._metrics = metrics
+        self._slot_pool = slot_pool
         self.app = app
         self.config = config
         # Each worker closes its listeners when it drains; it gets duplicates so the shared
@@ -190,6 +195,7 @@ class ThreadWorker(WorkerHandle):
             event_hub=self._event_hub,
             metrics=self._metrics,
             rate_limiter=self._rate_limiter,
+            slot_pool=self._slot_pool,
         )
 
     def _attach(self, worker: Worker) -> None:

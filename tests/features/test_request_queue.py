@@ -1,0 +1,230 @@
+"""``--max-concurrency``, ``--max-queue``, ``--queue-timeout`` through real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+from tests.helpers import RawClient, wait_until
+
+from pounce.pipeline.events import REJECTED_QUEUE_FULL, RequestCompleted, RequestRejected
+from pounce.testing import serve, serve_in_thread
+
+SLEEP = 0.5
+LONG = 3.0
+entered: list[str] = []
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Sleeps SLEEP seconds on /slow; answers with when the app ran (system-wide clock)."""
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close"})
+        return
+    if scope["type"] != "http":
+        return
+    entered.append(scope["path"])
+    began = time.monotonic()
+    if scope["path"] == "/slow":
+        await asyncio.sleep(SLEEP)
+    elif scope["path"] == "/long":
+        await asyncio.sleep(LONG)
+    body = json.dumps({"began": began, "ended": time.monotonic()}).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> None:
+    entered.clear()
+
+
+def _fetch_all(url: str, count: int, path: str = "/slow") -> list[httpx.Response]:
+    responses: list[httpx.Response | BaseException] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        try:
+            result: httpx.Response | BaseException = httpx.get(url + path, timeout=20)
+        except BaseException as exc:  # every client must get an answer: recorded, then failed
+            result = exc
+        with lock:
+            responses.append(result)
+
+    clients = [threading.Thread(target=one) for _ in range(count)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join(30)
+    assert all(isinstance(r, httpx.Response) for r in responses), responses
+    return [r for r in responses if isinstance(r, httpx.Response)]
+
+
+def _peak_overlap(responses: list[httpx.Response]) -> int:
+    marks: list[tuple[float, int]] = []
+    for r in responses:
+        if r.status_code == 200:
+            times = r.json()
+            marks += [(times["began"], 1), (times["ended"], -1)]
+    inside = peak = 0
+    for _, step in sorted(marks, key=lambda m: (m[0], m[1])):
+        inside += step
+        peak = max(peak, inside)
+    return peak
+
+
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_server_wide_limit_and_shedding(worker_type: str) -> None:
+    with serve(
+        "tests.features.test_request_queue:app",
+        workers=2,
+        worker_type=worker_type,
+        max_concurrency=2,
+        max_queue=4,
+        queue_timeout=10,
+        lifespan="off",
+    ) as url:
+        responses = _fetch_all(url, 10)
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) <= {200, 503}
+    for r in responses:
+        if r.status_code == 503:
+            assert r.headers["retry-after"] == "1"
+    # Never more than --max-concurrency inside the app at once, across the workers.
+    assert 1 <= _peak_overlap(responses) <= 2
+    if worker_type == "thread":
+        # One queue for both threads: 2 in the app, 4 waiting, 4 shed.
+        assert statuses.count(200) == 6 and statuses.count(503) == 4
+    else:
+        # Split: each process 1 slot and 2 places; which process gets what the kernel decides.
+        assert 2 <= statuses.count(200) <= 6
+
+
+def test_queue_timeout() -> None:
+    with serve(app, max_concurrency=1, queue_timeout=0.2, lifespan="off") as url:
+        slow = threading.Thread(target=httpx.get, args=(url + "/slow",), kwargs={"timeout": 10})
+        slow.start()
+        assert wait_until(lambda: "/slow" in entered)
+        began = time.monotonic()
+        response = httpx.get(url + "/fast", timeout=10)
+        waited = time.monotonic() - began
+        slow.join(10)
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert waited >= 0.18  # the queue has room (100): a 503 can only be the timeout
+    assert "/fast" not in entered
+
+
+def test_probes_bypass_the_queue_and_readiness_follows_shedding() -> None:
+    with serve(
+        app, max_concurrency=1, max_queue=0, health_path="/health", ready_path="/ready",
+        lifespan="off",
+    ) as url:
+        assert httpx.get(url + "/ready").status_code == 200
+        slow = threading.Thread(target=httpx.get, args=(url + "/slow",), kwargs={"timeout": 10})
+        slow.start()
+        assert wait_until(lambda: "/slow" in entered)
+        assert httpx.get(url + "/fast").status_code == 503
+        ready = httpx.get(url + "/ready")
+        health = httpx.get(url + "/health")
+        assert (ready.status_code, ready.text) == (503, "not ready")
+        assert health.status_code == 200
+        slow.join(10)
+        # A second without a shed (and the slot free again): ready.
+        assert wait_until(lambda: httpx.get(url + "/ready").status_code == 200, timeout=3)
+
+
+def test_a_client_gone_while_queued_leaves_no_slot_behind() -> None:
+    with serve(app, max_concurrency=1, max_queue=5, queue_timeout=30, lifespan="off") as url:
+        slow = threading.Thread(target=httpx.get, args=(url + "/slow",), kwargs={"timeout": 10})
+        slow.start()
+        assert wait_until(lambda: "/slow" in entered)
+        for _ in range(3):
+            with RawClient(url) as gone:
+                gone.request("GET", "/gone")
+        began = time.monotonic()
+        response = httpx.get(url + "/after", timeout=10)
+        slow.join(10)
+    assert response.status_code == 200
+    # Not held up by a leaked slot (that would wait out the 30 s queue timeout, then 503).
+    assert time.monotonic() - began < 10
+    assert "/gone" not in entered
+
+
+def test_events_report_the_wait_and_the_shed() -> None:
+    events: list[Any] = []
+    with serve_in_thread(
+        app, max_concurrency=1, max_queue=1, lifespan="off", event_handlers=[events.append]
+    ) as running:
+        responses = _fetch_all(running.url, 3)
+        assert wait_until(lambda: sum(isinstance(e, RequestCompleted) for e in events) == 3)
+    assert sorted(r.status_code for r in responses) == [200, 200, 503]
+    completed = sorted(
+        (e for e in events if isinstance(e, RequestCompleted) and e.status == 200),
+        key=lambda e: e.queue_wait,
+    )
+    assert completed[0].queue_wait == 0.0
+    assert completed[1].queue_wait >= SLEEP * 0.8
+    assert [e.reason for e in events if isinstance(e, RequestRejected)] == [REJECTED_QUEUE_FULL]
+
+
+def test_websocket_handshakes_are_refused_while_shedding() -> None:
+    pytest.importorskip("websockets")
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    with serve(app, max_concurrency=1, max_queue=0, lifespan="off") as url:
+        ws_url = "ws" + url[len("http"):] + "/ws"
+        with connect(ws_url, open_timeout=5) as ws:  # no slot taken: the queue is empty
+            pass
+        del ws
+        slow = threading.Thread(target=httpx.get, args=(url + "/slow",), kwargs={"timeout": 10})
+        slow.start()
+        assert wait_until(lambda: "/slow" in entered)
+        assert httpx.get(url + "/fast").status_code == 503
+        with pytest.raises(InvalidStatus) as refused:
+            connect(ws_url, open_timeout=5)
+        slow.join(10)
+    assert refused.value.response.status_code == 503
+
+
+def test_thread_workers_of_a_new_generation_share_the_slots() -> None:
+    """A rolling reload keeps the queue: the new generation waits for the old one's slot."""
+    with serve_in_thread(
+        "tests.features.test_request_queue:app", workers=2, worker_type="thread",
+        max_concurrency=1, queue_timeout=20, lifespan="off",
+    ) as running:
+        supervisor = running.server._supervisor
+        assert supervisor is not None
+        with ThreadPoolExecutor(1) as pool:
+            long = pool.submit(httpx.get, running.url + "/long", timeout=20)
+            time.sleep(0.3)  # inside the app, holding the only slot
+            running.server.reload()
+            assert wait_until(lambda: supervisor.reloads == 1, 20)
+            after = httpx.get(running.url + "/fast", timeout=20)
+            held = long.result(timeout=20)
+    assert held.status_code == 200 and after.status_code == 200
+    # The new generation's request only got into the app once the old one's left it.
+    assert after.json()["began"] >= held.json()["ended"]
+
+
+def test_a_graceful_shutdown_serves_the_queued_requests() -> None:
+    with ThreadPoolExecutor(3) as pool, serve_in_thread(
+        app, workers=2, worker_type="thread", max_concurrency=1, timeout_graceful_shutdown=10,
+        lifespan="off",
+    ) as running:
+        futures = [pool.submit(httpx.get, running.url + "/slow", timeout=20) for _ in range(3)]
+        assert wait_until(lambda: len(entered) == 1)
+        time.sleep(0.1)  # the other two are queued by now
+        assert len(entered) == 1
+        # Leaving the block shuts the server down gracefully with two requests still queued.
+    # Served one after the other: the queue drained during the shutdown, nobody got a 503.
+    assert [f.result(timeout=20).status_code for f in futures] == [200, 200, 200]
+    assert entered == ["/slow"] * 3
