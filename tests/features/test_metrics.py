@@ -491,3 +491,26 @@ def test_http2_streams_and_requests_are_counted() -> None:
     assert requests_of(final, "GET", "2xx", "2") == 1
     assert requests_of(final, "POST", "2xx", "2") == 1
     assert final["pounce_request_body_bytes_total", ()] == 3
+
+
+def test_the_queue_and_shed_requests_show_and_a_scrape_skips_the_queue() -> None:
+    with serve(app, metrics=True, max_concurrency=1, max_queue=1) as url:
+
+        def found() -> Samples:
+            return parse(httpx.get(url + "/metrics").text)  # answered while the queue is full
+
+        with RawClient(url) as held, RawClient(url) as queued:
+            held.request("GET", "/hold")
+            assert wait_until(lambda: found()["pounce_requests_in_flight", ()] == 1, 5.0, 0.05)
+            queued.request("GET", "/who")
+            assert wait_until(lambda: found()["pounce_queue_depth", ()] == 1, 5.0, 0.05)
+            assert httpx.get(url + "/who").status_code == 503  # the queue is full: shed
+            shed = found()["pounce_requests_rejected_total", (("reason", "queue_full"),)]
+            assert shed == 1
+            release.set()
+            assert held.read_response().body == b"held"
+            assert queued.read_response().status == 200
+        assert wait_until(lambda: found()["pounce_queue_wait_seconds_count", ()] == 1, 5.0, 0.05)
+        final = found()
+    assert final["pounce_queue_depth", ()] == 0
+    assert final["pounce_queue_wait_seconds_sum", ()] > 0
