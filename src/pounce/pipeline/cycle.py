@@ -546,15 +546,19 @@ class RequestCycle:
                     logger.error("ASGI callable returned without completing the response")
                 self.channel.abort()
         finally:
-            self._waiter = None
-            self.finished = True
-            self.task = None
-            ctx = self.ctx
-            ctx.request_finished()
-            if (ctx.events.active or ctx.count_request is not None) and not self._reported:
-                # Cut off (client gone, write timeout, app error mid-body): still one record.
-                self._emit_completed(False)
-            self.channel.app_finished()
+            self._end()
+
+    def _end(self) -> None:
+        """The app is done (or will never run): account, report, and let the channel go."""
+        self._waiter = None
+        self.finished = True
+        self.task = None
+        ctx = self.ctx
+        ctx.request_finished()
+        if (ctx.events.active or ctx.count_request is not None) and not self._reported:
+            # Cut off (client gone, write timeout, app error mid-body): still one record.
+            self._emit_completed(False)
+        self.channel.app_finished()
 
     def _answer_failure(self) -> None:
         if self.disconnected or self.response_complete:

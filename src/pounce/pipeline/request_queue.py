@@ -227,11 +227,4 @@ class QueuedCycle(RequestCycle):
         # What RequestCycle.run does when the app returns, for a request it never reached.
         if not self.response_complete:
             self.channel.abort()  # gone or half-closed: the connection has nothing more
-        self._waiter = None
-        self.finished = True
-        self.task = None
-        ctx = self.ctx
-        ctx.request_finished()
-        if ctx.events.active and not self._reported:
-            self._emit_completed(False)
-        self.channel.app_finished()
+        self._end()
