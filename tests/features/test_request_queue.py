@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +37,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await asyncio.sleep(SLEEP)
     elif scope["path"] == "/long":
         await asyncio.sleep(LONG)
-    body = json.dumps({"began": began, "ended": time.monotonic()}).encode()
+    body = json.dumps({"began": began, "ended": time.monotonic(), "pid": os.getpid()}).encode()
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": body})
 
@@ -99,12 +100,37 @@ def test_server_wide_limit_and_shedding(worker_type: str) -> None:
             assert r.headers["retry-after"] == "1"
     # Never more than --max-concurrency inside the app at once, across the workers.
     assert 1 <= _peak_overlap(responses) <= 2
-    if worker_type == "thread":
-        # One queue for both threads: 2 in the app, 4 waiting, 4 shed.
-        assert statuses.count(200) == 6 and statuses.count(503) == 4
-    else:
-        # Split: each process 1 slot and 2 places; which process gets what the kernel decides.
-        assert 2 <= statuses.count(200) <= 6
+    # One queue for both workers, threads or processes: 2 in the app, 4 waiting, 4 shed.
+    assert statuses.count(200) == 6 and statuses.count(503) == 4
+
+
+def test_process_workers_share_the_slots_and_the_queue() -> None:
+    """Two requests on one HTTP/2 connection reach the same process: with N=2 over two
+    processes both run at once (a per-process split would give that process one slot), and
+    the queue behind them is the server's: 4 more wait, wherever they landed."""
+
+    async def both_on_one_connection(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(http1=False, http2=True, timeout=20) as client:
+            return list(await asyncio.gather(*(client.get(url + "/slow") for _ in range(2))))
+
+    with serve(
+        "tests.features.test_request_queue:app",
+        workers=2,
+        worker_type="process",
+        max_concurrency=2,
+        max_queue=4,
+        queue_timeout=10,
+        lifespan="off",
+    ) as url:
+        same = asyncio.run(both_on_one_connection(url))
+        assert [r.status_code for r in same] == [200, 200]
+        assert len({r.json()["pid"] for r in same}) == 1
+        assert _peak_overlap(same) == 2
+        spread = _fetch_all(url, 10)
+    statuses = sorted(r.status_code for r in spread)
+    assert statuses.count(200) == 6 and statuses.count(503) == 4
+    assert _peak_overlap(spread) == 2
+    assert len({r.json()["pid"] for r in spread if r.status_code == 200}) >= 1
 
 
 def test_queue_timeout() -> None:
