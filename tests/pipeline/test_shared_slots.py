@@ -255,3 +255,50 @@ def test_reclaim_drops_a_dead_process_from_the_order(table: SharedSlotTable) -> 
             table.unbind()
 
     asyncio.run(main())
+
+
+def _spawned_child(table: SharedSlotTable, cell: int, conn: Connection) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        table.bind(cell, loop)
+        assert table.acquire(loop) is None  # the second of two slots
+        conn.send(("holding",))
+        waiter = table.acquire(loop)
+        assert isinstance(waiter, Waiter)
+        conn.send(("queued",))
+        assert await asyncio.wait_for(waiter.future, 10)  # woken by the parent's release
+        table.release()
+        table.release()
+        conn.send(("done",))
+
+    asyncio.run(main())
+
+
+def test_spawned_processes_attach_by_name_and_get_their_wake_up() -> None:
+    table = SharedSlotTable(2, 4, cells=4, sharing="spawn")
+    try:
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            mine, theirs = table.allocate(), table.allocate()
+            assert mine is not None and theirs is not None
+            table.bind(mine, loop)
+            spawn = multiprocessing.get_context("spawn")
+            parent_end, child_end = spawn.Pipe()
+            try:
+                assert table.acquire(loop) is None
+                child = spawn.Process(target=_spawned_child, args=(table, theirs, child_end))
+                child.start()
+                await loop.run_in_executor(None, _wait_for, parent_end, "holding")
+                await loop.run_in_executor(None, _wait_for, parent_end, "queued")
+                assert table.in_flight == 2 and table.waiting == 1
+                table.release()
+                await loop.run_in_executor(None, _wait_for, parent_end, "done")
+                child.join(10)
+                assert (table.in_flight, table.waiting) == (0, 0)
+            finally:
+                table.unbind()
+
+        asyncio.run(main())
+    finally:
+        table.close()

@@ -527,7 +527,10 @@ class SharedSlotTable:
             _lock=self._lock,
             _shm_name=self._shm.name,
             # Passed to the spawned process with it (only while spawning).
-            _wake=[(reduction.DupFd(r), reduction.DupFd(w)) for r, w in self._wake],
+            # (An eventfd is its own write end: passed once.)
+            _wake=[
+                (reduction.DupFd(r), None if w == r else reduction.DupFd(w)) for r, w in self._wake
+            ],
         )
         return state
 
@@ -543,7 +546,7 @@ class SharedSlotTable:
         self._wake = []
         for read_dup, write_dup in wake:
             read_end = read_dup.detach()
-            write_end = write_dup.detach()
+            write_end = read_end if write_dup is None else write_dup.detach()
             self._wake.append((read_end, write_end))
         self._reset_local()
 
