@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await asyncio.sleep(SLEEP)
     elif scope["path"] == "/long":
         await asyncio.sleep(LONG)
+    elif scope["path"] == "/hold":
+        # Tells the test which worker process holds the slot, then holds it for good.
+        with open(os.environ["QUEUE_TEST_PID_FILE"], "w") as file:
+            file.write(str(os.getpid()))
+        await asyncio.sleep(60)
     body = json.dumps({"began": began, "ended": time.monotonic(), "pid": os.getpid()}).encode()
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": body})
@@ -221,10 +227,11 @@ def test_websocket_handshakes_are_refused_while_shedding() -> None:
     assert refused.value.response.status_code == 503
 
 
-def test_thread_workers_of_a_new_generation_share_the_slots() -> None:
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_workers_of_a_new_generation_share_the_slots(worker_type: str) -> None:
     """A rolling reload keeps the queue: the new generation waits for the old one's slot."""
     with serve_in_thread(
-        "tests.features.test_request_queue:app", workers=2, worker_type="thread",
+        "tests.features.test_request_queue:app", workers=2, worker_type=worker_type,
         max_concurrency=1, queue_timeout=20, lifespan="off",
     ) as running:
         supervisor = running.server._supervisor
@@ -239,6 +246,26 @@ def test_thread_workers_of_a_new_generation_share_the_slots() -> None:
     assert held.status_code == 200 and after.status_code == 200
     # The new generation's request only got into the app once the old one's left it.
     assert after.json()["began"] >= held.json()["ended"]
+
+
+def test_a_killed_worker_process_gives_its_slot_back(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The supervisor reclaims what a dead worker held: the next request is served."""
+    pid_file = tmp_path / "pid"
+    monkeypatch.setenv("QUEUE_TEST_PID_FILE", str(pid_file))
+    with ThreadPoolExecutor(1) as pool, serve(
+        "tests.features.test_request_queue:app", workers=2, worker_type="process",
+        max_concurrency=1, queue_timeout=5, lifespan="off",
+    ) as url:
+        held = pool.submit(httpx.get, url + "/hold", timeout=20)
+        assert wait_until(lambda: pid_file.exists() and pid_file.read_text() != "", 10)
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        with pytest.raises(httpx.HTTPError):
+            held.result(timeout=20)
+        after = httpx.get(url + "/fast", timeout=20)
+    # Without the reclaim the only slot stays taken and this waits 5 s for a 503.
+    assert after.status_code == 200
 
 
 def test_a_graceful_shutdown_serves_the_queued_requests() -> None:
