@@ -173,6 +173,21 @@ def test_probes_bypass_the_queue_and_readiness_follows_shedding() -> None:
         assert wait_until(lambda: httpx.get(url + "/ready").status_code == 200, timeout=3)
 
 
+def test_readiness_is_server_wide_with_process_workers() -> None:
+    """A shed in one process makes every process's readiness probe say "not ready"."""
+    with ThreadPoolExecutor(1) as pool, serve(
+        "tests.features.test_request_queue:app", workers=2, worker_type="process",
+        max_concurrency=1, max_queue=0, ready_path="/ready", lifespan="off",
+    ) as url:
+        long = pool.submit(httpx.get, url + "/long", timeout=20)
+        # The slot is taken once some request is shed (max_queue 0: nothing waits).
+        assert wait_until(lambda: httpx.get(url + "/fast").status_code == 503, 5)
+        # Fresh connections: the kernel spreads them over both processes.
+        probes = [httpx.get(url + "/ready").status_code for _ in range(12)]
+        long.result(timeout=20)
+    assert probes == [503] * 12
+
+
 def test_a_client_gone_while_queued_leaves_no_slot_behind() -> None:
     with serve(app, max_concurrency=1, max_queue=5, queue_timeout=30, lifespan="off") as url:
         slow = threading.Thread(target=httpx.get, args=(url + "/slow",), kwargs={"timeout": 10})
