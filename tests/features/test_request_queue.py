@@ -136,7 +136,6 @@ def test_process_workers_share_the_slots_and_the_queue() -> None:
     statuses = sorted(r.status_code for r in spread)
     assert statuses.count(200) == 6 and statuses.count(503) == 4
     assert _peak_overlap(spread) == 2
-    assert len({r.json()["pid"] for r in spread if r.status_code == 200}) >= 1
 
 
 def test_queue_timeout() -> None:

@@ -337,7 +337,11 @@ class ProcessWorker(WorkerHandle):
         return details
 
     def start(self) -> None:
-        self._process.start()
+        try:
+            self._process.start()
+        except BaseException:
+            self._give_back_cell()  # never ran: nothing to reclaim but the cell itself
+            raise
         self.pid = self._process.pid
         self._heartbeat = time.monotonic()
         # The child holds its ends now.
