@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import random
 import signal
 import time
 from collections.abc import Iterator
@@ -300,5 +301,73 @@ def test_spawned_processes_attach_by_name_and_get_their_wake_up() -> None:
                 table.unbind()
 
         asyncio.run(main())
+    finally:
+        table.close()
+
+
+def _hammer(table: SharedSlotTable, cell: int, inside: Any, conn: Connection) -> None:
+    """Child: 150 requests with random holds, waits, timeouts and sheds; counts what got in."""
+
+
+    async def one(loop: asyncio.AbstractEventLoop, rng: random.Random) -> str:
+        ticket = table.acquire(loop)
+        if ticket is FULL:
+            return "shed"
+        if isinstance(ticket, Waiter):
+            try:
+                granted = await asyncio.wait_for(asyncio.shield(ticket.future), rng.random() / 50)
+            except TimeoutError:
+                if table.leave(ticket):
+                    return "timed out"
+                granted = await ticket.future  # granted in the very moment it gave up
+            assert granted
+        with inside.get_lock():
+            inside.value += 1
+            over = inside.value > table.limit
+        await asyncio.sleep(rng.random() / 500)
+        with inside.get_lock():
+            inside.value -= 1
+        table.release()
+        return "over" if over else "served"
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        table.bind(cell, loop)
+        rng = random.Random(cell)
+        tasks = []
+        for _ in range(150):
+            tasks.append(asyncio.ensure_future(one(loop, rng)))
+            await asyncio.sleep(rng.random() / 2000)
+        return list(await asyncio.gather(*tasks))
+
+    try:
+        conn.send(("done", asyncio.run(main())))
+    except BaseException as exc:
+        conn.send(("failed", repr(exc)))
+    os._exit(0)
+
+
+def test_three_processes_never_exceed_the_limit_and_give_every_slot_back() -> None:
+    table = SharedSlotTable(3, 6, cells=4)
+    inside = FORK.Value("i", 0)
+    try:
+        children = []
+        for _ in range(3):
+            cell = table.allocate()
+            assert cell is not None
+            parent_end, child_end = FORK.Pipe()
+            child = FORK.Process(target=_hammer, args=(table, cell, inside, child_end))
+            child.start()
+            children.append((child, parent_end))
+        outcomes: list[str] = []
+        for child, parent_end in children:
+            _, results = _wait_for(parent_end, "done", timeout=60)
+            outcomes += results
+            child.join(10)
+        assert "over" not in outcomes
+        assert outcomes.count("served") >= 3
+        assert {"shed", "timed out"} & set(outcomes)  # the queue was really contended
+        assert (table.in_flight, table.waiting) == (0, 0)
+        assert all(table.held_by(cell) == 0 for cell in range(4))
     finally:
         table.close()
