@@ -371,3 +371,34 @@ def test_three_processes_never_exceed_the_limit_and_give_every_slot_back() -> No
         assert all(table.held_by(cell) == 0 for cell in range(4))
     finally:
         table.close()
+
+
+def test_a_lock_left_by_another_dead_process_is_taken_over_too() -> None:
+    # Two workers die; the one holding the lock is reclaimed second. The first reclaim must
+    # not wait for ever on a lock whose holder is recorded as alive (not yet reclaimed).
+    table = SharedSlotTable(2, 4, cells=4)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        first, second = table.allocate(), table.allocate()
+        assert first is not None and second is not None
+        children = []
+        for cell, take_lock in ((first, False), (second, True)):
+            parent_end, child_end = FORK.Pipe()
+            child = FORK.Process(target=_hold_and_hang, args=(table, cell, child_end, take_lock))
+            child.start()
+            await loop.run_in_executor(None, _wait_for, parent_end, "holding")
+            children.append(child)
+        for child in children:
+            os.kill(child.pid or 0, signal.SIGKILL)
+            child.join(10)
+        began = time.monotonic()
+        assert table.reclaim(first) == 1
+        assert time.monotonic() - began < 10
+        assert table.reclaim(second) == 1
+        assert table.in_flight == 0
+
+    try:
+        asyncio.run(main())
+    finally:
+        table.close()

@@ -74,6 +74,8 @@ _GRANTED: Final = 1  # granted by someone, not yet handed to one of its waiters
 _ENTRIES: Final = 2  # its live entries in the ring
 _ALIVE: Final = 3  # 1 while a worker process owns the cell
 _CELL_FIELDS: Final = 4
+#: Timeouts after which the supervisor takes the lock over whoever is recorded as its holder.
+_TAKE_OVER_AFTER: Final = 4
 #: An entry of the ring whose waiter left.
 _GONE: Final = -1
 
@@ -484,10 +486,14 @@ class SharedSlotTable:
     def _take_over(self, dead: int) -> memoryview[int]:
         """The lock, even from a process killed while holding it (a semaphore: anyone may post)."""
         ints = self._ints
+        tries = 0
         while not self._lock.acquire(True, LOCK_TIMEOUT):
+            tries += 1
             owner = ints[_OWNER] - 1
             alive = owner >= 0 and ints[self._cells_at + owner * _CELL_FIELDS + _ALIVE]
-            if owner == dead or not alive:
+            # Held by another worker that died too and is not reclaimed yet: no live
+            # process holds this lock for seconds, so after a few timeouts it is taken.
+            if owner == dead or not alive or tries >= _TAKE_OVER_AFTER:
                 logger.warning(
                     "Request queue: taking back its lock, left held by a worker process that "
                     "died; the queue's counts are recomputed"
