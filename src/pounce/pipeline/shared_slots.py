@@ -201,12 +201,20 @@ class SharedSlotTable:
 
     def acquire(self, loop: asyncio.AbstractEventLoop) -> Waiter | _Full | None:
         """A slot now (None), a place in the server's queue (a :class:`Waiter`), or FULL."""
-        ints = self._enter()
+        # The path of every request while slots are free, so _enter/_exit are inlined; none
+        # of these integer updates can raise.
+        lock = self._lock
+        if not lock.acquire(False) and not lock.acquire(True, LOCK_TIMEOUT):
+            self._wait_for_lock()
+        ints = self._ints
+        ints[_OWNER] = self._tag
+        if ints[_IN_USE] < self.limit:
+            ints[_IN_USE] += 1
+            ints[self._me_at] += 1  # _HELD is field 0
+            ints[_OWNER] = 0
+            lock.release()
+            return None
         try:
-            if ints[_IN_USE] < self.limit:
-                ints[_IN_USE] += 1
-                ints[self._me_at] += 1  # _HELD is field 0
-                return None
             if ints[_WAITING] < self.max_queue:
                 waiter = Waiter(loop)
                 waiter.ticket = ticket = ints[_NEXT_TICKET]
@@ -223,7 +231,16 @@ class SharedSlotTable:
 
     def release(self) -> None:
         """A request of this process left the app: its slot goes to the server's oldest waiter."""
-        ints = self._enter()
+        lock = self._lock
+        if not lock.acquire(False) and not lock.acquire(True, LOCK_TIMEOUT):
+            self._wait_for_lock()
+        ints = self._ints
+        if not ints[_WAITING]:  # nobody waits anywhere: the slot is simply free again
+            ints[self._me_at] -= 1
+            ints[_IN_USE] -= 1
+            lock.release()
+            return
+        ints[_OWNER] = self._tag
         try:
             target = self._pass_on_locked(ints, self._me)
             woken = self._take_grants_locked(ints) if target == self._me else None
