@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from pounce.logs import AccessLogger
     from pounce.pipeline.filters import FilterFactory
     from pounce.pipeline.hub import EventLink
-    from pounce.pipeline.slots import SlotPool
+    from pounce.pipeline.slots import Slots
 
 logger = logging.getLogger("pounce.error")
 
@@ -123,7 +123,7 @@ class Worker:
         ssl_context: ssl.SSLContext | None = None,
         event_hub: EventLink | None = None,
         rate_limiter: RateLimitStore | None = None,
-        slot_pool: SlotPool | None = None,
+        slot_pool: Slots | None = None,
     ) -> None:
         self.app = app
         #: ``--rate-limit``'s table, shared with the server's other workers.

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from pounce.config import ServerConfig
     from pounce.features.rate_limit import RateLimitStore
     from pounce.pipeline.hub import EventLink
-    from pounce.pipeline.slots import SlotPool
+    from pounce.pipeline.slots import Slots
 
 logger = logging.getLogger("pounce.error")
 
@@ -87,7 +87,7 @@ def make_worker(
     ssl_context: ssl.SSLContext | None = None,
     event_hub: EventLink | None = None,
     rate_limiter: RateLimitStore | None = None,
-    slot_pool: SlotPool | None = None,
+    slot_pool: Slots | None = None,
 ) -> Worker:
     return Worker(
         app=app,
@@ -124,7 +124,7 @@ class ThreadWorker(WorkerHandle):
         on_request_limit: Callable[[], None] | None = None,
         event_hub: EventLink | None = None,
         rate_limiter: RateLimitStore | None = None,
-        slot_pool: SlotPool | None = None,
+        slot_pool: Slots | None = None,
     ) -> None:
         super().__init__(name=name, slot=slot, generation=generation)
         self._event_hub = event_hub
