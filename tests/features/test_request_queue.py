@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +38,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await asyncio.sleep(SLEEP)
     elif scope["path"] == "/long":
         await asyncio.sleep(LONG)
-    body = json.dumps({"began": began, "ended": time.monotonic()}).encode()
+    elif scope["path"] == "/hold":
+        # Tells the test which worker process holds the slot, then holds it for good.
+        with open(os.environ["QUEUE_TEST_PID_FILE"], "w") as file:
+            file.write(str(os.getpid()))
+        await asyncio.sleep(60)
+    body = json.dumps({"began": began, "ended": time.monotonic(), "pid": os.getpid()}).encode()
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": body})
 
@@ -99,12 +106,36 @@ def test_server_wide_limit_and_shedding(worker_type: str) -> None:
             assert r.headers["retry-after"] == "1"
     # Never more than --max-concurrency inside the app at once, across the workers.
     assert 1 <= _peak_overlap(responses) <= 2
-    if worker_type == "thread":
-        # One queue for both threads: 2 in the app, 4 waiting, 4 shed.
-        assert statuses.count(200) == 6 and statuses.count(503) == 4
-    else:
-        # Split: each process 1 slot and 2 places; which process gets what the kernel decides.
-        assert 2 <= statuses.count(200) <= 6
+    # One queue for both workers, threads or processes: 2 in the app, 4 waiting, 4 shed.
+    assert statuses.count(200) == 6 and statuses.count(503) == 4
+
+
+def test_process_workers_share_the_slots_and_the_queue() -> None:
+    """Two requests on one HTTP/2 connection reach the same process: with N=2 over two
+    processes both run at once (a per-process split would give that process one slot), and
+    the queue behind them is the server's: 4 more wait, wherever they landed."""
+
+    async def both_on_one_connection(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(http1=False, http2=True, timeout=20) as client:
+            return list(await asyncio.gather(*(client.get(url + "/slow") for _ in range(2))))
+
+    with serve(
+        "tests.features.test_request_queue:app",
+        workers=2,
+        worker_type="process",
+        max_concurrency=2,
+        max_queue=4,
+        queue_timeout=10,
+        lifespan="off",
+    ) as url:
+        same = asyncio.run(both_on_one_connection(url))
+        assert [r.status_code for r in same] == [200, 200]
+        assert len({r.json()["pid"] for r in same}) == 1
+        assert _peak_overlap(same) == 2
+        spread = _fetch_all(url, 10)
+    statuses = sorted(r.status_code for r in spread)
+    assert statuses.count(200) == 6 and statuses.count(503) == 4
+    assert _peak_overlap(spread) == 2
 
 
 def test_queue_timeout() -> None:
@@ -139,6 +170,21 @@ def test_probes_bypass_the_queue_and_readiness_follows_shedding() -> None:
         slow.join(10)
         # A second without a shed (and the slot free again): ready.
         assert wait_until(lambda: httpx.get(url + "/ready").status_code == 200, timeout=3)
+
+
+def test_readiness_is_server_wide_with_process_workers() -> None:
+    """A shed in one process makes every process's readiness probe say "not ready"."""
+    with ThreadPoolExecutor(1) as pool, serve(
+        "tests.features.test_request_queue:app", workers=2, worker_type="process",
+        max_concurrency=1, max_queue=0, ready_path="/ready", lifespan="off",
+    ) as url:
+        long = pool.submit(httpx.get, url + "/long", timeout=20)
+        # The slot is taken once some request is shed (max_queue 0: nothing waits).
+        assert wait_until(lambda: httpx.get(url + "/fast").status_code == 503, 5)
+        # Fresh connections: the kernel spreads them over both processes.
+        probes = [httpx.get(url + "/ready").status_code for _ in range(12)]
+        long.result(timeout=20)
+    assert probes == [503] * 12
 
 
 def test_a_client_gone_while_queued_leaves_no_slot_behind() -> None:
@@ -195,10 +241,11 @@ def test_websocket_handshakes_are_refused_while_shedding() -> None:
     assert refused.value.response.status_code == 503
 
 
-def test_thread_workers_of_a_new_generation_share_the_slots() -> None:
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_workers_of_a_new_generation_share_the_slots(worker_type: str) -> None:
     """A rolling reload keeps the queue: the new generation waits for the old one's slot."""
     with serve_in_thread(
-        "tests.features.test_request_queue:app", workers=2, worker_type="thread",
+        "tests.features.test_request_queue:app", workers=2, worker_type=worker_type,
         max_concurrency=1, queue_timeout=20, lifespan="off",
     ) as running:
         supervisor = running.server._supervisor
@@ -213,6 +260,26 @@ def test_thread_workers_of_a_new_generation_share_the_slots() -> None:
     assert held.status_code == 200 and after.status_code == 200
     # The new generation's request only got into the app once the old one's left it.
     assert after.json()["began"] >= held.json()["ended"]
+
+
+def test_a_killed_worker_process_gives_its_slot_back(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The supervisor reclaims what a dead worker held: the next request is served."""
+    pid_file = tmp_path / "pid"
+    monkeypatch.setenv("QUEUE_TEST_PID_FILE", str(pid_file))
+    with ThreadPoolExecutor(1) as pool, serve(
+        "tests.features.test_request_queue:app", workers=2, worker_type="process",
+        max_concurrency=1, queue_timeout=5, lifespan="off",
+    ) as url:
+        held = pool.submit(httpx.get, url + "/hold", timeout=20)
+        assert wait_until(lambda: pid_file.exists() and pid_file.read_text() != "", 10)
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        with pytest.raises(httpx.HTTPError):
+            held.result(timeout=20)
+        after = httpx.get(url + "/fast", timeout=20)
+    # Without the reclaim the only slot stays taken and this waits 5 s for a 503.
+    assert after.status_code == 200
 
 
 def test_a_graceful_shutdown_serves_the_queued_requests() -> None:

@@ -18,7 +18,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pounce.pipeline.events import EventBus, RequestCompleted
-from pounce.pipeline.slots import SlotPool
+from pounce.pipeline.slots import SlotPool, Slots
 
 if TYPE_CHECKING:
     from pounce.asgi.types import ASGIApp
@@ -79,7 +79,7 @@ class WorkerContext:
         event_handlers: Sequence[Callable[[Any], None]] = (),
         event_hub: EventLink | None = None,
         rate_limiter: RateLimitStore | None = None,
-        slot_pool: SlotPool | None = None,
+        slot_pool: Slots | None = None,
     ) -> None:
         self.app = app
         self.config = config

@@ -8,8 +8,9 @@ See ``docs/load-shedding.md``.
 Three pieces:
 
 * :class:`~pounce.pipeline.slots.SlotPool` (its own module) holds the count of requests inside
-  the app and the FIFO of waiters, shared by every thread worker of the server; a process
-  worker has its own, holding its share of the limit.
+  the app and the FIFO of waiters, shared by every thread worker of the server; worker
+  processes share :class:`~pounce.pipeline.shared_slots.SharedSlotTable`, the same in shared
+  memory, so the limit and the FIFO are server-wide in both.
 * :class:`RequestQueue`, one per worker: the last admission hook (it sheds outright when the
   queue is full, so an overloaded server refuses without creating a task) and the readiness
   flag :attr:`~pounce.pipeline.context.WorkerContext.shedding`.
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Final
 from pounce.pipeline.admission import Rejection
 from pounce.pipeline.cycle import RequestCycle
 from pounce.pipeline.events import REJECTED_QUEUE_FULL, REJECTED_QUEUE_TIMEOUT, RequestRejected
-from pounce.pipeline.slots import SHED_HOLD, SlotPool, Waiter, resolve
+from pounce.pipeline.slots import SHED_HOLD, Slots, Waiter, resolve
 
 if TYPE_CHECKING:
     from pounce.asgi.types import ASGIApp, Scope
@@ -49,7 +50,7 @@ class RequestQueue:
 
     __slots__ = ("_checking", "ctx", "full", "pool", "timed_out", "timeout")
 
-    def __init__(self, ctx: WorkerContext, pool: SlotPool) -> None:
+    def __init__(self, ctx: WorkerContext, pool: Slots) -> None:
         self.ctx = ctx
         self.pool = pool
         self.timeout = ctx.config.queue_timeout

@@ -18,9 +18,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
-__all__ = ["FULL", "SHED_HOLD", "SlotPool", "Waiter", "process_share", "resolve"]
+__all__ = ["FULL", "SHED_HOLD", "SlotPool", "Slots", "Waiter", "process_share", "resolve"]
 
 #: Readiness stays "not ready" this long after the last shed request (seconds).
 SHED_HOLD: Final = 1.0
@@ -34,12 +34,14 @@ LEFT: Final = 2
 class Waiter:
     """One queued request: a future on its worker's loop, resolved True when given a slot."""
 
-    __slots__ = ("future", "loop", "state")
+    __slots__ = ("future", "loop", "state", "ticket")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.future: asyncio.Future[bool] = loop.create_future()
         self.state = WAITING
+        #: Its place in a shared table's server-wide order (SharedSlotTable only).
+        self.ticket = 0
 
     def wake(self) -> bool:
         """Tell the waiter it holds a slot now; False when its loop is gone (nobody to tell)."""
@@ -69,6 +71,32 @@ class _Full:
 
 
 FULL: Final = _Full()
+
+
+class Slots(Protocol):
+    """What the request queue needs of its slots: :class:`SlotPool` (threads of one process)
+    or :class:`~pounce.pipeline.shared_slots.SharedSlotTable` (worker processes)."""
+
+    limit: int
+    max_queue: int
+
+    @property
+    def in_flight(self) -> int: ...
+
+    @property
+    def waiting(self) -> int: ...
+
+    def acquire(self, loop: asyncio.AbstractEventLoop) -> Waiter | _Full | None: ...
+
+    def release(self) -> None: ...
+
+    def leave(self, waiter: Waiter) -> bool: ...
+
+    def note_shed(self) -> None: ...
+
+    def shedding_now(self) -> bool: ...
+
+    def watch(self, notify: Callable[[], None]) -> Callable[[], None]: ...
 
 
 class SlotPool:

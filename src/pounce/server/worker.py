@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from pounce.logs import AccessLogger
     from pounce.pipeline.filters import FilterFactory
     from pounce.pipeline.hub import EventLink
-    from pounce.pipeline.slots import SlotPool
+    from pounce.pipeline.slots import Slots
 
 logger = logging.getLogger("pounce.error")
 
@@ -146,7 +146,7 @@ class Worker:
         event_hub: EventLink | None = None,
         rate_limiter: RateLimitStore | None = None,
         metrics: tuple[MetricsStore, int | None] | None = None,
-        slot_pool: SlotPool | None = None,
+        slot_pool: Slots | None = None,
     ) -> None:
         self.app = app
         #: ``--rate-limit``'s table, shared with the server's other workers.

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pounce.errors import StartupError
 from pounce.pipeline.hub import EventForwarder
-from pounce.pipeline.slots import SlotPool
+from pounce.pipeline.slots import SlotPool, Slots
 from pounce.server.accept import AcceptThrottle, is_resource_error
 from pounce.server.loops import loop_factory
 from pounce.workers.handle import RETIRE_GRACE, WorkerHandle, process_rss
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from pounce.config import ServerConfig
     from pounce.features.metrics_store import MetricsStore
     from pounce.features.rate_limit import RateLimitStore
+    from pounce.pipeline.shared_slots import SharedSlotTable
     from pounce.server.worker import Worker
     from pounce.workers.relay import EventRelay, WantedKinds
 
@@ -81,7 +82,10 @@ class ChildSpec:
     wanted: WantedKinds | None = None
     #: ``--rate-limit``'s table: inherited with the fork, or attached by name when spawned.
     rate_limiter: RateLimitStore | None = None
-    #: This process's share of ``--max-concurrency`` and ``--max-queue``, None when off.
+    #: ``--max-concurrency``'s server-wide table and this process's cell in it.
+    slot_table: SharedSlotTable | None = None
+    slot_cell: int | None = None
+    #: Only when the table had no cell free: this process's own share of the limit.
     queue_share: tuple[int, int] | None = None
 
 
@@ -131,8 +135,13 @@ async def _child_serve(
         forwarder.want(wanted.get())
         sender = EventSender(spec.events)
 
-    share = spec.queue_share
-    pool = SlotPool(*share) if share is not None else None
+    pool: Slots | None = None
+    table = spec.slot_table
+    if table is not None and spec.slot_cell is not None:
+        table.bind(spec.slot_cell, loop)
+        pool = table
+    elif spec.queue_share is not None:
+        pool = SlotPool(*spec.queue_share)
 
     def factory(lifespan: Lifespan, ssl_context: ssl.SSLContext | None) -> Worker:
         return make_worker(
@@ -192,6 +201,8 @@ async def _child_serve(
             factory, app, spec.config, spec.listen, attach, on_ready, lambda: forced[0]
         )
     finally:
+        if table is not None:
+            table.unbind()
         if forwarder is not None and sender is not None:
             sender.close(forwarder)  # the last requests' events
 
@@ -277,8 +288,13 @@ class ProcessWorker(WorkerHandle):
         wanted_events: WantedKinds | None = None,
         rate_limiter: RateLimitStore | None = None,
         queue_share: tuple[int, int] | None = None,
+        slot_table: SharedSlotTable | None = None,
+        slot_cell: int | None = None,
     ) -> None:
         super().__init__(name=name, slot=slot, generation=generation)
+        #: Given back (what the process held reclaimed) once the process is seen gone.
+        self._slot_table = slot_table
+        self._slot_cell = slot_cell
         self.config = config
         ctx = mp_context()
         self._reader, writer = ctx.Pipe(duplex=False)
@@ -307,6 +323,8 @@ class ProcessWorker(WorkerHandle):
             wanted=wanted_events if events_writer is not None else None,
             rate_limiter=rate_limiter,
             queue_share=queue_share,
+            slot_table=slot_table,
+            slot_cell=slot_cell,
         )
         self._writer = writer
         self._events_writer = events_writer
@@ -326,7 +344,11 @@ class ProcessWorker(WorkerHandle):
         return details
 
     def start(self) -> None:
-        self._process.start()
+        try:
+            self._process.start()
+        except BaseException:
+            self._give_back_cell()  # never ran: nothing to reclaim but the cell itself
+            raise
         self.pid = self._process.pid
         self._heartbeat = time.monotonic()
         # The child holds its ends now.
@@ -382,8 +404,22 @@ class ProcessWorker(WorkerHandle):
                     else f"exited with status {code}"
                 )
             self._close()
+            self._give_back_cell()
             self.exited.set()
         return alive
+
+    def _give_back_cell(self) -> None:
+        """The process is gone: what it held of the request queue goes to the next waiters."""
+        table, cell = self._slot_table, self._slot_cell
+        if table is not None and cell is not None:
+            self._slot_cell = None
+            held = table.reclaim(cell)
+            if held:
+                logger.info(
+                    "%s left %d request-queue slot(s) behind; given to the next requests",
+                    self.label,
+                    held,
+                )
 
     def _close(self) -> None:
         with contextlib.suppress(OSError):

@@ -41,6 +41,7 @@ from pounce.pipeline.events import (
     WorkerStarted,
     WorkerStopped,
 )
+from pounce.pipeline.shared_slots import SharedSlotTable
 from pounce.pipeline.slots import SlotPool, process_share
 from pounce.workers.distributor import Distributor
 from pounce.workers.handle import WorkerHandle, process_rss, trim_malloc
@@ -153,19 +154,20 @@ class Supervisor:
             "thread" if model.kind == "thread" else mp_context().get_start_method(),
         )
         #: ``--max-concurrency`` with thread workers: one pool of slots for all of them, of
-        #: every generation. Process workers each get a share instead (see _queue_share).
+        #: every generation. Process workers share a table in shared memory instead, made
+        #: before any fork with a cell (and a wake-up descriptor) per worker process that may
+        #: run at once: a generation, the one draining after a reload, replacements, SIGTTIN.
         self._slot_pool: SlotPool | None = None
+        self._slot_table: SharedSlotTable | None = None
         if config.max_concurrency is not None:
             if model.kind == "thread":
                 self._slot_pool = SlotPool(config.max_concurrency, config.max_queue)
-            elif config.max_concurrency < model.count:
-                logger.warning(
-                    "--max-concurrency %d is split over %d worker processes, at least one "
-                    "slot each: up to %d requests run at once; use thread workers for one "
-                    "server-wide limit",
+            else:
+                self._slot_table = SharedSlotTable(
                     config.max_concurrency,
-                    model.count,
-                    model.count,
+                    config.max_queue,
+                    cells=3 * model.count + 8,
+                    sharing=mp_context().get_start_method(),
                 )
 
     # -- requests from any thread (and signal handlers) -----------------------------------------
@@ -332,11 +334,10 @@ class Supervisor:
         if metrics is not None:
             metrics.sweep(len(self.workers), len(self._starting), len(self._draining))
     def _queue_share(self, slot: int) -> tuple[int, int] | None:
-        """A process worker's part of ``--max-concurrency`` and ``--max-queue``.
+        """A process worker's own part of ``--max-concurrency`` and ``--max-queue``.
 
-        Processes share no memory, so the limit is split over the configured number of
-        workers by slot (a replacement gets its predecessor's share): the sum of the shares is
-        the configured figure (at least one slot per process).
+        Only when the shared table has no free cell (more worker processes at once than it
+        was sized for): that worker then queues on its own, with an even share of the limit.
         """
         config = self.config
         if config.max_concurrency is None:
@@ -346,6 +347,23 @@ class Supervisor:
             max(1, process_share(config.max_concurrency, count, slot)),
             process_share(config.max_queue, count, slot),
         )
+
+    def _slot_cell(self, slot: int) -> tuple[int | None, tuple[int, int] | None]:
+        """A new process worker's cell in the shared slot table, or its fallback share."""
+        table = self._slot_table
+        if table is None:
+            return None, None
+        cell = table.allocate()
+        if cell is None:
+            logger.error(
+                "Request queue: more worker processes at once than the %d it was sized for; "
+                "worker %d queues on its own with a share of --max-concurrency (the limit is "
+                "no longer exact until some workers are gone)",
+                table.cells,
+                slot + 1,
+            )
+            return None, self._queue_share(slot)
+        return cell, None
 
     def _spawn(self, slot: int, app: ASGIApp, generation: int) -> WorkerHandle:
         name = f"worker-{generation}.{slot}"
@@ -368,6 +386,7 @@ class Supervisor:
                 slot_pool=self._slot_pool,
             )
         else:
+            cell, share = self._slot_cell(slot)
             handle = ProcessWorker(
                 app=app,
                 config=self.config,
@@ -381,7 +400,9 @@ class Supervisor:
                 event_relay=self._event_relay,
                 wanted_events=self._wanted_events,
                 rate_limiter=self.rate_limiter,
-                queue_share=self._queue_share(slot),
+                queue_share=share,
+                slot_table=self._slot_table if cell is not None else None,
+                slot_cell=cell,
             )
         limit = self.config.limit_max_requests
         if limit is not None:
@@ -826,6 +847,8 @@ class Supervisor:
         self._heap.thaw()
         if self.rate_limiter is not None:
             self.rate_limiter.unlink()
+        if self._slot_table is not None:
+            self._slot_table.close()
 
 
 def _alive(handle: WorkerHandle) -> bool:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from pounce.features.metrics_store import MetricsStore
     from pounce.features.rate_limit import RateLimitStore
     from pounce.pipeline.hub import EventLink
-    from pounce.pipeline.slots import SlotPool
+    from pounce.pipeline.slots import Slots
 
 logger = logging.getLogger("pounce.error")
 
@@ -89,7 +89,7 @@ def make_worker(
     event_hub: EventLink | None = None,
     metrics: tuple[MetricsStore, int | None] | None = None,
     rate_limiter: RateLimitStore | None = None,
-    slot_pool: SlotPool | None = None,
+    slot_pool: Slots | None = None,
 ) -> Worker:
     return Worker(
         app=app,
@@ -128,7 +128,7 @@ class ThreadWorker(WorkerHandle):
         event_hub: EventLink | None = None,
         rate_limiter: RateLimitStore | None = None,
         metrics: tuple[MetricsStore, int | None] | None = None,
-        slot_pool: SlotPool | None = None,
+        slot_pool: Slots | None = None,
     ) -> None:
         super().__init__(name=name, slot=slot, generation=generation)
         self._event_hub = event_hub
