@@ -1,0 +1,56 @@
+"""A Pounce to test (``--http auto``, cleartext by prior knowledge) and a connection per case."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from tests.conformance.h2spec.peer import Peer
+from tests.helpers import address
+
+from pounce.testing import serve_in_thread
+
+#: Every response has a body of this many octets: the flow-control cases need more than 4.
+BODY = b"hello, conformance"
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Reads the whole request body (so the server sees every DATA frame), then answers."""
+    if scope["type"] != "http":
+        return
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body"):
+            break
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(BODY))],
+        }
+    )
+    await send({"type": "http.response.body", "body": BODY})
+
+
+@pytest.fixture(scope="package")
+def server_address() -> Iterator[tuple[str, int]]:
+    with serve_in_thread(app, http="auto", access_log=False) as running:
+        yield address(running.url)
+
+
+@pytest.fixture
+def conn(server_address: tuple[str, int]) -> Iterator[Peer]:
+    """A connected peer that has not sent the preface yet."""
+    peer = Peer(server_address)
+    try:
+        yield peer
+    finally:
+        peer.close()
+
+
+@pytest.fixture
+def peer(conn: Peer) -> Peer:
+    """A connected peer past the handshake."""
+    conn.handshake()
+    return conn
