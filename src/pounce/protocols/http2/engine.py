@@ -45,6 +45,8 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
+from hpack.exceptions import HPACKError
+from hyperframe.exceptions import InvalidDataError
 from hyperframe.frame import GoAwayFrame
 
 from pounce.logs import escape_for_log
@@ -119,6 +121,15 @@ _COMMON_METHODS = frozenset(
 )
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
+
+
+def _with_goaway_code(data: bytes, code: int) -> bytes:
+    """*data*, h2's output ending with the GOAWAY it queued on an error, with that GOAWAY's
+    error code replaced by *code* (h2 leaves no way to choose it)."""
+    goaway = data[-17:]
+    if len(goaway) == 17 and goaway[:4] == b"\0\0\x08\x07":
+        return data[:-4] + int(code).to_bytes(4, "big")
+    return data
 
 
 def http2_engine_factory(
@@ -649,7 +660,26 @@ class HTTP2Engine:
                 self.info.peer,
                 escape_for_log(str(exc) or type(exc).__name__),
             )
+        code = self._error_code(exc)
+        if code != exc.error_code:
+            self.t.write(_with_goaway_code(self.h2.data_to_send(), code))
         self._end(CLOSED_MALFORMED)
+
+    def _error_code(self, exc: h2.exceptions.ProtocolError) -> int:
+        """The code RFC 9113 asks for, where h2 says PROTOCOL_ERROR for everything.
+
+        A header block HPACK cannot decode is COMPRESSION_ERROR (RFC 9113 §4.3), and a
+        SETTINGS acknowledgement with a payload is FRAME_SIZE_ERROR (§6.5).
+        """
+        cause = exc.__cause__
+        if isinstance(cause, HPACKError):
+            return ErrorCodes.COMPRESSION_ERROR
+        if isinstance(cause, InvalidDataError):
+            # h2 raised before taking the frame out of its buffer: its header is still there.
+            header = bytes(self.h2.incoming_buffer._data[:9])
+            if len(header) == 9 and header[3] == 0x4 and header[4] & 0x1 and header[:3] != b"\0\0\0":
+                return ErrorCodes.FRAME_SIZE_ERROR
+        return int(exc.error_code)
 
     def _calm_down(self, what: str) -> None:
         logger.warning(
