@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,9 +18,12 @@ BODY = b"hello, conformance"
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Reads the whole request body (so the server sees every DATA frame), then answers."""
+    """Reads the whole request body (so the server sees every DATA frame), then answers;
+    ``/slow`` first waits a second (an app still running when its stream is reset)."""
     if scope["type"] != "http":
         return
+    if scope["path"] == "/slow":
+        await asyncio.sleep(1)
     while True:
         message = await receive()
         if message["type"] != "http.request" or not message.get("more_body"):
@@ -54,3 +59,13 @@ def peer(conn: Peer) -> Peer:
     """A connected peer past the handshake."""
     conn.handshake()
     return conn
+
+
+@pytest.fixture(autouse=True)
+def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Whatever a case sends, the server logs no error and no traceback."""
+    caplog.set_level(logging.INFO)
+    yield
+    for record in caplog.records:
+        assert record.exc_info is None, f"traceback logged: {record.getMessage()}"
+        assert record.levelno < logging.ERROR, record.getMessage()

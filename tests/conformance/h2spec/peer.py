@@ -14,6 +14,7 @@ the case at once, instead of passing when the close follows it.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import struct
@@ -141,12 +142,10 @@ class Peer:
     # -- sending ------------------------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
-        try:
+        # The server may already have closed after an earlier frame; the verdict comes from
+        # what it sent.
+        with contextlib.suppress(OSError):
             self.sock.sendall(data)
-        except OSError:
-            # The server may already have closed after an earlier frame; the verdict comes
-            # from what it sent.
-            pass
 
     def frame(self, kind: int, flags: int, stream_id: int, payload: bytes = b"") -> None:
         self.send(raw_frame(kind, flags, stream_id, payload))
@@ -154,9 +153,9 @@ class Peer:
     def encode(self, headers: list[tuple[bytes, bytes]]) -> bytes:
         return bytes(self.encoder.encode(headers, huffman=True))
 
-    def request_headers(self, method: bytes = b"GET", path: bytes = b"/") -> list[
-        tuple[bytes, bytes]
-    ]:
+    def request_headers(
+        self, method: bytes = b"GET", path: bytes = b"/"
+    ) -> list[tuple[bytes, bytes]]:
         """:method, :scheme, :path, :authority, in h2spec's order."""
         return [
             (b":method", method),
@@ -165,7 +164,7 @@ class Peer:
             (b":authority", self.authority),
         ]
 
-    def headers(  # noqa: PLR0913 - mirrors the frame's fields
+    def headers(
         self,
         stream_id: int,
         block: bytes | list[tuple[bytes, bytes]],
@@ -214,8 +213,9 @@ class Peer:
             block = self.encode(block)
         self.frame(CONTINUATION, END_HEADERS if end_headers else 0, stream_id, block)
 
-    def priority(self, stream_id: int, dependency: int = 0, weight: int = 255, *,
-                 exclusive: bool = False) -> None:
+    def priority(
+        self, stream_id: int, dependency: int = 0, weight: int = 255, *, exclusive: bool = False
+    ) -> None:
         dep = dependency | (0x80000000 if exclusive else 0)
         self.frame(PRIORITY, 0, stream_id, struct.pack(">IB", dep, weight))
 

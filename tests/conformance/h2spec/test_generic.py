@@ -8,7 +8,9 @@ from __future__ import annotations
 import pytest
 from tests.conformance.h2spec.peer import (
     CANCEL,
+    DATA,
     ENABLE_PUSH,
+    END_STREAM,
     HEADER_TABLE_SIZE,
     INITIAL_WINDOW_SIZE,
     MAX_CONCURRENT_STREAMS,
@@ -17,8 +19,6 @@ from tests.conformance.h2spec.peer import (
     PADDED,
     PREFACE,
     SETTINGS,
-    DATA,
-    END_STREAM,
     Frame,
     Peer,
     expect_frame,

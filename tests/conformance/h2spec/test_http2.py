@@ -11,7 +11,6 @@ import struct
 from tests.conformance.h2spec.peer import (
     CANCEL,
     COMPRESSION_ERROR,
-    CONTINUATION,
     DATA,
     ENABLE_PUSH,
     END_HEADERS,

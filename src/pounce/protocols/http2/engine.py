@@ -45,7 +45,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
-from hpack.exceptions import HPACKError
+from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hyperframe.exceptions import InvalidDataError
 from hyperframe.frame import GoAwayFrame
 
@@ -437,9 +437,7 @@ class HTTP2Engine:
                     sent = stream.send_queued(QUANTUM)
                     if sent:
                         moved = True
-                    if stream.queued_bytes or (
-                        stream.end_waiting and not stream.trailers_wanted
-                    ):
+                    if stream.queued_bytes or (stream.end_waiting and not stream.trailers_wanted):
                         sending.append(stream)
                 if not moved:
                     break
@@ -672,12 +670,18 @@ class HTTP2Engine:
         SETTINGS acknowledgement with a payload is FRAME_SIZE_ERROR (§6.5).
         """
         cause = exc.__cause__
-        if isinstance(cause, HPACKError):
+        if isinstance(cause, HPACKError) and not isinstance(cause, OversizedHeaderListError):
+            # (An oversized list is h2's DenialOfServiceError: ENHANCE_YOUR_CALM stays.)
             return ErrorCodes.COMPRESSION_ERROR
         if isinstance(cause, InvalidDataError):
             # h2 raised before taking the frame out of its buffer: its header is still there.
             header = bytes(self.h2.incoming_buffer._data[:9])
-            if len(header) == 9 and header[3] == 0x4 and header[4] & 0x1 and header[:3] != b"\0\0\0":
+            if (
+                len(header) == 9
+                and header[3] == 0x4
+                and header[4] & 0x1
+                and header[:3] != b"\0\0\0"
+            ):
                 return ErrorCodes.FRAME_SIZE_ERROR
         return int(exc.error_code)
 
