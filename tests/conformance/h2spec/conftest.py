@@ -28,6 +28,20 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         message = await receive()
         if message["type"] != "http.request" or not message.get("more_body"):
             break
+    await _answer(send)
+
+
+async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers without reading the body, as a hello-world app does: the request's DATA
+    frames may then arrive after the response ended the stream."""
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/slow":
+        await asyncio.sleep(1)
+    await _answer(send)
+
+
+async def _answer(send: Any) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -38,9 +52,13 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": BODY})
 
 
-@pytest.fixture(scope="package")
-def server_address() -> Iterator[tuple[str, int]]:
-    with serve_in_thread(app, http="auto", access_log=False) as running:
+APPS = {"reads-body": app, "ignores-body": hello}
+
+
+@pytest.fixture(scope="package", params=list(APPS))
+def server_address(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
+    """The server, once with each app: h2spec's verdicts must not depend on the app."""
+    with serve_in_thread(APPS[request.param], http="auto", access_log=False) as running:
         yield address(running.url)
 
 
