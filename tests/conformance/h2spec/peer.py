@@ -26,6 +26,7 @@ import hpack
 
 __all__ = [
     "CLOSED",
+    "GARBLED",
     "PREFACE",
     "TIMEOUT",
     "WAIT",
@@ -40,6 +41,7 @@ PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 WAIT: Final = 3.0
 
 CLOSED: Final = "connection closed"
+GARBLED: Final = "bytes that are not HTTP/2 frames, then the close"
 TIMEOUT: Final = "timeout"
 
 # Frame types and flags (RFC 9113 §6).
@@ -290,8 +292,12 @@ class Peer:
                 chunk = b""
             if not chunk:
                 self.done = True
-                self.seen.append(CLOSED)
-                return CLOSED
+                # As h2spec's frame reader: a close in the middle of a frame (or after bytes
+                # that are no frame at all, such as an HTTP/1.1 response) is an error, not a
+                # clean close.
+                event = GARBLED if self.buffer else CLOSED
+                self.seen.append(event)
+                return event
             self.buffer += chunk
 
 
@@ -313,9 +319,8 @@ def expect_connection_error(peer: Peer, *codes: int) -> None:
         event = peer.event()
         if event == CLOSED:
             return
-        if event == TIMEOUT:
+        if not isinstance(event, Frame):
             raise _fail(f"GOAWAY {_codes(codes)} or the connection closed", peer)
-        assert isinstance(event, Frame)
         if event.kind == GOAWAY:
             if event.error_code in codes:
                 return
@@ -328,9 +333,8 @@ def expect_stream_error(peer: Peer, *codes: int, stream_id: int | None = None) -
         event = peer.event()
         if event == CLOSED:
             return
-        if event == TIMEOUT:
+        if not isinstance(event, Frame):
             raise _fail(f"RST_STREAM or GOAWAY {_codes(codes)} or the connection closed", peer)
-        assert isinstance(event, Frame)
         if event.kind == GOAWAY:
             if event.error_code in codes:
                 return
@@ -348,7 +352,7 @@ def expect_connection_close(peer: Peer) -> None:
         event = peer.event()
         if event == CLOSED:
             return
-        if event == TIMEOUT:
+        if not isinstance(event, Frame):
             raise _fail("the connection closed", peer)
 
 
@@ -395,9 +399,8 @@ def expect_ping_ack_or_close(peer: Peer, data: bytes) -> None:
         event = peer.event()
         if event == CLOSED:
             return
-        if event == TIMEOUT:
+        if not isinstance(event, Frame):
             raise _fail(f"PING ACK with {data!r} or the connection closed", peer)
-        assert isinstance(event, Frame)
         if event.kind == PING and event.is_ack and event.payload == data:
             return
 

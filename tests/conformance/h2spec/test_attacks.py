@@ -27,6 +27,7 @@ from tests.conformance.h2spec.peer import (
     Peer,
     expect_frame,
     expect_headers,
+    expect_stream_error,
     raw_frame,
 )
 
@@ -117,12 +118,13 @@ def test_hpack_bomb(peer: Peer, server_address: tuple[str, int]) -> None:
 
 
 def test_data_beyond_the_window(peer: Peer, server_address: tuple[str, int]) -> None:
-    """A peer that ignores flow control (RFC 9113 §6.9.1) cannot make the server buffer."""
+    """A peer that ignores flow control (RFC 9113 §6.9.1) cannot make the server buffer:
+    more than the stream's window while the app (``/slow``) reads nothing is an error."""
     window = peer.settings.get(0x4, 65535)
-    peer.request(1, b"POST", end_stream=False)
+    peer.send(slow_request(peer, 1, end_stream=False))
     chunk = b"x" * 16384
     peer.send(raw_frame(DATA, 0, 1, chunk) * (window // len(chunk) + 8))
-    assert goaway_code(peer) == FLOW_CONTROL_ERROR
+    expect_stream_error(peer, FLOW_CONTROL_ERROR, stream_id=1)
     still_serving(server_address)
 
 

@@ -123,13 +123,9 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 
 
-def _with_goaway_code(data: bytes, code: int) -> bytes:
-    """*data*, h2's output ending with the GOAWAY it queued on an error, with that GOAWAY's
-    error code replaced by *code* (h2 leaves no way to choose it)."""
-    goaway = data[-17:]
-    if len(goaway) == 17 and goaway[:4] == b"\0\0\x08\x07":
-        return data[:-4] + int(code).to_bytes(4, "big")
-    return data
+#: The header of a GOAWAY without debug data (length 8, type 0x7, stream 0), as h2 queues
+#: one on an error.
+_GOAWAY_HEAD = b"\0\0\x08\x07\0\0\0\0\0"
 
 
 def http2_engine_factory(
@@ -659,8 +655,16 @@ class HTTP2Engine:
                 escape_for_log(str(exc) or type(exc).__name__),
             )
         code = self._error_code(exc)
-        if code != exc.error_code:
-            self.t.write(_with_goaway_code(self.h2.data_to_send(), code))
+        data = self.h2.data_to_send()
+        if data[-17:-8] == _GOAWAY_HEAD:
+            if code != exc.error_code:
+                # h2 chose the code: PROTOCOL_ERROR where RFC 9113 asks for another.
+                data = data[:-4] + int(code).to_bytes(4, "big")
+        else:
+            # h2 queued none: an invalid preface fails before its error handling.
+            last = self.h2.highest_inbound_stream_id
+            data += GoAwayFrame(0, last_stream_id=last, error_code=code).serialize()
+        self.t.write(data)
         self._end(CLOSED_MALFORMED)
 
     def _error_code(self, exc: h2.exceptions.ProtocolError) -> int:
