@@ -238,10 +238,8 @@ def test_5_1_2_1_over_max_concurrent_streams(peer: Peer) -> None:
     limit = peer.settings[MAX_CONCURRENT_STREAMS]
     peer.send_settings((INITIAL_WINDOW_SIZE, 0))
     block = peer.encode(peer.request_headers())
-    frames = b"".join(
-        raw_frame(HEADERS, END_HEADERS | 0x1, 2 * i + 1, block) for i in range(limit + 1)
-    )
-    peer.send(frames)
+    for i in range(limit + 1):  # a write each, as h2spec sends them
+        peer.send(raw_frame(HEADERS, END_HEADERS | 0x1, 2 * i + 1, block))
     expect_stream_error(peer, PROTOCOL_ERROR, REFUSED_STREAM)
 
 
