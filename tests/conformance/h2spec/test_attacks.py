@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
+import hpack
 import pytest
 from tests.conformance.h2spec.peer import (
     CANCEL,
@@ -17,6 +18,7 @@ from tests.conformance.h2spec.peer import (
     END_STREAM,
     FLOW_CONTROL_ERROR,
     GOAWAY,
+    HEADER_TABLE_SIZE,
     HEADERS,
     PING,
     PRIORITY,
@@ -126,6 +128,19 @@ def test_data_beyond_the_window(peer: Peer, server_address: tuple[str, int]) -> 
     peer.send(raw_frame(DATA, 0, 1, chunk) * (window // len(chunk) + 8))
     expect_stream_error(peer, FLOW_CONTROL_ERROR, stream_id=1)
     still_serving(server_address)
+
+
+def test_huge_header_table_allowance_is_not_used(peer: Peer) -> None:
+    """A client may allow a 4 GiB HPACK table for responses; the server keeps to 4 KiB, or
+    every distinct response field would stay in its memory for the connection's life."""
+    peer.send_settings((HEADER_TABLE_SIZE, 2**32 - 1))
+    expect_frame(peer, SETTINGS)  # the ACK
+    peer.request(1)
+    block = expect_frame(peer, HEADERS).payload
+    decoder = hpack.Decoder()
+    decoder.max_allowed_table_size = 2**32 - 1
+    decoder.decode(block)
+    assert decoder.header_table_size <= 4096
 
 
 FLOODS: dict[str, Callable[[Peer], bytes]] = {

@@ -91,6 +91,10 @@ OFFLOAD_FILE = 1024 * 1024
 MAX_STREAM_ID = 2**31 - 1
 STREAM_ID_MARGIN = 1000
 
+#: The largest HPACK table the server keeps for its responses, whatever the client allows.
+MAX_ENCODER_TABLE = 4096
+_HEADER_TABLE_SIZE = h2.settings.SettingCodes.HEADER_TABLE_SIZE
+
 #: Abuse counters: the window they count over, and what each may reach within it.
 FLOOD_WINDOW = 10.0
 MAX_PINGS = 500
@@ -278,6 +282,8 @@ class HTTP2Engine:
                 if self.settings.hit(self.loop.time()):
                     self._calm_down("SETTINGS flood")
                     return
+                if _HEADER_TABLE_SIZE in event.changed_settings:  # type: ignore[attr-defined]
+                    self._cap_encoder_table()
                 if self.sending:
                     self._pump()  # the initial window may have grown
             elif kind is ev.PingReceived:
@@ -298,6 +304,19 @@ class HTTP2Engine:
             # The peer is not reading what it asked for (PING and SETTINGS answers included):
             # stop reading until it does, so it cannot grow the write buffer without bound.
             t.pause_reading()
+
+    def _cap_encoder_table(self) -> None:
+        """The client may allow a response header table of up to 4 GiB; the server uses no
+        more than :data:`MAX_ENCODER_TABLE` (RFC 7541 §4.2 lets the encoder pick any size up
+        to the peer's), or every distinct response field (dates, request ids, cookies) would
+        stay in memory for the connection's life."""
+        encoder = self.h2.encoder
+        if encoder.header_table_size > MAX_ENCODER_TABLE:
+            encoder.header_table_size = MAX_ENCODER_TABLE
+            # Announce only the size actually used (the larger one h2 queued never was).
+            encoder.table_size_changes = [
+                size for size in encoder.table_size_changes if size <= MAX_ENCODER_TABLE
+            ]
 
     def _header_block_too_big(self, frames: Sequence[object]) -> bool:
         """CONTINUATION flood (CVE-2024-27316): a header block still incomplete after
