@@ -82,8 +82,11 @@ def test_a_broken_preface_is_answered_as_http2(url: str) -> None:
     assert reply[3] == 0x4  # the server's SETTINGS first
     assert reply[-17:-8] == b"\0\0\x08\x07\0\0\0\0\0"  # then GOAWAY, the last frame
     assert int.from_bytes(reply[-4:], "big") == h2.errors.ErrorCodes.PROTOCOL_ERROR
-    # A malformed HTTP/1.x request line is still answered as HTTP/1.1.
+    # What may be an HTTP/1.x client is still answered as HTTP/1.1: a malformed request
+    # line, one without a version (a person at a terminal), one too long to finish.
     assert _first_reply(url, b"GET / HTTP/1.1 x\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    assert _first_reply(url, b"GET /\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    assert _first_reply(url, b"GET /" + b"a" * 20_000).startswith(b"HTTP/1.1 414 ")
 
 
 def test_prior_knowledge_with_httpx(url: str) -> None:

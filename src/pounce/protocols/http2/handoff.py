@@ -42,9 +42,14 @@ _HOP_FIELDS = frozenset((b"connection", b"upgrade", b"http2-settings", b"keep-al
 
 
 def _not_http1(data: bytes) -> bool:
-    """The first line (complete: the parser already gave up on it) has no HTTP version."""
-    line = data.split(b"\n", 1)[0]
-    return b" HTTP/" not in line.upper()
+    """The connection's first line is complete and no HTTP/1.x request line at all: no
+    ``HTTP/`` version, and not ``GET /path`` either (a person at a terminal, who can read
+    HTTP/1.1's 400). An incomplete line is left to HTTP/1.1's limits (414 for a long one)."""
+    line, newline, _ = data.partition(b"\n")
+    if not newline or b" HTTP/" in line.upper():
+        return False
+    words = line.split()
+    return not (len(words) >= 2 and words[1][:1] in (b"/", b"*"))
 
 
 class H2CHandoff:
