@@ -52,13 +52,19 @@ async def _answer(send: Any) -> None:
     await send({"type": "http.response.body", "body": BODY})
 
 
-APPS = {"reads-body": app, "ignores-body": hello}
+#: The servers every case runs against: (app, --http). h2spec's verdicts must depend neither
+#: on the app nor on whether HTTP/1.1 shares the port.
+SERVERS = {
+    "reads-body": (app, "auto"),
+    "ignores-body": (hello, "auto"),
+    "http2-only": (app, "h2"),
+}
 
 
-@pytest.fixture(scope="package", params=list(APPS))
+@pytest.fixture(scope="package", params=list(SERVERS))
 def server_address(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
-    """The server, once with each app: h2spec's verdicts must not depend on the app."""
-    with serve_in_thread(APPS[request.param], http="auto", access_log=False) as running:
+    server_app, http = SERVERS[request.param]
+    with serve_in_thread(server_app, http=http, access_log=False) as running:
         yield address(running.url)
 
 
