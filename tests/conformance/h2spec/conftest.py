@@ -1,56 +1,16 @@
-"""A Pounce to test (``--http auto``, cleartext by prior knowledge) and a connection per case."""
+"""The Pounces to test (cleartext by prior knowledge) and a connection per case."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
+from tests.conformance.h2spec.h2spec_apps import app, hello
 from tests.conformance.h2spec.peer import Peer
 from tests.helpers import address
 
 from pounce.testing import serve_in_thread
-
-#: Every response has a body of this many octets: the flow-control cases need more than 4.
-BODY = b"hello, conformance"
-
-
-async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Reads the whole request body (so the server sees every DATA frame), then answers;
-    ``/slow`` first waits a second (an app still running when its stream is reset)."""
-    if scope["type"] != "http":
-        return
-    if scope["path"] == "/slow":
-        await asyncio.sleep(1)
-    while True:
-        message = await receive()
-        if message["type"] != "http.request" or not message.get("more_body"):
-            break
-    await _answer(send)
-
-
-async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Answers without reading the body, as a hello-world app does: the request's DATA
-    frames may then arrive after the response ended the stream."""
-    if scope["type"] != "http":
-        return
-    if scope["path"] == "/slow":
-        await asyncio.sleep(1)
-    await _answer(send)
-
-
-async def _answer(send: Any) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(BODY))],
-        }
-    )
-    await send({"type": "http.response.body", "body": BODY})
-
 
 #: The servers every case runs against: (app, --http). h2spec's verdicts must depend neither
 #: on the app nor on whether HTTP/1.1 shares the port.

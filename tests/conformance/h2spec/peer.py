@@ -7,9 +7,10 @@ step with the server's decoder).
 
 The verdicts follow the conformance tester h2spec: each wait for the server's next frame is
 bounded by :data:`WAIT`; a connection error is a GOAWAY with an expected code or the
-connection closing; a stream error is also accepted as RST_STREAM with an expected code. One
-thing is stricter than h2spec: a GOAWAY with a code that is not among the expected ones fails
-the case at once, instead of passing when the close follows it.
+connection closing; a stream error is also accepted as RST_STREAM with an expected code; a
+clean close in the middle of a frame (after an HTTP/1.1 response, say) is no close but an
+error. One thing is stricter than h2spec: a GOAWAY with a code that is not among the expected
+ones fails the case at once, instead of passing when the close follows it.
 """
 
 from __future__ import annotations
@@ -289,12 +290,12 @@ class Peer:
             except TimeoutError:
                 continue
             except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, ssl.SSLError):
+                self.buffer = b""  # a reset is a close, whatever came before (as in h2spec)
                 chunk = b""
             if not chunk:
                 self.done = True
-                # As h2spec's frame reader: a close in the middle of a frame (or after bytes
-                # that are no frame at all, such as an HTTP/1.1 response) is an error, not a
-                # clean close.
+                # As h2spec's frame reader: a clean close in the middle of a frame (or after
+                # bytes that are no frame at all, such as an HTTP/1.1 response) is an error.
                 event = GARBLED if self.buffer else CLOSED
                 self.seen.append(event)
                 return event

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from tests.conformance.h2spec.conftest import app
+from tests.conformance.h2spec.h2spec_apps import app
 from tests.conformance.h2spec.peer import (
     COMPRESSION_ERROR,
     PROTOCOL_ERROR,
