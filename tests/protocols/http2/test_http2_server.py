@@ -66,6 +66,29 @@ def client_context(certs: tuple[Path, Path, trustme.CA], alpn: list[str]) -> ssl
 # -- set-up --------------------------------------------------------------------------------------
 
 
+def _first_reply(url: str, data: bytes) -> bytes:
+    with socket.create_connection(address(url), timeout=5) as sock:
+        sock.sendall(data)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply
+
+
+def test_a_broken_preface_is_answered_as_http2(url: str) -> None:
+    """No HTTP version in the first line: no HTTP/1.x client; an HTTP/2 client that got its
+    preface wrong reads GOAWAY PROTOCOL_ERROR (RFC 9113 §3.4), not an HTTP/1.1 400."""
+    reply = _first_reply(url, b"INVALID CONNECTION PREFACE\r\n\r\n")
+    assert reply[3] == 0x4  # the server's SETTINGS first
+    assert reply[-17:-8] == b"\0\0\x08\x07\0\0\0\0\0"  # then GOAWAY, the last frame
+    assert int.from_bytes(reply[-4:], "big") == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    # What may be an HTTP/1.x client is still answered as HTTP/1.1: a malformed request
+    # line, one without a version (a person at a terminal), one too long to finish.
+    assert _first_reply(url, b"GET / HTTP/1.1 x\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    assert _first_reply(url, b"GET /\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    assert _first_reply(url, b"GET /" + b"a" * 20_000).startswith(b"HTTP/1.1 414 ")
+
+
 def test_prior_knowledge_with_httpx(url: str) -> None:
     with httpx.Client(http1=False, http2=True) as client:
         response = client.get(f"{url}/scope?a=1")

@@ -45,6 +45,8 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
+from hpack.exceptions import HPACKError, OversizedHeaderListError
+from hyperframe.exceptions import InvalidDataError
 from hyperframe.frame import GoAwayFrame
 
 from pounce.logs import escape_for_log
@@ -89,6 +91,10 @@ OFFLOAD_FILE = 1024 * 1024
 MAX_STREAM_ID = 2**31 - 1
 STREAM_ID_MARGIN = 1000
 
+#: The largest HPACK table the server keeps for its responses, whatever the client allows.
+MAX_ENCODER_TABLE = 4096
+_HEADER_TABLE_SIZE = h2.settings.SettingCodes.HEADER_TABLE_SIZE
+
 #: Abuse counters: the window they count over, and what each may reach within it.
 FLOOD_WINDOW = 10.0
 MAX_PINGS = 500
@@ -119,6 +125,11 @@ _COMMON_METHODS = frozenset(
 )
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
+
+
+#: The header of a GOAWAY without debug data (length 8, type 0x7, stream 0), as h2 queues
+#: one on an error.
+_GOAWAY_HEAD = b"\0\0\x08\x07\0\0\0\0\0"
 
 
 def http2_engine_factory(
@@ -272,6 +283,8 @@ class HTTP2Engine:
                 if self.settings.hit(self.loop.time()):
                     self._calm_down("SETTINGS flood")
                     return
+                if _HEADER_TABLE_SIZE in event.changed_settings:  # type: ignore[attr-defined]
+                    self._cap_encoder_table()
                 if self.sending:
                     self._pump()  # the initial window may have grown
             elif kind is ev.PingReceived:
@@ -292,6 +305,19 @@ class HTTP2Engine:
             # The peer is not reading what it asked for (PING and SETTINGS answers included):
             # stop reading until it does, so it cannot grow the write buffer without bound.
             t.pause_reading()
+
+    def _cap_encoder_table(self) -> None:
+        """The client may allow a response header table of up to 4 GiB; the server uses no
+        more than :data:`MAX_ENCODER_TABLE` (RFC 7541 §4.2 lets the encoder pick any size up
+        to the peer's), or every distinct response field (dates, request ids, cookies) would
+        stay in memory for the connection's life."""
+        encoder = self.h2.encoder
+        if encoder.header_table_size > MAX_ENCODER_TABLE:
+            encoder.header_table_size = MAX_ENCODER_TABLE
+            # Announce only the size actually used (the larger one h2 queued never was).
+            encoder.table_size_changes = [
+                size for size in encoder.table_size_changes if size <= MAX_ENCODER_TABLE
+            ]
 
     def _header_block_too_big(self, frames: Sequence[object]) -> bool:
         """CONTINUATION flood (CVE-2024-27316): a header block still incomplete after
@@ -428,9 +454,7 @@ class HTTP2Engine:
                     sent = stream.send_queued(QUANTUM)
                     if sent:
                         moved = True
-                    if stream.queued_bytes or (
-                        stream.end_waiting and not stream.trailers_wanted
-                    ):
+                    if stream.queued_bytes or (stream.end_waiting and not stream.trailers_wanted):
                         sending.append(stream)
                 if not moved:
                     break
@@ -653,7 +677,40 @@ class HTTP2Engine:
                 self.info.peer,
                 escape_for_log(str(exc) or type(exc).__name__),
             )
+        code = self._error_code(exc)
+        data = self.h2.data_to_send()
+        if data[-17:-8] == _GOAWAY_HEAD:
+            if code != exc.error_code:
+                # h2 chose the code: PROTOCOL_ERROR where RFC 9113 asks for another.
+                data = data[:-4] + int(code).to_bytes(4, "big")
+        else:
+            # h2 queued none: an invalid preface fails before its error handling.
+            last = self.h2.highest_inbound_stream_id
+            data += GoAwayFrame(0, last_stream_id=last, error_code=code).serialize()
+        self.t.write(data)
         self._end(CLOSED_MALFORMED)
+
+    def _error_code(self, exc: h2.exceptions.ProtocolError) -> int:
+        """The code RFC 9113 asks for, where h2 says PROTOCOL_ERROR for everything.
+
+        A header block HPACK cannot decode is COMPRESSION_ERROR (RFC 9113 §4.3), and a
+        SETTINGS acknowledgement with a payload is FRAME_SIZE_ERROR (§6.5).
+        """
+        cause = exc.__cause__
+        if isinstance(cause, HPACKError) and not isinstance(cause, OversizedHeaderListError):
+            # (An oversized list is h2's DenialOfServiceError: ENHANCE_YOUR_CALM stays.)
+            return ErrorCodes.COMPRESSION_ERROR
+        if isinstance(cause, InvalidDataError):
+            # h2 raised before taking the frame out of its buffer: its header is still there.
+            header = bytes(self.h2.incoming_buffer._data[:9])
+            if (
+                len(header) == 9
+                and header[3] == 0x4
+                and header[4] & 0x1
+                and header[:3] != b"\0\0\0"
+            ):
+                return ErrorCodes.FRAME_SIZE_ERROR
+        return int(exc.error_code)
 
     def _calm_down(self, what: str) -> None:
         logger.warning(
