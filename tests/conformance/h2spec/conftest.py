@@ -22,8 +22,14 @@ SERVERS = {
 
 
 @pytest.fixture(scope="package", params=list(SERVERS))
-def server_address(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
-    server_app, http = SERVERS[request.param]
+def server_kind(request: pytest.FixtureRequest) -> str:
+    """Which of SERVERS a case runs against."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="package")
+def server_address(server_kind: str) -> Iterator[tuple[str, int]]:
+    server_app, http = SERVERS[server_kind]
     with serve_in_thread(server_app, http=http, access_log=False) as running:
         yield address(running.url)
 

@@ -265,6 +265,23 @@ class Peer:
 
     # -- receiving ----------------------------------------------------------------------------
 
+    def read_raw(self) -> bytes:
+        """Whatever the server sends until it closes (or :attr:`wait` passes), as bytes."""
+        deadline = time.monotonic() + self.wait
+        data = self.buffer
+        self.buffer = b""
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except (TimeoutError, OSError):
+                break
+            if not chunk:
+                break
+            data += chunk
+        self.done = True
+        return data
+
     def event(self) -> Event:
         """The server's next frame, or :data:`CLOSED`, or :data:`TIMEOUT` after :attr:`wait`."""
         if self.done:

@@ -65,9 +65,15 @@ def test_3_5_1_client_preface(conn: Peer) -> None:
     assert isinstance(event, Frame) and event.kind == SETTINGS and not event.is_ack, event
 
 
-def test_3_5_2_invalid_preface(conn: Peer) -> None:
+def test_3_5_2_invalid_preface(conn: Peer, server_kind: str) -> None:
     conn.send(b"INVALID CONNECTION PREFACE\r\n\r\n")
-    expect_connection_error(conn, PROTOCOL_ERROR)
+    if server_kind == "http2-only":
+        expect_connection_error(conn, PROTOCOL_ERROR)
+        return
+    # A cleartext port that serves HTTP/1.1 too answers what is not the exact preface as
+    # HTTP/1.1 (a 400): the one h2spec case such a port fails, by choice; over TLS (ALPN)
+    # and with --http h2 the invalid preface gets GOAWAY PROTOCOL_ERROR.
+    assert conn.read_raw().startswith(b"HTTP/1.1 400 ")
 
 
 # -- 4.1 Frame format -----------------------------------------------------------------------------

@@ -75,15 +75,14 @@ def _first_reply(url: str, data: bytes) -> bytes:
     return reply
 
 
-def test_a_broken_preface_is_answered_as_http2(url: str) -> None:
-    """No HTTP version in the first line: no HTTP/1.x client; an HTTP/2 client that got its
-    preface wrong reads GOAWAY PROTOCOL_ERROR (RFC 9113 §3.4), not an HTTP/1.1 400."""
-    reply = _first_reply(url, b"INVALID CONNECTION PREFACE\r\n\r\n")
-    assert reply[3] == 0x4  # the server's SETTINGS first
-    assert reply[-17:-8] == b"\0\0\x08\x07\0\0\0\0\0"  # then GOAWAY, the last frame
-    assert int.from_bytes(reply[-4:], "big") == h2.errors.ErrorCodes.PROTOCOL_ERROR
-    # What may be an HTTP/1.x client is still answered as HTTP/1.1: a malformed request
-    # line, one without a version (a person at a terminal), one too long to finish.
+def test_a_port_serving_both_answers_anything_but_the_preface_as_http1(url: str) -> None:
+    """Only the exact HTTP/2 preface switches a cleartext connection to HTTP/2. Anything else,
+    a broken preface included, cannot be told apart from a broken HTTP/1.x client, and a 400
+    is what that client can read (h2spec's invalid-preface case needs ``--http h2`` or TLS)."""
+    assert _first_reply(url, b"INVALID CONNECTION PREFACE\r\n\r\n").startswith(
+        b"HTTP/1.1 400 "
+    )
+    assert _first_reply(url, b"GET\r\n\r\n").startswith(b"HTTP/1.1 400 ")
     assert _first_reply(url, b"GET / HTTP/1.1 x\r\n\r\n").startswith(b"HTTP/1.1 400 ")
     assert _first_reply(url, b"GET /\r\n\r\n").startswith(b"HTTP/1.1 400 ")
     assert _first_reply(url, b"GET /" + b"a" * 20_000).startswith(b"HTTP/1.1 414 ")

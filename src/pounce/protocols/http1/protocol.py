@@ -387,7 +387,12 @@ class HTTP1Engine:
         h2c = self.h2c
         # Perhaps no HTTP/1.x at all but the HTTP/2 preface: checked only here, on the error
         # path, so HTTP/1.1 requests pay nothing for cleartext HTTP/2.
-        if self.t.requests == 0 and h2c is not None and h2c.prior_knowledge(self):
+        if (
+            exc.status == 505
+            and self.t.requests == 0
+            and h2c is not None
+            and h2c.prior_knowledge(self)
+        ):
             return
         if logger.isEnabledFor(logging.INFO):
             logger.info(
@@ -807,8 +812,8 @@ class H2CPolicy(Protocol):
     """Cleartext HTTP/2 on an HTTP/1.1 connection (``pounce.protocols.http2.handoff``)."""
 
     def prior_knowledge(self, conn: HTTP1Engine) -> bool:
-        """The first request was refused: True if it was the HTTP/2 preface (or no HTTP/1.x
-        at all) and the connection was taken over (or closed)."""
+        """The first request was refused with 505: True if it was the HTTP/2 preface and
+        the connection was taken over (or closed)."""
 
     def upgrade(self, conn: HTTP1Engine, head: RequestHead) -> bool:
         """``Upgrade: h2c``: True if the connection became HTTP/2 with this request."""

@@ -5,8 +5,9 @@ Two ways in (RFC 9113 §3.3 and RFC 7540 §3.2):
 * prior knowledge: the client's first bytes are the HTTP/2 preface. The HTTP/1.1 parser reads
   ``PRI * HTTP/2.0`` as a request line of an unsupported version and raises 505; only then,
   on the error path, is the preface recognised, so HTTP/1.1 requests pay nothing for it.
-  A first line with no HTTP version at all is no HTTP/1.x client: it goes to HTTP/2 as a
-  broken preface, answered with GOAWAY PROTOCOL_ERROR.
+  Any other first line is HTTP/1.1's to answer (400 for garbage): on a port that serves
+  both, bytes that are neither the preface nor HTTP/1.x cannot be told apart from a broken
+  HTTP/1.x client, and a 400 is what such a client can read.
 * ``Upgrade: h2c`` with ``HTTP2-Settings`` on a request without a body: ``101 Switching
   Protocols``, and the request is answered as stream 1 of the new HTTP/2 connection.
 
@@ -41,17 +42,6 @@ _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrad
 _HOP_FIELDS = frozenset((b"connection", b"upgrade", b"http2-settings", b"keep-alive", b"te"))
 
 
-def _not_http1(data: bytes) -> bool:
-    """The connection's first line is complete and no HTTP/1.x request line at all: no
-    ``HTTP/`` version, and not ``GET /path`` either (a person at a terminal, who can read
-    HTTP/1.1's 400). An incomplete line is left to HTTP/1.1's limits (414 for a long one)."""
-    line, newline, _ = data.partition(b"\n")
-    if not newline or b" HTTP/" in line.upper():
-        return False
-    words = line.split()
-    return not (len(words) >= 2 and words[1][:1] in (b"/", b"*"))
-
-
 class H2CHandoff:
     """One worker's policy for cleartext HTTP/2 on its HTTP/1.1 connections."""
 
@@ -71,22 +61,12 @@ class H2CHandoff:
         self._warned = False
 
     def prior_knowledge(self, conn: HTTP1Connection) -> bool:
-        """The first request failed as HTTP/1.1: True if it was an HTTP/2 preface (the
-        connection now belongs to HTTP/2, or was closed when HTTP/2 is off).
-
-        First bytes that are not even an attempt at HTTP/1.x (no ``HTTP/`` version in the
-        first line) on a cleartext port serving HTTP/2 are taken as a broken preface too:
-        HTTP/2 answers them with GOAWAY PROTOCOL_ERROR (RFC 9113 §3.4), which is what an
-        HTTP/2 client that got its preface wrong can read; an HTTP/1.1 response would be
-        garbage to it, and no HTTP/1.x client sends such a line.
-        """
+        """The first request failed as HTTP/1.1 with 505: True if it was an HTTP/2 preface
+        (the connection now belongs to HTTP/2, or was closed when HTTP/2 is off)."""
         data = conn.parser.take_trailing_data()
-        t = conn.t
-        if not data.startswith(_PREFACE_HEAD) and not (
-            self.enabled and conn.info.tls is None and _not_http1(data)
-        ):
+        if not data.startswith(_PREFACE_HEAD):
             return False
-        # (A broken preface goes on to the HTTP/2 engine, which logs it once.)
+        t = conn.t
         if not self.enabled:
             if not self._warned:
                 self._warned = True
