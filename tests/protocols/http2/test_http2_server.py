@@ -415,3 +415,19 @@ def test_limit_request_body() -> None:
         assert c.response(streamed)["status"] == 413
         within = c.request("/echo", "POST", body=b"y" * 1000)
         assert c.response(within)["body"] == b"y" * 1000
+
+
+def test_expect_100_continue_is_answered_when_the_app_reads(url: str) -> None:
+    """RFC 9110 §10.1.1 over HTTP/2: the 100 comes as an informational HEADERS frame, only
+    once the app asks for the body; the client then sends it."""
+    with H2Client(url) as c:
+        stream_id = c.request("/echo", "POST", headers=[(b"expect", b"100-continue")], end=False)
+        informational = c.wait_for(
+            lambda e: isinstance(e, h2.events.InformationalResponseReceived)
+            and e.stream_id == stream_id
+        )
+        assert dict(informational.headers)[b":status"] == b"100"
+        c.conn.send_data(stream_id, b"the body", end_stream=True)
+        c.flush()
+        response = c.response(stream_id)
+    assert response["status"] == 200 and response["body"] == b"the body"

@@ -497,7 +497,7 @@ class HTTP2Engine:
         t = self.t
         t.requests += 1
         self.requests += 1
-        method = path = authority = protocol = content_length = None
+        method = path = authority = protocol = content_length = expect = None
         headers: list[tuple[bytes, bytes]] = []
         has_host = False
         for name, value in event.headers:
@@ -515,6 +515,8 @@ class HTTP2Engine:
                     has_host = True
                 elif name == b"content-length":
                     content_length = value
+                elif name == b"expect":
+                    expect = value
                 headers.append((name, value))
         if authority is not None and not has_host:
             # ASGI: the authority is the request's Host.
@@ -548,7 +550,9 @@ class HTTP2Engine:
                 query,
                 headers,
                 not stream.peer_done,
-                False,
+                # RFC 9110 §10.1.1: the client waits for a 100 before sending the body; the
+                # cycle answers it when the app first asks for the body.
+                expect is not None and expect.lower() == b"100-continue",
                 True,
             )
         options = self.options
