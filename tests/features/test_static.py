@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.apps import Recorder
 from tests import helpers
+from tests.apps import Recorder
 from tests.helpers import Response
 
 from pounce.cli.main import main
@@ -36,6 +36,7 @@ TEXT = b"hello, static world\n"
 CSS = b"body { color: #123456; }\n" * 40  # 1000 bytes: large enough to be compressed
 BIG = bytes(range(256)) * 1200  # 300 KiB: ranges above 64 KiB are read off the loop
 MTIME = 1_700_000_000  # a fixed modification time, in the past
+HELLO = "/static/hello.txt"
 
 
 def build_site(base: Path) -> Path:
@@ -179,7 +180,7 @@ def test_content_type_table() -> None:
 def test_if_none_match_gives_304(url: str, protocol: str) -> None:
     etag = fetch(url, protocol, "/static/hello.txt").header(b"etag")
     assert etag is not None
-    response = fetch(url, protocol, "/static/hello.txt", {"if-none-match": etag.decode()})
+    response = fetch(url, protocol, HELLO, {"if-none-match": etag.decode()})
     assert response.status == 304
     assert response.body == b""
     assert response.header(b"etag") == etag
@@ -187,20 +188,20 @@ def test_if_none_match_gives_304(url: str, protocol: str) -> None:
     assert response.header(b"vary") == b"Accept-Encoding"
     # A weakened tag (the compression filter's) and a list holding it match too (weak compare).
     weak = f'"other", W/{etag.decode()}'
-    assert fetch(url, protocol, "/static/hello.txt", {"if-none-match": weak}).status == 304
-    assert fetch(url, protocol, "/static/hello.txt", {"if-none-match": "*"}).status == 304
-    assert fetch(url, protocol, "/static/hello.txt", {"if-none-match": '"nope"'}).status == 200
+    assert fetch(url, protocol, HELLO, {"if-none-match": weak}).status == 304
+    assert fetch(url, protocol, HELLO, {"if-none-match": "*"}).status == 304
+    assert fetch(url, protocol, HELLO, {"if-none-match": '"nope"'}).status == 200
 
 
 def test_if_modified_since(url: str, protocol: str) -> None:
     later = formatdate(MTIME + 60, usegmt=True)
     same = formatdate(MTIME, usegmt=True)
     earlier = formatdate(MTIME - 60, usegmt=True)
-    assert fetch(url, protocol, "/static/hello.txt", {"if-modified-since": later}).status == 304
-    assert fetch(url, protocol, "/static/hello.txt", {"if-modified-since": same}).status == 304
-    assert fetch(url, protocol, "/static/hello.txt", {"if-modified-since": earlier}).status == 200
-    assert fetch(url, protocol, "/static/hello.txt", {"if-modified-since": "yesterday"}).status == 200
-    head = fetch(url, protocol, "/static/hello.txt", {"if-modified-since": same}, method="HEAD")
+    assert fetch(url, protocol, HELLO, {"if-modified-since": later}).status == 304
+    assert fetch(url, protocol, HELLO, {"if-modified-since": same}).status == 304
+    assert fetch(url, protocol, HELLO, {"if-modified-since": earlier}).status == 200
+    assert fetch(url, protocol, HELLO, {"if-modified-since": "yesterday"}).status == 200
+    head = fetch(url, protocol, HELLO, {"if-modified-since": same}, method="HEAD")
     assert head.status == 304
 
 
@@ -214,14 +215,14 @@ def test_if_none_match_wins_over_if_modified_since(url: str, protocol: str) -> N
 def test_if_match_and_if_unmodified_since_give_412(url: str, protocol: str) -> None:
     etag = fetch(url, protocol, "/static/hello.txt").header(b"etag")
     assert etag is not None
-    assert fetch(url, protocol, "/static/hello.txt", {"if-match": '"other"'}).status == 412
-    assert fetch(url, protocol, "/static/hello.txt", {"if-match": etag.decode()}).status == 200
+    assert fetch(url, protocol, HELLO, {"if-match": '"other"'}).status == 412
+    assert fetch(url, protocol, HELLO, {"if-match": etag.decode()}).status == 200
     # If-Match compares strongly: a weak tag never matches.
-    assert fetch(url, protocol, "/static/hello.txt", {"if-match": "W/" + etag.decode()}).status == 412
+    assert fetch(url, protocol, HELLO, {"if-match": "W/" + etag.decode()}).status == 412
     earlier = formatdate(MTIME - 60, usegmt=True)
-    assert fetch(url, protocol, "/static/hello.txt", {"if-unmodified-since": earlier}).status == 412
+    assert fetch(url, protocol, HELLO, {"if-unmodified-since": earlier}).status == 412
     later = formatdate(MTIME + 60, usegmt=True)
-    assert fetch(url, protocol, "/static/hello.txt", {"if-unmodified-since": later}).status == 200
+    assert fetch(url, protocol, HELLO, {"if-unmodified-since": later}).status == 200
 
 
 # --------------------------------------------------------------------------- ranges
@@ -233,7 +234,7 @@ def test_if_match_and_if_unmodified_since_give_412(url: str, protocol: str) -> N
      ("bytes=7-", 7, len(TEXT) - 1), ("bytes=3-1000", 3, len(TEXT) - 1)],
 )
 def test_single_range(url: str, spec: str, first: int, last: int, protocol: str) -> None:
-    response = fetch(url, protocol, "/static/hello.txt", {"range": spec})
+    response = fetch(url, protocol, HELLO, {"range": spec})
     assert response.status == 206
     assert response.body == TEXT[first : last + 1]
     assert response.header(b"content-range") == b"bytes %d-%d/%d" % (first, last, len(TEXT))
@@ -264,7 +265,7 @@ def parse_multipart(response: Response) -> list[tuple[dict[str, str], bytes]]:
 
 
 def test_multipart_ranges(url: str, protocol: str) -> None:
-    response = fetch(url, protocol, "/static/hello.txt", {"range": "bytes=0-1, 5-8, -3"})
+    response = fetch(url, protocol, HELLO, {"range": "bytes=0-1, 5-8, -3"})
     assert response.status == 206
     assert response.header(b"content-length") == b"%d" % len(response.body)
     parts = parse_multipart(response)
@@ -283,7 +284,7 @@ def test_multipart_ranges_of_a_large_file(url: str, protocol: str) -> None:
 
 
 def test_unsatisfiable_range_gets_416(url: str, protocol: str) -> None:
-    response = fetch(url, protocol, "/static/hello.txt", {"range": "bytes=1000-2000"})
+    response = fetch(url, protocol, HELLO, {"range": "bytes=1000-2000"})
     assert response.status == 416
     assert response.header(b"content-range") == b"bytes */%d" % len(TEXT)
     assert fetch(url, protocol, "/static/empty.txt", {"range": "bytes=0-"}).status == 416
@@ -295,12 +296,12 @@ def test_unsatisfiable_range_gets_416(url: str, protocol: str) -> None:
      "bytes=" + ",".join(["0-0"] * (MAX_RANGES + 1))],
 )
 def test_ranges_the_server_ignores_get_the_whole_file(url: str, spec: str, protocol: str) -> None:
-    response = fetch(url, protocol, "/static/hello.txt", {"range": spec})
+    response = fetch(url, protocol, HELLO, {"range": spec})
     assert (response.status, response.body) == (200, TEXT)
 
 
 def test_head_ignores_range(url: str, protocol: str) -> None:
-    response = fetch(url, protocol, "/static/hello.txt", {"range": "bytes=0-4"}, method="HEAD")
+    response = fetch(url, protocol, HELLO, {"range": "bytes=0-4"}, method="HEAD")
     assert response.status == 200
     assert response.header(b"content-length") == b"%d" % len(TEXT)
 
@@ -309,10 +310,10 @@ def test_if_range(url: str, protocol: str) -> None:
     etag = fetch(url, protocol, "/static/hello.txt").header(b"etag")
     assert etag is not None
     ranged = {"range": "bytes=0-4"}
-    assert fetch(url, protocol, "/static/hello.txt", {**ranged, "if-range": etag.decode()}).status == 206
-    assert fetch(url, protocol, "/static/hello.txt", {**ranged, "if-range": '"changed"'}).status == 200
+    assert fetch(url, protocol, HELLO, {**ranged, "if-range": etag.decode()}).status == 206
+    assert fetch(url, protocol, HELLO, {**ranged, "if-range": '"changed"'}).status == 200
     weak = {**ranged, "if-range": "W/" + etag.decode()}
-    assert fetch(url, protocol, "/static/hello.txt", weak).status == 200  # If-Range compares strongly
+    assert fetch(url, protocol, HELLO, weak).status == 200  # If-Range compares strongly
     same = {**ranged, "if-range": formatdate(MTIME, usegmt=True)}
     assert fetch(url, protocol, "/static/hello.txt", same).status == 206
     other = {**ranged, "if-range": formatdate(MTIME - 1, usegmt=True)}
@@ -362,7 +363,8 @@ def test_precompressed_follows_q_values(url: str, site: Path, protocol: str) -> 
         "zstd;q=0, gzip;q=0": CSS,
     }
     for accept, expected in cases.items():
-        assert fetch(url, protocol, "/static/style.css", {"accept-encoding": accept}).body == expected, accept
+        response = fetch(url, protocol, "/static/style.css", {"accept-encoding": accept})
+        assert response.body == expected, accept
 
 
 def test_precompressed_304_and_range(url: str, site: Path, protocol: str) -> None:
@@ -375,7 +377,9 @@ def test_precompressed_304_and_range(url: str, site: Path, protocol: str) -> Non
     # The identity file's validator does not revalidate the gzip body.
     other = fetch(url, protocol, "/static/style.css", {"if-none-match": etag.decode()})
     assert other.status == 200
-    ranged = fetch(url, protocol, "/static/style.css", {"accept-encoding": "gzip", "range": "bytes=0-9"})
+    ranged = fetch(
+        url, protocol, "/static/style.css", {"accept-encoding": "gzip", "range": "bytes=0-9"}
+    )
     assert ranged.status == 206
     assert ranged.header(b"content-encoding") == b"gzip"
     assert ranged.body == (site / "style.css.gz").read_bytes()[:10]
@@ -532,10 +536,10 @@ def test_worker_modes(site: Path, worker_type: str, protocol: str) -> None:
             assert fetch(url, protocol, "/static/big.bin").body == BIG
         etag = fetch(url, protocol, "/static/hello.txt").header(b"etag")
         assert etag is not None
-        assert fetch(url, protocol, "/static/hello.txt", {"if-none-match": etag.decode()}).status == 304
+        assert fetch(url, protocol, HELLO, {"if-none-match": etag.decode()}).status == 304
         ranged = fetch(url, protocol, "/static/big.bin", {"range": "bytes=0-9,-10"})
         assert [data for _, data in parse_multipart(ranged)] == [BIG[:10], BIG[-10:]]
-        assert fetch(url, protocol, "/static/hello.txt", {"range": "bytes=100-"}).status == 416
+        assert fetch(url, protocol, HELLO, {"range": "bytes=100-"}).status == 416
         gz = fetch(url, protocol, "/static/style.css", {"accept-encoding": "gzip"})
         assert gzip.decompress(gz.body) == CSS
         assert fetch(url, protocol, "/static/hello.txt", method="DELETE").status == 405
