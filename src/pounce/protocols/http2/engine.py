@@ -1067,11 +1067,11 @@ class H2Stream:
         self.head = None
         if body is None:
             body = error_body(status)
-        fields = [
-            (b":status", _STATUS[status]),
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", b"%d" % len(body)),
-        ]
+        fields = [(b":status", _STATUS[status])]
+        # A Content-Type among *headers* (the metrics exposition's) replaces the plain-text one.
+        if not any(name == b"content-type" for name, _ in headers):
+            fields.append((b"content-type", b"text/plain; charset=utf-8"))
+        fields.append((b"content-length", b"%d" % len(body)))
         fields.extend(headers)
         ctx = self.engine.ctx
         ctx.add_default_fields(fields, False, False)
