@@ -347,16 +347,32 @@ def test_a_killed_worker_process_gives_its_slot_back(
     assert after.status_code == 200
 
 
-def test_a_graceful_shutdown_serves_the_queued_requests() -> None:
+def test_a_graceful_shutdown_serves_the_queued_requests(protocol: str) -> None:
     with ThreadPoolExecutor(3) as pool, serve_in_thread(
         app, workers=2, worker_type="thread", max_concurrency=1, timeout_graceful_shutdown=10,
         lifespan="off",
     ) as running:
-        futures = [pool.submit(httpx.get, running.url + "/slow", timeout=20) for _ in range(3)]
+        futures = [pool.submit(_get, running.url + "/slow", protocol, 20) for _ in range(3)]
         assert wait_until(lambda: len(entered) == 1)
         time.sleep(0.1)  # the other two are queued by now
         assert len(entered) == 1
         # Leaving the block shuts the server down gracefully with two requests still queued.
     # Served one after the other: the queue drained during the shutdown, nobody got a 503.
     assert [f.result(timeout=20).status_code for f in futures] == [200, 200, 200]
+    assert entered == ["/slow"] * 3
+
+
+def test_a_graceful_shutdown_serves_the_queued_streams_of_one_http2_connection() -> None:
+    """Queued streams are in flight: the GOAWAY waits for them, and none is refused."""
+    with serve_in_thread(
+        app, max_concurrency=1, timeout_graceful_shutdown=10, lifespan="off"
+    ) as running, ProtocolClient(running.url, "h2", timeout=20) as client:
+        handles = [client.send("GET", "/slow") for _ in range(3)]
+        assert wait_until(lambda: len(entered) == 1)
+        time.sleep(0.1)  # the other two are queued by now
+        stopper = threading.Thread(target=running.server.shutdown)
+        stopper.start()
+        responses = [client.response(handle, timeout=20) for handle in handles]
+        stopper.join(20)
+    assert [(r.status, r.reset) for r in responses] == [(200, None)] * 3
     assert entered == ["/slow"] * 3
