@@ -213,10 +213,14 @@ class HTTP2Engine:
         if extra > 0:
             conn.increment_flow_control_window(extra)
         self._flush()
-        transport.set_deadline(IDLE, options.keep_alive or 0.01)
+        transport.set_deadline(IDLE, options.first_request)
 
     def started(self) -> None:
         """Called after a switch from HTTP/1.1 (which cleared the deadlines)."""
+        if not self.requests and not self.closed:
+            # Prior knowledge: the preface came, the first stream may not have yet.
+            self.t.set_deadline(IDLE, self.options.first_request)
+            return
         self._update_idle()
 
     def start_upgraded(self, method: str, raw_path: bytes, query: bytes, headers: Headers) -> None:
