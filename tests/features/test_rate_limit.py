@@ -447,6 +447,37 @@ def test_a_websocket_handshake_over_the_limit_gets_429() -> None:
     assert response.headers["ratelimit-limit"] == "2"
 
 
+def test_a_websocket_over_http2_over_the_limit_gets_429() -> None:
+    """RFC 8441: the extended CONNECT is admitted like any handshake, on its own stream."""
+    from tests.protocols.http2.h2client import H2Client
+    from tests.protocols.http2.test_http2_websocket import connect
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close"})
+        else:
+            await hello(scope, receive, send)
+
+    import h2.events
+
+    def head(client: H2Client, stream_id: int) -> dict[bytes, bytes]:
+        # An accepted WebSocket's stream stays open: its head is the answer.
+        event = client.wait_for(
+            lambda e: isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream_id
+        )
+        return dict(event.headers)
+
+    with serve(app, ws="websockets", rate_limit="2/h") as url, H2Client(url) as client:
+        streams = [connect(client, "/ws") for _ in range(3)]
+        heads = [head(client, stream_id) for stream_id in streams]
+    assert [h[b":status"] for h in heads] == [b"200", b"200", b"429"]
+    refused = heads[2]
+    assert 1790 <= int(refused[b"retry-after"]) <= 1800
+    assert refused[b"ratelimit-limit"] == b"2"
+
+
 async def whoami(scope: Any, receive: Any, send: Any) -> None:
     """Says which worker answered: process id and thread name."""
     if scope["type"] != "http":
