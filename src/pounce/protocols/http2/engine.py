@@ -726,7 +726,6 @@ class H2Stream:
         "cycle",
         "end_waiting",
         "engine",
-        "head",
         "head_only",
         "offset",
         "out_done",
@@ -747,8 +746,6 @@ class H2Stream:
         self.engine = engine
         self.stream_id = stream_id
         self.head_only = head_only
-        #: A response head held until the first body piece (see start_response).
-        self.head: list[tuple[bytes, bytes]] | None = None
         self.cycle: RequestCycle | None = None
         #: The WebSocket this stream carries (RFC 8441), if any.
         self.ws: H2WebSocketStream | None = None
@@ -814,54 +811,21 @@ class H2Stream:
             headers.append(field)
         self.trailers_wanted = trailers
         self.content_left = content_length
-        if close and engine.goaway_id is None:
-            # Connection: close from the app: no new streams on this connection.
-            engine._goaway(ErrorCodes.NO_ERROR)
-        if content_length is None and not trailers and status not in (204, 304):
-            # Held until the first body piece, or the next loop pass if the app awaits
-            # something else first, as HTTP/1.1 holds its head: a body sent whole in one final
-            # piece then goes out with its Content-Length (and in the same write).
-            self.head = headers
-            engine.ctx.flush_head_soon(self)
-            return
-        self._send_head(headers, self.head_only or status in (204, 304))
-
-    def _send_head(self, headers: list[tuple[bytes, bytes]], end: bool) -> bool:
-        """HEADERS (ending the stream when *end*); False when the stream is already gone."""
-        engine = self.engine
+        end = self.head_only or status in (204, 304)
         try:
             engine.h2.send_headers(self.stream_id, headers, end_stream=end)
         except h2.exceptions.StreamClosedError:
             self._closed_under_us()
-            return False
+            return
         if end:
             self._ended()
+        if close and engine.goaway_id is None:
+            # Connection: close from the app: no new streams on this connection.
+            engine._goaway(ErrorCodes.NO_ERROR)
         engine.flush_soon()
-        return True
-
-    def flush_head_alone(self) -> None:
-        """The next loop pass after start_response came without a body piece: send the head."""
-        head = self.head
-        if head is not None:
-            self.head = None
-            if not self.out_done:
-                self._send_head(head, self.head_only)
-
-    def _send_held_head(self, final_size: int | None) -> bool:
-        """Send the held head before the first body piece (or file); False when that ended the
-        stream (HEAD, an empty final piece) or the stream is gone."""
-        head = self.head
-        assert head is not None
-        self.head = None
-        if final_size is not None:
-            head.append((b"content-length", b"%d" % final_size))
-        end = self.head_only or final_size == 0
-        return self._send_head(head, end) and not end
 
     def write_body(self, data: bytes, more_body: bool) -> None:
         if self.out_done:
-            return
-        if self.head is not None and not self._send_held_head(None if more_body else len(data)):
             return
         cycle = self.cycle
         size = len(data)
@@ -995,8 +959,6 @@ class H2Stream:
             size = os.fstat(file.fileno()).st_size
             offload = size > OFFLOAD_FILE
             sent = 0
-            if self.head is not None and not self.out_done and not self._send_held_head(size):
-                return
             if self.head_only or self.out_done:
                 return
             while True:
@@ -1068,7 +1030,6 @@ class H2Stream:
     ) -> int:
         if self.out_done:
             return 0
-        self.head = None
         if body is None:
             body = error_body(status)
         fields = [(b":status", _STATUS[status])]
@@ -1117,7 +1078,6 @@ class H2Stream:
                 engine.h2.reset_stream(self.stream_id, code)
             engine.flush_soon()
         self._cancel_body_timer()
-        self.head = None
         self.out_done = True
         self.peer_done = True
         self._stop_receiving()
