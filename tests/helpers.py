@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import h11
+import pytest
 
 from pounce.testing import serve_in_thread
 from pounce.workers.server import Server
@@ -34,6 +35,8 @@ class Response:
     body: bytes = b""
     trailers: list[tuple[bytes, bytes]] = field(default_factory=list)
     informational: list[int] = field(default_factory=list)
+    #: HTTP/2 only: the RST_STREAM error code when the server reset the stream.
+    reset: int | None = None
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
@@ -236,3 +239,167 @@ def propagating(*names: str) -> Iterator[None]:
             logger.propagate = propagate
             logger.setLevel(level)
             logger.disabled = disabled
+
+
+# -- one client, two protocols --------------------------------------------------------------------
+
+def _h2_installed() -> bool:
+    try:
+        import h2.connection  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+#: The protocols every feature's real-socket cases run over (HTTP/2 in cleartext, by prior
+#: knowledge: what the server offers on a plain port whenever the ``h2`` extra is installed).
+PROTOCOLS = [
+    "http/1.1",
+    pytest.param(
+        "h2", marks=pytest.mark.skipif(not _h2_installed(), reason="needs the h2 extra")
+    ),
+]
+
+
+class ProtocolClient:
+    """One connection that speaks HTTP/1.1 or HTTP/2, for cases that must hold on both.
+
+    Requests are written exactly as given (an HTTP/2 ``:path`` is not normalised, so traversal
+    targets reach the server as sent). ``send`` returns a handle; ``response(handle)`` reads
+    that request's answer. Over HTTP/1.1 the handles are answered in order (pipelining); over
+    HTTP/2 each is a stream of its own, answered in any order.
+    """
+
+    def __init__(self, url: str, protocol: str = "http/1.1", timeout: float = 5.0) -> None:
+        self.protocol = protocol
+        self.url = url
+        self._pending: list[tuple[int, bool]] = []  # HTTP/1.1: (handle, HEAD) in order
+        self._answered: dict[int, Response] = {}
+        self._next = 1
+        if protocol == "h2":
+            from tests.protocols.http2.h2client import H2Client
+
+            self.h2: Any = H2Client(url, timeout=timeout, validate=False)
+            self.raw: RawClient | None = None
+        elif protocol == "http/1.1":
+            self.h2 = None
+            self.raw = RawClient(url, timeout=timeout)
+        else:
+            raise ValueError(f"unknown protocol {protocol!r}")
+
+    def __enter__(self) -> ProtocolClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.h2 is not None:
+            self.h2.close()
+        if self.raw is not None:
+            self.raw.close()
+
+    @property
+    def version(self) -> str:
+        """How the server names the protocol (``scope["http_version"]``)."""
+        return "2" if self.protocol == "h2" else "1.1"
+
+    def send(
+        self,
+        method: str = "GET",
+        target: str = "/",
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> int:
+        """Send one request (``host: test`` unless *headers* name a host); its handle."""
+        fields = list(headers or [])
+        host = next((v for k, v in fields if k.lower() == "host"), None)
+        if self.h2 is None:
+            assert self.raw is not None
+            if host is None:
+                fields.insert(0, ("host", "test"))
+            self.raw.request(method, target, fields, body)
+            handle = self._next
+            self._next += 1
+            self._pending.append((handle, method == "HEAD"))
+            return handle
+        h2_fields = [
+            (b":method", method.encode()),
+            (b":scheme", b"http"),
+            (b":authority", (host or "test").encode("latin-1")),
+            (b":path", target.encode("latin-1")),
+        ]
+        h2_fields += [
+            (k.lower().encode(), v.encode("latin-1")) for k, v in fields if k.lower() != "host"
+        ]
+        if body:
+            h2_fields.append((b"content-length", b"%d" % len(body)))
+        conn = self.h2.conn
+        stream_id: int = conn.get_next_available_stream_id()
+        conn.send_headers(stream_id, h2_fields, end_stream=not body)
+        for start in range(0, len(body), 16384):
+            last = start + 16384 >= len(body)
+            conn.send_data(stream_id, body[start : start + 16384], end_stream=last)
+        self.h2.flush()
+        return stream_id
+
+    def response(self, handle: int, timeout: float | None = None) -> Response:
+        """The answer to the request *handle* (read until it is complete)."""
+        if self.h2 is not None:
+            got = self.h2.response(handle, timeout)
+            status = got["status"]
+            return Response(
+                status if status is not None else 0,
+                [(k, v) for k, v in got["headers"] if not k.startswith(b":")],
+                got["body"],
+                [(k, v) for k, v in got["trailers"] if not k.startswith(b":")],
+                [int(dict(fields)[b":status"]) for fields in got["informational"]],
+                reset=got["reset"],
+            )
+        assert self.raw is not None
+        while handle not in self._answered:
+            assert self._pending, f"no request {handle} is waiting for an answer"
+            first, head = self._pending.pop(0)
+            if timeout is not None:
+                self.raw.sock.settimeout(timeout)
+            self._answered[first] = self.raw.read_response(head=head)
+        return self._answered.pop(handle)
+
+    def fetch(
+        self,
+        method: str = "GET",
+        target: str = "/",
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> Response:
+        return self.response(self.send(method, target, headers, body))
+
+    def cancel(self, handle: int) -> None:
+        """HTTP/2: reset the stream (CANCEL); HTTP/1.1: close the connection."""
+        if self.h2 is None:
+            assert self.raw is not None
+            self.raw.close()
+            return
+        import h2.errors
+
+        self.h2.conn.reset_stream(handle, h2.errors.ErrorCodes.CANCEL)
+        self.h2.flush()
+
+
+def fetch(
+    url: str,
+    target: str = "/",
+    headers: list[tuple[str, str]] | None = None,
+    method: str = "GET",
+    body: bytes = b"",
+    *,
+    protocol: str = "http/1.1",
+) -> Response:
+    """One request on a fresh connection, over *protocol*."""
+    with ProtocolClient(url, protocol) as client:
+        return client.fetch(method, target, headers, body)
+
+
+def http_version(protocol: str) -> str:
+    """``scope["http_version"]`` for a :data:`PROTOCOLS` entry."""
+    return "2" if protocol == "h2" else "1.1"

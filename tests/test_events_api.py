@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.apps import hello
-from tests.helpers import address, propagating, wait_until
+from tests.helpers import ProtocolClient, address, fetch, http_version, propagating, wait_until
 
 import pounce
 from pounce import events
@@ -88,22 +88,23 @@ def _worker_contexts(server: Any) -> list[Any]:
     return [w._worker.ctx for w in server._supervisor.workers]
 
 
-def test_subscribe_and_unsubscribe_and_zero_cost_without_subscribers() -> None:
+def test_subscribe_and_unsubscribe_and_zero_cost_without_subscribers(protocol: str) -> None:
     with serve_in_thread(hello) as running:
         server = running.server
         assert not any(ctx.events.active for ctx in _worker_contexts(server))
         seen = Collector()
         unsubscribe = server.subscribe(seen, kinds=(RequestCompleted,))
         assert wait_until(lambda: all(c.events.active for c in _worker_contexts(server)))
-        response = httpx.get(running.url + "/hi")
+        response = fetch(running.url, "/hi", protocol=protocol)
         assert wait_until(lambda: len(seen.events) == 1)
         event = seen.events[0]
         assert isinstance(event, RequestCompleted)
-        assert (event.status, event.path, event.bytes_sent) == (200, "/hi", len(response.content))
+        assert (event.status, event.path, event.bytes_sent) == (200, "/hi", len(response.body))
+        assert event.http_version == http_version(protocol)
         unsubscribe()
         # The worker's bus is unlinked again: requests build no event at all.
         assert wait_until(lambda: not any(c.events.active for c in _worker_contexts(server)))
-        httpx.get(running.url + "/again")
+        fetch(running.url, "/again", protocol=protocol)
         time.sleep(0.1)
         assert len(seen.events) == 1
         unsubscribe()  # idempotent
@@ -275,18 +276,22 @@ def test_process_mode_reports_server_and_worker_lifecycle() -> None:
     assert {e.kind for e in seen.of(WorkerStarted)} == {"process"}
 
 
-def test_process_workers_send_request_events_to_the_parents_subscribers() -> None:
+def test_process_workers_send_request_events_to_the_parents_subscribers(protocol: str) -> None:
     seen = Collector()
     with serve_in_thread(
-        "tests.apps:hello", workers=2, worker_type="process", event_handlers=[seen]
+        # The distributor hands connections out in turn: on a busy machine one process could
+        # otherwise take every connection from the shared queue.
+        "tests.apps:hello", workers=2, worker_type="process", accept="distributor",
+        event_handlers=[seen],
     ) as running:
         # New connections each time, so both workers serve some of them.
         for index in range(20):
-            assert httpx.get(f"{running.url}/r{index}").status_code == 200
+            assert fetch(running.url, f"/r{index}", protocol=protocol).status == 200
         assert wait_until(lambda: len(seen.of(RequestCompleted)) == 20, timeout=5)
         completed = seen.of(RequestCompleted)
         assert sorted(e.path for e in completed) == sorted(f"/r{i}" for i in range(20))
         assert {e.status for e in completed} == {200}
+        assert {e.http_version for e in completed} == {http_version(protocol)}
         assert len(seen.of(RequestStarted)) == 20
         assert len(seen.of(ConnectionOpened)) == 20
         # Both processes served (and so sent) some of them.
@@ -352,6 +357,28 @@ def test_client_disconnected_is_reported() -> None:
     assert (gone.path, gone.response_started) == ("/gone", False)
     assert isinstance(completed, RequestCompleted)
     assert completed.complete is False
+
+
+def test_a_reset_http2_stream_is_a_client_disconnect() -> None:
+    seen = Collector()
+    with serve_in_thread(_waits_for_disconnect, lifespan="off") as running:
+        running.server.subscribe(seen, kinds=(ClientDisconnected, RequestCompleted))
+        assert wait_until(lambda: all(c.events.active for c in _worker_contexts(running.server)))
+        with ProtocolClient(running.url, "h2") as client:
+            gone = client.send("GET", "/gone")
+            time.sleep(0.2)
+            client.cancel(gone)  # RST_STREAM: the connection stays
+            assert wait_until(lambda: len(seen.events) == 2)
+            still = client.send("GET", "/still")
+            time.sleep(0.1)
+            client.cancel(still)
+            assert wait_until(lambda: len(seen.events) == 4)
+    gone_event, completed = seen.events[:2]
+    assert isinstance(gone_event, ClientDisconnected)
+    assert (gone_event.path, gone_event.response_started) == ("/gone", False)
+    assert isinstance(completed, RequestCompleted)
+    assert (completed.complete, completed.http_version) == (False, "2")
+    assert seen.events[2].path == "/still"
 
 
 def test_events_serialise_as_json_lines(tmp_path: Path) -> None:

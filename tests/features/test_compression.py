@@ -10,7 +10,8 @@ import zlib
 from typing import Any
 
 import pytest
-from tests.helpers import RawClient, Response, address
+from tests import helpers
+from tests.helpers import Response, address
 from tests.pipeline.fakes import FakeChannel
 
 from pounce.config import ServerConfig
@@ -158,13 +159,22 @@ def make_app(
     return app
 
 
-def fetch(url: str, accept: str | None = "gzip", method: str = "GET") -> Response:
-    headers = [("host", "test")]
-    if accept is not None:
-        headers.append(("accept-encoding", accept))
-    with RawClient(url) as client:
-        client.request(method, "/", headers=headers)
-        return client.read_response(head=method == "HEAD")
+def fetch(
+    url: str, accept: str | None = "gzip", method: str = "GET", protocol: str = "http/1.1"
+) -> Response:
+    headers = [] if accept is None else [("accept-encoding", accept)]
+    return helpers.fetch(url, "/", headers, method, protocol=protocol)
+
+
+def check_framing(response: Response, protocol: str) -> None:
+    """Never the app's (uncompressed) Content-Length. HTTP/1.1: the compressed body in one
+    piece gets an exact one, not chunked. HTTP/2: END_STREAM ends the body; the head goes out
+    before it (a Content-Length costs an HPACK field per response there, for no framing)."""
+    assert response.header(b"transfer-encoding") is None
+    if protocol == "h2":
+        assert response.header(b"content-length") is None
+    else:
+        assert response.header(b"content-length") == str(len(response.body)).encode()
 
 
 def decode(response: Response) -> bytes:
@@ -181,15 +191,14 @@ def decode(response: Response) -> bytes:
     "coding", ["gzip", pytest.param("zstd", marks=needs_zstd)]
 )
 @pytest.mark.parametrize("content_length", [True, False])
-def test_body_round_trips(coding: str, content_length: bool) -> None:
+def test_body_round_trips(coding: str, content_length: bool, protocol: str) -> None:
     with serve(make_app(content_length=content_length)) as url:
-        response = fetch(url, coding)
+        response = fetch(url, coding, protocol=protocol)
     assert response.status == 200
     assert response.header(b"content-encoding") == coding.encode()
     assert response.header(b"vary") == b"Accept-Encoding"
     # The whole compressed body in one piece: an exact Content-Length, not chunked.
-    assert response.header(b"content-length") == str(len(response.body)).encode()
-    assert response.header(b"transfer-encoding") is None
+    check_framing(response, protocol)
     assert len(response.body) < len(BODY) // 4
     assert decode(response) == BODY
 
@@ -199,7 +208,7 @@ LARGE = b"".join(b"line %d of a long text\n" % i for i in range(40000))  # about
 
 @pytest.mark.parametrize("coding", ["gzip", pytest.param("zstd", marks=needs_zstd)])
 def test_large_body_is_compressed_off_the_event_loop(
-    coding: str, monkeypatch: pytest.MonkeyPatch
+    coding: str, monkeypatch: pytest.MonkeyPatch, protocol: str
 ) -> None:
     threads: list[str] = []
     original = Compressor.body
@@ -210,12 +219,12 @@ def test_large_body_is_compressed_off_the_event_loop(
 
     monkeypatch.setattr(Compressor, "body", recording)
     with serve(make_app(LARGE, [(b"content-type", b"text/plain")])) as url:
-        response = fetch(url, coding)
+        response = fetch(url, coding, protocol=protocol)
     assert decode(response) == LARGE
     assert len(threads) == 1 and threads[0].startswith("pounce-filter")
 
 
-def test_large_streamed_pieces_and_pathsend(tmp_path: Any) -> None:
+def test_large_streamed_pieces_and_pathsend(tmp_path: Any, protocol: str) -> None:
     path = tmp_path / "big.txt"
     path.write_bytes(LARGE)
 
@@ -237,12 +246,11 @@ def test_large_streamed_pieces_and_pathsend(tmp_path: Any) -> None:
 
     with serve(app) as url:
         for target in ("/", "/file"):
-            with RawClient(url) as client:
-                client.request(
-                    "GET", target, headers=[("host", "t"), ("accept-encoding", "gzip")]
-                )
-                response = client.read_response()
+            response = helpers.fetch(
+                url, target, [("accept-encoding", "gzip")], protocol=protocol
+            )
             assert response.header(b"content-encoding") == b"gzip"
+            assert response.header(b"content-length") is None  # the size is not known
             assert decode(response) == LARGE
 
 
@@ -281,14 +289,14 @@ def test_a_file_the_compressor_leaves_alone_stays_zero_copy(
         assert zlib.decompress(inner.body_bytes, 31) == LARGE
 
 
-def test_existing_vary_and_etag() -> None:
+def test_existing_vary_and_etag(protocol: str) -> None:
     headers = [
         (b"content-type", b"text/html"),
         (b"vary", b"Cookie"),
         (b"etag", b'"v1"'),
     ]
     with serve(make_app(headers=headers)) as url:
-        response = fetch(url, "gzip")
+        response = fetch(url, "gzip", protocol=protocol)
     assert response.header(b"content-encoding") == b"gzip"
     assert response.header_values(b"vary") == [b"Cookie, Accept-Encoding"]
     assert response.header(b"etag") == b'W/"v1"'
@@ -330,10 +338,10 @@ NEVER = {
 
 
 @pytest.mark.parametrize("case", list(NEVER))
-def test_never_compressed(case: str) -> None:
+def test_never_compressed(case: str, protocol: str) -> None:
     app, accept, method = NEVER[case]
     with serve(app) as url:
-        response = fetch(url, accept, method)
+        response = fetch(url, accept, method, protocol)
     assert response.header(b"content-encoding") in (None, b"br")
     assert response.header(b"vary") is None
     if method == "GET" and response.status not in (204, 304):
@@ -356,9 +364,9 @@ def test_min_size_and_extra_types_are_configurable() -> None:
 
 
 @pytest.mark.parametrize("worker_type", ["thread", "process"])
-def test_worker_modes(worker_type: str) -> None:
+def test_worker_modes(worker_type: str, protocol: str) -> None:
     with serve(make_app(), workers=2, worker_type=worker_type) as url:
-        responses = [fetch(url, "gzip") for _ in range(4)]
+        responses = [fetch(url, "gzip", protocol=protocol) for _ in range(4)]
     for response in responses:
         assert response.header(b"content-encoding") == b"gzip"
         assert decode(response) == BODY
@@ -403,6 +411,50 @@ class ChunkReader:
         self.sock.close()
 
 
+class StreamReader:
+    """The same over HTTP/2: the head's fields, then the DATA frames of one stream as they come
+    (``b""`` once the stream ended)."""
+
+    def __init__(self, url: str, accept: str) -> None:
+        from tests.protocols.http2.h2client import H2Client
+
+        self.client = H2Client(url)
+        self.stream_id = self.client.request("/", headers=[(b"accept-encoding", accept.encode())])
+        self.seen = 0
+
+    def _next(self) -> Any:
+        import h2.events
+
+        while True:
+            events = self.client.events
+            while self.seen < len(events):
+                event = events[self.seen]
+                self.seen += 1
+                if getattr(event, "stream_id", None) == self.stream_id and isinstance(
+                    event, h2.events.ResponseReceived | h2.events.DataReceived
+                    | h2.events.StreamEnded | h2.events.StreamReset
+                ):
+                    return event
+            if not self.client.read_once():
+                raise ConnectionError("closed")
+
+    def head(self) -> bytes:
+        event = self._next()
+        return b"\r\n".join(name + b": " + value for name, value in event.headers).lower()
+
+    def chunk(self) -> bytes:
+        import h2.events
+
+        event = self._next()
+        if isinstance(event, h2.events.DataReceived):
+            return bytes(event.data)
+        assert isinstance(event, h2.events.StreamEnded), event
+        return b""
+
+    def close(self) -> None:
+        self.client.close()
+
+
 def stepped_app(pieces: list[bytes], content_type: bytes, proceed: threading.Event) -> Any:
     """Sends each piece only when the test asks for it (after it saw the previous one)."""
 
@@ -435,15 +487,20 @@ def decoder_for(coding: str) -> Any:
 
 @pytest.mark.parametrize("coding", ["gzip", pytest.param("zstd", marks=needs_zstd)])
 @pytest.mark.parametrize("content_type", [b"text/plain", b"text/event-stream"])
-def test_streamed_pieces_decode_as_they_arrive(coding: str, content_type: bytes) -> None:
+def test_streamed_pieces_decode_as_they_arrive(
+    coding: str, content_type: bytes, protocol: str
+) -> None:
     pieces = [b"data: event %d %s\n\n" % (i, b"x" * (i * 50)) for i in range(5)]
     proceed = threading.Event()
     with serve(stepped_app(pieces, content_type, proceed)) as url:
-        reader = ChunkReader(url, coding)
+        reader = StreamReader(url, coding) if protocol == "h2" else ChunkReader(url, coding)
         try:
             head = reader.head()
             assert f"content-encoding: {coding}".encode() in head
-            assert b"transfer-encoding: chunked" in head
+            assert b"vary: accept-encoding" in head
+            assert b"content-length" not in head
+            if protocol != "h2":
+                assert b"transfer-encoding: chunked" in head
             decoder = decoder_for(coding)
             for piece in pieces:
                 proceed.set()

@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 from tests.apps import Recorder, hello
-from tests.helpers import RawClient, propagating, wait_until
+from tests.helpers import (
+    ProtocolClient,
+    RawClient,
+    Response,
+    fetch,
+    http_version,
+    propagating,
+    wait_until,
+)
 from tests.pipeline.fakes import FakeChannel, make_context, settle
 
 from pounce.pipeline.connection import ConnectionInfo
@@ -35,24 +43,29 @@ def propagating_loggers() -> Iterator[None]:
         yield
 
 
-def probe(url: str, target: str, method: str = "GET") -> Any:
-    with RawClient(url) as client:
-        client.request(method, target)
-        return client.read_response(head=method == "HEAD")
+def probe(url: str, target: str, method: str = "GET", protocol: str = "http/1.1") -> Response:
+    return fetch(url, target, method=method, protocol=protocol)
 
 
-def test_liveness_and_readiness_are_answered_without_the_app() -> None:
+def test_liveness_and_readiness_are_answered_without_the_app(protocol: str) -> None:
     app = Recorder()
     with serve(app, **PROBES) as url:
-        alive = probe(url, "/healthz")
-        ready = probe(url, "/readyz")
-        other = probe(url, "/healthz/more")
+        alive = probe(url, "/healthz", protocol=protocol)
+        ready = probe(url, "/readyz", protocol=protocol)
+        other = probe(url, "/healthz/more", protocol=protocol)
     assert (alive.status, alive.body) == (200, b"ok")
     assert alive.header(b"content-type") == b"text/plain; charset=utf-8"
     assert alive.header(b"content-length") == b"2"
     assert (ready.status, ready.body) == (200, b"ready")
     assert other.status == 200 and other.body == b"seen /healthz/more"
     assert app.paths == [b"/healthz/more"]  # the probes never reached the app
+
+
+def test_head_gets_the_length_without_the_body_over_http2() -> None:
+    with serve(hello, **PROBES) as url:
+        response = probe(url, "/readyz", "HEAD", "h2")
+    assert (response.status, response.body, response.reset) == (200, b"", None)
+    assert response.header(b"content-length") == b"5"
 
 
 def test_head_gets_the_length_without_the_body() -> None:
@@ -65,10 +78,10 @@ def test_head_gets_the_length_without_the_body() -> None:
     assert body == b""
 
 
-def test_other_methods_get_405_with_allow() -> None:
+def test_other_methods_get_405_with_allow(protocol: str) -> None:
     app = Recorder()
     with serve(app, **PROBES) as url:
-        response = probe(url, "/healthz", "POST")
+        response = probe(url, "/healthz", "POST", protocol)
     assert response.status == 405
     assert response.header(b"allow") == b"GET, HEAD"
     assert app.calls == []
@@ -81,7 +94,7 @@ def test_paths_are_matched_without_root_path() -> None:
         assert probe(url, "/api/healthz").body == b"Hello, world!"
 
 
-def test_probes_answer_even_at_the_concurrency_limit() -> None:
+def test_probes_answer_even_at_the_concurrency_limit(protocol: str) -> None:
     release = threading.Event()
 
     async def slow(scope: Any, receive: Any, send: Any) -> None:
@@ -91,43 +104,47 @@ def test_probes_answer_even_at_the_concurrency_limit() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"slow"})
 
-    with serve(slow, limit_concurrency=1, **PROBES) as url, RawClient(url) as busy:
-        busy.request("GET", "/")
+    with serve(slow, limit_concurrency=1, **PROBES) as url, ProtocolClient(url, protocol) as busy:
+        held = busy.send("GET", "/")
         try:
-            assert wait_until(lambda: probe(url, "/other").status == 503, 3.0)
-            assert probe(url, "/readyz").status == 200
+            # --limit-concurrency counts HTTP/2 streams: one on the busy connection is enough.
+            assert wait_until(lambda: probe(url, "/other", protocol=protocol).status == 503, 3.0)
+            assert probe(url, "/readyz", protocol=protocol).status == 200
         finally:
             release.set()
-        assert busy.read_response().body == b"slow"
+        assert busy.response(held).body == b"slow"
 
 
 def access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "pounce.access"]
 
 
-def test_probes_stay_out_of_the_access_log_by_default(caplog: pytest.LogCaptureFixture) -> None:
+def test_probes_stay_out_of_the_access_log_by_default(
+    caplog: pytest.LogCaptureFixture, protocol: str
+) -> None:
     with caplog.at_level(logging.INFO, logger="pounce.access"), serve(
         hello, access_log=True, **PROBES
     ) as url:
-        probe(url, "/healthz")
-        probe(url, "/readyz")
-        probe(url, "/healthz", "POST")
-        probe(url, "/app")
+        probe(url, "/healthz", protocol=protocol)
+        probe(url, "/readyz", protocol=protocol)
+        probe(url, "/healthz", "POST", protocol)
+        probe(url, "/app", protocol=protocol)
         assert wait_until(lambda: access_lines(caplog), 3.0)
     lines = access_lines(caplog)
     assert len(lines) == 1 and "/app" in lines[0], lines
 
 
-def test_access_log_health_logs_them(caplog: pytest.LogCaptureFixture) -> None:
+def test_access_log_health_logs_them(caplog: pytest.LogCaptureFixture, protocol: str) -> None:
     with caplog.at_level(logging.INFO, logger="pounce.access"), serve(
         hello, access_log=True, access_log_health=True, **PROBES
     ) as url:
-        probe(url, "/healthz")
-        probe(url, "/readyz", "HEAD")
+        probe(url, "/healthz", protocol=protocol)
+        probe(url, "/readyz", "HEAD", protocol)
         assert wait_until(lambda: len(access_lines(caplog)) >= 2, 3.0)
     lines = access_lines(caplog)
-    assert any('"GET /healthz HTTP/1.1" 200 2' in line for line in lines), lines
-    assert any('"HEAD /readyz HTTP/1.1" 200 0' in line for line in lines), lines
+    version = http_version(protocol)
+    assert any(f'"GET /healthz HTTP/{version}" 200 2' in line for line in lines), lines
+    assert any(f'"HEAD /readyz HTTP/{version}" 200 0' in line for line in lines), lines
 
 
 def test_ready_path_on_a_websocket_server_is_not_an_upgrade() -> None:
@@ -184,12 +201,12 @@ def test_readiness_is_503_on_a_retiring_worker() -> None:
 
 
 @pytest.mark.parametrize("worker_type", ["thread", "process"])
-def test_probes_in_each_worker_mode(worker_type: str) -> None:
+def test_probes_in_each_worker_mode(worker_type: str, protocol: str) -> None:
     with serve("tests.apps:hello", workers=2, worker_type=worker_type, **PROBES) as url:
         for _ in range(4):
-            assert probe(url, "/healthz").body == b"ok"
-            assert probe(url, "/readyz").body == b"ready"
-        assert probe(url, "/").body == b"Hello, world!"
+            assert probe(url, "/healthz", protocol=protocol).body == b"ok"
+            assert probe(url, "/readyz", protocol=protocol).body == b"ready"
+        assert probe(url, "/", protocol=protocol).body == b"Hello, world!"
 
 
 # -- the hook alone, against a fake channel ----------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from tests.apps import hello
-from tests.helpers import RawClient
+from tests.helpers import ProtocolClient, Response, fetch
 from tests.pipeline.fakes import make_context, settle, start
 
 from pounce.config import ConfigError, ServerConfig
@@ -360,13 +360,11 @@ def test_the_hook_keys_on_the_proxy_resolved_client(loop: asyncio.AbstractEventL
 # -- real servers ---------------------------------------------------------------------------------
 
 
-def get(url: str, target: str = "/") -> Any:
-    with RawClient(url) as client:
-        client.request("GET", target)
-        return client.read_response()
+def get(url: str, target: str = "/", protocol: str = "http/1.1") -> Response:
+    return fetch(url, target, protocol=protocol)
 
 
-def test_over_the_limit_a_real_server_answers_429_before_the_app() -> None:
+def test_over_the_limit_a_real_server_answers_429_before_the_app(protocol: str) -> None:
     calls: list[str] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -378,15 +376,16 @@ def test_over_the_limit_a_real_server_answers_429_before_the_app() -> None:
         app, rate_limit="3/h", rate_limit_exempt=["/static/"], **options
     ) as running:
         url = running.url
-        statuses = [get(url).status for _ in range(5)]
-        refused = get(url)
-        exempt = [get(url, "/static/x.css").status for _ in range(5)]
-        probes = [get(url, path).status for path in ("/healthz", "/readyz") * 3]
+        statuses = [get(url, protocol=protocol).status for _ in range(5)]
+        refused = get(url, protocol=protocol)
+        exempt = [get(url, "/static/x.css", protocol).status for _ in range(5)]
+        probes = [get(url, path, protocol).status for path in ("/healthz", "/readyz") * 3]
         stats = running.server.stats()["rate_limit"]
     assert statuses == [200, 200, 200, 429, 429]
     assert refused.status == 429
     # One token every 3600/3 seconds, less the time the test took (a slow machine).
-    assert 1190 <= int(refused.header(b"retry-after")) <= 1200
+    retry = refused.header(b"retry-after")
+    assert retry is not None and 1190 <= int(retry) <= 1200
     assert refused.header(b"ratelimit-limit") == b"3"
     assert refused.header(b"ratelimit-remaining") == b"0"
     assert refused.header(b"ratelimit-reset") == refused.header(b"retry-after")
@@ -394,6 +393,33 @@ def test_over_the_limit_a_real_server_answers_429_before_the_app() -> None:
     assert exempt == [200] * 5 and probes == [200] * 6
     assert calls == ["/"] * 3 + ["/static/x.css"] * 5
     assert stats["refused"] == 3 and stats["limit"] == "3/h" and stats["burst"] == 3
+
+
+def test_streams_of_one_http2_connection_share_their_clients_bucket() -> None:
+    """Each stream is a request of the same client: the fourth is refused, on its own stream,
+    and the connection carries on (a probe on it is still answered)."""
+    calls: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        calls.append(scope["path"])
+        await hello(scope, receive, send)
+
+    with serve(app, rate_limit="3/h", health_path="/healthz") as url, \
+            ProtocolClient(url, "h2") as client:
+        handles = [client.send("GET", f"/{i}") for i in range(5)]  # all in flight at once
+        responses = [client.response(handle) for handle in handles]
+        probe = client.fetch("GET", "/healthz")
+        later = fetch(url, "/other", protocol="h2")  # another connection, the same client
+    assert sorted(r.status for r in responses) == [200, 200, 200, 429, 429]
+    for refused in (r for r in responses if r.status == 429):
+        assert refused.reset is None and refused.body == b"Too Many Requests"
+        assert refused.header(b"ratelimit-limit") == b"3"
+        assert refused.header(b"ratelimit-remaining") == b"0"
+        retry = refused.header(b"retry-after")
+        assert retry is not None and refused.header(b"ratelimit-reset") == retry
+    assert (probe.status, probe.body) == (200, b"ok")
+    assert later.status == 429
+    assert len(calls) == 3
 
 
 def test_a_websocket_handshake_over_the_limit_gets_429() -> None:
@@ -421,6 +447,37 @@ def test_a_websocket_handshake_over_the_limit_gets_429() -> None:
     assert response.headers["ratelimit-limit"] == "2"
 
 
+def test_a_websocket_over_http2_over_the_limit_gets_429() -> None:
+    """RFC 8441: the extended CONNECT is admitted like any handshake, on its own stream."""
+    from tests.protocols.http2.h2client import H2Client
+    from tests.protocols.http2.test_http2_websocket import connect
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close"})
+        else:
+            await hello(scope, receive, send)
+
+    import h2.events
+
+    def head(client: H2Client, stream_id: int) -> dict[bytes, bytes]:
+        # An accepted WebSocket's stream stays open: its head is the answer.
+        event = client.wait_for(
+            lambda e: isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream_id
+        )
+        return dict(event.headers)
+
+    with serve(app, ws="websockets", rate_limit="2/h") as url, H2Client(url) as client:
+        streams = [connect(client, "/ws") for _ in range(3)]
+        heads = [head(client, stream_id) for stream_id in streams]
+    assert [h[b":status"] for h in heads] == [b"200", b"200", b"429"]
+    refused = heads[2]
+    assert 1790 <= int(refused[b"retry-after"]) <= 1800
+    assert refused[b"ratelimit-limit"] == b"2"
+
+
 async def whoami(scope: Any, receive: Any, send: Any) -> None:
     """Says which worker answered: process id and thread name."""
     if scope["type"] != "http":
@@ -430,15 +487,17 @@ async def whoami(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def hammer(url: str, seconds: float, clients: int = 8) -> tuple[list[Any], float]:
-    """Requests from *clients* threads (one connection each) for *seconds*: (responses, time)."""
+def hammer(
+    url: str, seconds: float, clients: int = 8, protocol: str = "http/1.1"
+) -> tuple[list[Any], float]:
+    """Requests from *clients* threads (a connection each) for *seconds*: (responses, time)."""
     began = time.monotonic()
     stop = began + seconds
 
     def client() -> list[Any]:
         responses = []
         while time.monotonic() < stop:
-            responses.append(get(url))
+            responses.append(get(url, protocol=protocol))
         return responses
 
     with ThreadPoolExecutor(clients) as pool:
@@ -456,23 +515,23 @@ def check_one_bucket(responses: list[Any], elapsed: float, burst: int, rate: flo
 
 
 @pytest.mark.parametrize("worker_type", ["thread", "process"])
-def test_workers_together_admit_no_more_than_the_bucket(worker_type: str) -> None:
+def test_workers_together_admit_no_more_than_the_bucket(worker_type: str, protocol: str) -> None:
     burst, rate = 5, 20.0
     with serve_in_thread(
         whoami, workers=2, worker_type=worker_type, rate_limit="20/s",
         rate_limit_burst=burst, timeout_keep_alive=0,
     ) as running:
-        responses, elapsed = hammer(running.url, 1.5)
+        responses, elapsed = hammer(running.url, 1.5, protocol=protocol)
         stats = running.server.stats()["rate_limit"]
     check_one_bucket(responses, elapsed, burst, rate)
     assert stats["refused"] == sum(r.status == 429 for r in responses)
 
 
-def test_clients_behind_a_trusted_proxy_are_told_apart_by_their_forwarded_address() -> None:
+def test_clients_behind_a_trusted_proxy_are_told_apart_by_their_forwarded_address(
+    protocol: str,
+) -> None:
     def forwarded(url: str, address: str) -> int:
-        with RawClient(url) as client:
-            client.request("GET", "/", headers=[("host", "test"), ("x-forwarded-for", address)])
-            return int(client.read_response().status)
+        return fetch(url, "/", [("x-forwarded-for", address)], protocol=protocol).status
 
     # 127.0.0.1 (the test client) is trusted by default: scope["client"] is the forwarded one.
     with serve(hello, rate_limit="1/h") as url:

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.helpers import RawClient, wait_until
+from tests.helpers import ProtocolClient, RawClient, wait_until
 
 from pounce.pipeline.events import REJECTED_QUEUE_FULL, RequestCompleted, RequestRejected
 from pounce.testing import serve, serve_in_thread
@@ -53,13 +53,25 @@ def _fresh() -> None:
     entered.clear()
 
 
-def _fetch_all(url: str, count: int, path: str = "/slow") -> list[httpx.Response]:
+def _get(url: str, protocol: str = "http/1.1", timeout: float = 10) -> httpx.Response:
+    """One request with httpx on a connection of its own: HTTP/1.1, or HTTP/2 by prior
+    knowledge when *protocol* is ``h2``."""
+    h2 = protocol == "h2"
+    with httpx.Client(http1=not h2, http2=h2, timeout=timeout) as client:
+        response = client.get(url)
+    assert response.http_version == ("HTTP/2" if h2 else "HTTP/1.1")
+    return response
+
+
+def _fetch_all(
+    url: str, count: int, path: str = "/slow", protocol: str = "http/1.1"
+) -> list[httpx.Response]:
     responses: list[httpx.Response | BaseException] = []
     lock = threading.Lock()
 
     def one() -> None:
         try:
-            result: httpx.Response | BaseException = httpx.get(url + path, timeout=20)
+            result: httpx.Response | BaseException = _get(url + path, protocol, timeout=20)
         except BaseException as exc:  # every client must get an answer: recorded, then failed
             result = exc
         with lock:
@@ -88,7 +100,7 @@ def _peak_overlap(responses: list[httpx.Response]) -> int:
 
 
 @pytest.mark.parametrize("worker_type", ["thread", "process"])
-def test_server_wide_limit_and_shedding(worker_type: str) -> None:
+def test_server_wide_limit_and_shedding(worker_type: str, protocol: str) -> None:
     with serve(
         "tests.features.test_request_queue:app",
         workers=2,
@@ -98,7 +110,7 @@ def test_server_wide_limit_and_shedding(worker_type: str) -> None:
         queue_timeout=10,
         lifespan="off",
     ) as url:
-        responses = _fetch_all(url, 10)
+        responses = _fetch_all(url, 10, protocol=protocol)
     statuses = sorted(r.status_code for r in responses)
     assert set(statuses) <= {200, 503}
     for r in responses:
@@ -138,13 +150,13 @@ def test_process_workers_share_the_slots_and_the_queue() -> None:
     assert _peak_overlap(spread) == 2
 
 
-def test_queue_timeout() -> None:
+def test_queue_timeout(protocol: str) -> None:
     with serve(app, max_concurrency=1, queue_timeout=0.2, lifespan="off") as url:
-        slow = threading.Thread(target=httpx.get, args=(url + "/slow",), kwargs={"timeout": 10})
+        slow = threading.Thread(target=_get, args=(url + "/slow", protocol))
         slow.start()
         assert wait_until(lambda: "/slow" in entered)
         began = time.monotonic()
-        response = httpx.get(url + "/fast", timeout=10)
+        response = _get(url + "/fast", protocol)
         waited = time.monotonic() - began
         slow.join(10)
     assert response.status_code == 503
@@ -153,23 +165,23 @@ def test_queue_timeout() -> None:
     assert "/fast" not in entered
 
 
-def test_probes_bypass_the_queue_and_readiness_follows_shedding() -> None:
+def test_probes_bypass_the_queue_and_readiness_follows_shedding(protocol: str) -> None:
     with serve(
         app, max_concurrency=1, max_queue=0, health_path="/health", ready_path="/ready",
         lifespan="off",
     ) as url:
-        assert httpx.get(url + "/ready").status_code == 200
-        slow = threading.Thread(target=httpx.get, args=(url + "/slow",), kwargs={"timeout": 10})
+        assert _get(url + "/ready", protocol).status_code == 200
+        slow = threading.Thread(target=_get, args=(url + "/slow", protocol))
         slow.start()
         assert wait_until(lambda: "/slow" in entered)
-        assert httpx.get(url + "/fast").status_code == 503
-        ready = httpx.get(url + "/ready")
-        health = httpx.get(url + "/health")
+        assert _get(url + "/fast", protocol).status_code == 503
+        ready = _get(url + "/ready", protocol)
+        health = _get(url + "/health", protocol)
         assert (ready.status_code, ready.text) == (503, "not ready")
         assert health.status_code == 200
         slow.join(10)
         # A second without a shed (and the slot free again): ready.
-        assert wait_until(lambda: httpx.get(url + "/ready").status_code == 200, timeout=3)
+        assert wait_until(lambda: _get(url + "/ready", protocol).status_code == 200, timeout=3)
 
 
 def test_readiness_is_server_wide_with_process_workers() -> None:
@@ -204,12 +216,62 @@ def test_a_client_gone_while_queued_leaves_no_slot_behind() -> None:
     assert "/gone" not in entered
 
 
-def test_events_report_the_wait_and_the_shed() -> None:
+def test_an_http2_stream_reset_while_queued_leaves_the_queue() -> None:
+    """RST_STREAM on a queued stream takes it out of the queue; the connection carries on."""
+    with serve(
+        app, max_concurrency=1, max_queue=5, queue_timeout=30, metrics=True, lifespan="off"
+    ) as url, ProtocolClient(url, "h2") as client:
+        slow = client.send("GET", "/slow")
+        assert wait_until(lambda: "/slow" in entered)
+        gone = [client.send("GET", "/gone") for _ in range(3)]
+        assert wait_until(lambda: _queue_depth(url) == 3, 5)
+        for handle in gone:
+            client.cancel(handle)
+        assert wait_until(lambda: _queue_depth(url) == 0, 5)
+        began = time.monotonic()
+        after = client.send("GET", "/after")
+        assert client.response(slow).status == 200
+        assert client.response(after, timeout=10).status == 200
+    # Not held up by a leaked slot (that would wait out the 30 s queue timeout, then 503).
+    assert time.monotonic() - began < 10
+    assert "/gone" not in entered
+
+
+def _queue_depth(url: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url + "/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "pounce_queue_depth":
+                return float(sample.value)
+    raise AssertionError("no pounce_queue_depth in the scrape")
+
+
+def test_streams_of_one_http2_connection_queue_and_the_excess_is_shed() -> None:
+    """One slot, one place in the queue: of three streams on one connection one runs, one
+    waits for it, and the third gets 503 with Retry-After on its own stream."""
+    with serve(app, max_concurrency=1, max_queue=1, lifespan="off") as url, \
+            ProtocolClient(url, "h2") as client:
+        handles = [client.send("GET", "/slow") for _ in range(3)]
+        responses = [client.response(handle, timeout=10) for handle in handles]
+        again = client.fetch("GET", "/fast")  # the connection is still good
+    assert sorted(r.status for r in responses) == [200, 200, 503]
+    shed = next(r for r in responses if r.status == 503)
+    assert shed.reset is None and shed.header(b"retry-after") == b"1"
+    served = sorted((json.loads(r.body) for r in responses if r.status == 200),
+                    key=lambda times: times["began"])
+    assert served[1]["began"] >= served[0]["ended"]  # the second waited for the slot
+    assert again.status == 200
+    assert entered.count("/slow") == 2
+
+
+def test_events_report_the_wait_and_the_shed(protocol: str) -> None:
     events: list[Any] = []
     with serve_in_thread(
         app, max_concurrency=1, max_queue=1, lifespan="off", event_handlers=[events.append]
     ) as running:
-        responses = _fetch_all(running.url, 3)
+        responses = _fetch_all(running.url, 3, protocol=protocol)
         assert wait_until(lambda: sum(isinstance(e, RequestCompleted) for e in events) == 3)
     assert sorted(r.status_code for r in responses) == [200, 200, 503]
     completed = sorted(
@@ -217,6 +279,9 @@ def test_events_report_the_wait_and_the_shed() -> None:
         key=lambda e: e.queue_wait,
     )
     assert completed[0].queue_wait == 0.0
+    assert {e.http_version for e in events if isinstance(e, RequestCompleted)} == {
+        "2" if protocol == "h2" else "1.1"
+    }
     assert completed[1].queue_wait >= SLEEP * 0.8
     assert [e.reason for e in events if isinstance(e, RequestRejected)] == [REJECTED_QUEUE_FULL]
 
@@ -282,16 +347,32 @@ def test_a_killed_worker_process_gives_its_slot_back(
     assert after.status_code == 200
 
 
-def test_a_graceful_shutdown_serves_the_queued_requests() -> None:
+def test_a_graceful_shutdown_serves_the_queued_requests(protocol: str) -> None:
     with ThreadPoolExecutor(3) as pool, serve_in_thread(
         app, workers=2, worker_type="thread", max_concurrency=1, timeout_graceful_shutdown=10,
         lifespan="off",
     ) as running:
-        futures = [pool.submit(httpx.get, running.url + "/slow", timeout=20) for _ in range(3)]
+        futures = [pool.submit(_get, running.url + "/slow", protocol, 20) for _ in range(3)]
         assert wait_until(lambda: len(entered) == 1)
         time.sleep(0.1)  # the other two are queued by now
         assert len(entered) == 1
         # Leaving the block shuts the server down gracefully with two requests still queued.
     # Served one after the other: the queue drained during the shutdown, nobody got a 503.
     assert [f.result(timeout=20).status_code for f in futures] == [200, 200, 200]
+    assert entered == ["/slow"] * 3
+
+
+def test_a_graceful_shutdown_serves_the_queued_streams_of_one_http2_connection() -> None:
+    """Queued streams are in flight: the GOAWAY waits for them, and none is refused."""
+    with serve_in_thread(
+        app, max_concurrency=1, timeout_graceful_shutdown=10, lifespan="off"
+    ) as running, ProtocolClient(running.url, "h2", timeout=20) as client:
+        handles = [client.send("GET", "/slow") for _ in range(3)]
+        assert wait_until(lambda: len(entered) == 1)
+        time.sleep(0.1)  # the other two are queued by now
+        stopper = threading.Thread(target=running.server.shutdown)
+        stopper.start()
+        responses = [client.response(handle, timeout=20) for handle in handles]
+        stopper.join(20)
+    assert [(r.status, r.reset) for r in responses] == [(200, None)] * 3
     assert entered == ["/slow"] * 3

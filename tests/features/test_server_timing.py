@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.helpers import RawClient
+from tests.helpers import Response, fetch
 from tests.pipeline.fakes import FakeChannel
 
 from pounce.features.server_timing import ServerTiming, server_timing_filter
@@ -37,8 +37,8 @@ async def slow_start(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"done"})
 
 
-def _app_duration(response: httpx.Response) -> float:
-    values = response.headers.get_list("server-timing")
+def _app_duration(response: Response) -> float:
+    values = [v.decode() for v in response.header_values(b"server-timing")]
     assert "db;dur=1" in values  # the app's own field is kept
     ours = [v for v in values if v.startswith("app;")]
     assert len(ours) == 1
@@ -48,12 +48,12 @@ def _app_duration(response: httpx.Response) -> float:
 
 
 @pytest.mark.parametrize("worker_type", ["thread", "process"])
-def test_app_time_is_reported(worker_type: str) -> None:
+def test_app_time_is_reported(worker_type: str, protocol: str) -> None:
     app = "tests.features.test_server_timing:slow_start"
     with serve(app, server_timing=True, workers=2, worker_type=worker_type, lifespan="off") as url:
-        response = httpx.get(url + "/")
-    assert response.status_code == 200
-    assert response.content == b"done"
+        response = fetch(url, protocol=protocol)
+    assert response.status == 200
+    assert response.body == b"done"
     # The loop's timer may fire a hair early: 45, not 50.
     assert 45.0 <= _app_duration(response) < 5000.0
 
@@ -128,18 +128,18 @@ async def queued_app(scope: Any, receive: Any, send: Any) -> None:
 
 
 @pytest.mark.parametrize("worker_type", ["thread", "process"])
-def test_the_queue_wait_is_reported(worker_type: str) -> None:
+def test_the_queue_wait_is_reported(worker_type: str, protocol: str) -> None:
     with serve(
         "tests.features.test_server_timing:queued_app", server_timing=True, max_concurrency=1,
         workers=1 if worker_type == "thread" else 2, worker_type=worker_type, lifespan="off",
-    ) as url, httpx.Client() as first, httpx.Client() as second, ThreadPoolExecutor(2) as pool:
+    ) as url, ThreadPoolExecutor(2) as pool:
         # Thread mode: one slot, so the second waits for the first. Process mode: one slot
         # per process, and the kernel picks the process: the second may or may not wait.
-        slow = pool.submit(first.get, url + "/slow")
+        slow = pool.submit(fetch, url, "/slow", protocol=protocol)
         time.sleep(0.1)
-        fast = pool.submit(second.get, url + "/slow")
+        fast = pool.submit(fetch, url, "/slow", protocol=protocol)
         responses = [slow.result(timeout=10), fast.result(timeout=10)]
-    values = [r.headers["server-timing"] for r in responses]
+    values = [(r.header(b"server-timing") or b"").decode() for r in responses]
     queued = [QUEUED.match(v) for v in values]
     assert all(m is not None for m in queued), values
     waits = sorted(float(m.group(1)) for m in queued if m is not None)
@@ -161,13 +161,12 @@ async def trailing_app(scope: Any, receive: Any, send: Any) -> None:
 
 
 @pytest.mark.parametrize("worker_type", ["thread", "process"])
-def test_the_total_goes_in_a_trailer(worker_type: str) -> None:
+def test_the_total_goes_in_a_trailer(worker_type: str, protocol: str) -> None:
     with serve(
         "tests.features.test_server_timing:trailing_app", server_timing=True, workers=2,
         worker_type=worker_type, lifespan="off",
-    ) as url, RawClient(url) as client:
-        client.request("GET", "/", headers=[("host", "test"), ("te", "trailers")])
-        response = client.read_response()
+    ) as url:
+        response = fetch(url, "/", [("te", "trailers")], protocol=protocol)
     assert response.body == b"part"
     head = response.header(b"server-timing")
     assert head is not None and TIMING.match(head.decode())

@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 from tests.apps import hello
-from tests.helpers import RawClient, propagating, status_of, wait_until
+from tests.helpers import (
+    ProtocolClient,
+    RawClient,
+    http_version,
+    propagating,
+    status_of,
+    wait_until,
+)
 
 from pounce.logs.formatters import JsonFormatter
 from pounce.testing import serve
@@ -67,7 +74,26 @@ def test_access_log_line_format(caplog: pytest.LogCaptureFixture) -> None:
     assert all(record.levelno == logging.INFO for record in records)
 
 
-def test_access_log_records_error_statuses(caplog: pytest.LogCaptureFixture) -> None:
+def test_access_log_line_format_over_http2(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="pounce.access"), serve(
+        hello, access_log=True
+    ) as url, ProtocolClient(url, "h2") as client:
+        assert client.fetch("GET", "/some/path?q=1&r=2").status == 200
+        assert client.fetch("POST", "/submit", body=b"ignored").status == 200
+        records = wait_for_access(caplog, 2)
+    matches = [ACCESS_LINE.match(record.getMessage()) for record in records]
+    assert all(matches), [record.getMessage() for record in records]
+    # scope["http_version"] is "2": the line says HTTP/2, as Hypercorn's and Uvicorn's
+    # formats spell it.
+    assert [(m["request"], m["status"], m["bytes"]) for m in matches if m] == [
+        ("GET /some/path?q=1&r=2 HTTP/2", "200", "13"),
+        ("POST /submit HTTP/2", "200", "13"),
+    ]
+
+
+def test_access_log_records_error_statuses(
+    caplog: pytest.LogCaptureFixture, protocol: str
+) -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["path"] == "/boom":
             raise RuntimeError("boom")
@@ -76,16 +102,15 @@ def test_access_log_records_error_statuses(caplog: pytest.LogCaptureFixture) -> 
 
     with caplog.at_level(logging.INFO, logger="pounce.access"), serve(
         app, access_log=True
-    ) as url, RawClient(url) as client:
-        client.request(target="/missing")
-        client.read_response()
-        client.request(target="/boom")
-        client.read_response()
+    ) as url, ProtocolClient(url, protocol) as client:
+        assert client.fetch("GET", "/missing").status == 404
+        assert client.fetch("GET", "/boom").status == 500
         records = wait_for_access(caplog, 2)
     statuses = [ACCESS_LINE.match(r.getMessage()) for r in records]
+    version = http_version(protocol)
     assert [(m["request"], m["status"]) for m in statuses if m] == [
-        ("GET /missing HTTP/1.1", "404"),
-        ("GET /boom HTTP/1.1", "500"),
+        (f"GET /missing HTTP/{version}", "404"),
+        (f"GET /boom HTTP/{version}", "500"),
     ]
 
 
@@ -234,7 +259,9 @@ def test_access_log_format_shows_response_headers(caplog: pytest.LogCaptureFixtu
     assert record.getMessage() == "200 abc-123 pounce - +"
 
 
-def test_server_generated_503_logs_the_bytes_it_sent(caplog: pytest.LogCaptureFixture) -> None:
+def test_server_generated_503_logs_the_bytes_it_sent(
+    caplog: pytest.LogCaptureFixture, protocol: str
+) -> None:
     import threading
 
     release = threading.Event()
@@ -251,21 +278,23 @@ def test_server_generated_503_logs_the_bytes_it_sent(caplog: pytest.LogCaptureFi
 
     with caplog.at_level(logging.INFO, logger="pounce.access"), serve(
         app, access_log=True, limit_concurrency=1
-    ) as url, RawClient(url) as busy, RawClient(url) as refused:
-        busy.request(target="/busy")
+    ) as url, ProtocolClient(url, protocol) as busy, ProtocolClient(url, protocol) as refused:
+        held = busy.send("GET", "/busy")
         time.sleep(0.2)
-        refused.request(target="/refused")
-        assert refused.read_response().status == 503
+        assert refused.fetch("GET", "/refused").status == 503
         release.set()
-        assert busy.read_response().status == 200
+        assert busy.response(held).status == 200
         records = wait_for_access(caplog, 2)
     parsed = {m["request"]: (m["status"], m["bytes"]) for r in records
               if (m := ACCESS_LINE.match(r.getMessage()))}
-    assert parsed["GET /refused HTTP/1.1"] == ("503", str(len(b"Service Unavailable")))
-    assert parsed["GET /busy HTTP/1.1"] == ("200", "4")
+    version = http_version(protocol)
+    assert parsed[f"GET /refused HTTP/{version}"] == ("503", str(len(b"Service Unavailable")))
+    assert parsed[f"GET /busy HTTP/{version}"] == ("200", "4")
 
 
-def test_cut_off_response_is_logged_and_marked(caplog: pytest.LogCaptureFixture) -> None:
+def test_cut_off_response_is_logged_and_marked(
+    caplog: pytest.LogCaptureFixture, protocol: str
+) -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"partial", "more_body": True})
@@ -273,11 +302,15 @@ def test_cut_off_response_is_logged_and_marked(caplog: pytest.LogCaptureFixture)
 
     with caplog.at_level(logging.INFO, logger="pounce.access"), serve(
         app, access_log=True
-    ) as url, RawClient(url) as client:
-        client.request(target="/cut")
-        client.read_until_close(limit=3.0)
+    ) as url, ProtocolClient(url, protocol) as client:
+        if protocol == "h2":  # the stream is reset; the connection carries on
+            assert client.fetch("GET", "/cut").reset == 2  # INTERNAL_ERROR
+        else:
+            client.send("GET", "/cut")
+            assert client.raw is not None
+            client.raw.read_until_close(limit=3.0)
         (record,) = wait_for_access(caplog, 1)
     line = record.getMessage()
     assert line.endswith(" (cut off)"), line
     assert ACCESS_LINE.match(line.removesuffix(" (cut off)"))
-    assert '"GET /cut HTTP/1.1" 200 7 ' in line
+    assert f'"GET /cut HTTP/{http_version(protocol)}" 200 7 ' in line

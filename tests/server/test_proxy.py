@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from tests.apps import scope_json
-from tests.helpers import RawClient, wait_until
+from tests.helpers import fetch, http_version, wait_until
 
 from pounce.testing import serve
 
@@ -25,10 +25,11 @@ FORWARDED_RFC = [
 ]
 
 
-def scope_for(url: str, headers: list[tuple[str, str]], target: str = "/") -> dict[str, Any]:
-    with RawClient(url) as client:
-        client.request(target=target, headers=headers)
-        response = client.read_response()
+def scope_for(
+    url: str, headers: list[tuple[str, str]], target: str = "/", protocol: str = "http/1.1"
+) -> dict[str, Any]:
+    """The scope the app saw; over HTTP/2 the ``host`` given goes as ``:authority``."""
+    response = fetch(url, target, headers, protocol=protocol)
     assert response.status == 200
     return dict(json.loads(response.body))
 
@@ -37,18 +38,19 @@ def host_header(scope: dict[str, Any]) -> list[str]:
     return [value for name, value in scope["headers"] if name == "host"]
 
 
-def test_x_forwarded_headers_from_trusted_proxy_update_the_scope() -> None:
+def test_x_forwarded_headers_from_trusted_proxy_update_the_scope(protocol: str) -> None:
     with serve(scope_json) as url:  # proxy_headers on, forwarded_allow_ips=127.0.0.1
-        scope = scope_for(url, FORWARDED_X)
+        scope = scope_for(url, FORWARDED_X, protocol=protocol)
+    assert scope["http_version"] == http_version(protocol)
     assert scope["client"] == ["203.0.113.7", 0]
     assert scope["scheme"] == "https"
     assert scope["server"] == ["public.example", 8443]
     assert host_header(scope) == ["public.example:8443"]
 
 
-def test_forwarded_header_from_trusted_proxy_updates_the_scope() -> None:
+def test_forwarded_header_from_trusted_proxy_updates_the_scope(protocol: str) -> None:
     with serve(scope_json) as url:
-        scope = scope_for(url, FORWARDED_RFC)
+        scope = scope_for(url, FORWARDED_RFC, protocol=protocol)
     assert scope["client"] == ["203.0.113.9", 4711]
     assert scope["scheme"] == "https"
     assert scope["server"] == ["www.example.org", 443]
@@ -126,9 +128,11 @@ def access_caplog(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptur
         logger.propagate = saved
 
 
-def test_access_log_shows_the_forwarded_client(access_caplog: pytest.LogCaptureFixture) -> None:
+def test_access_log_shows_the_forwarded_client(
+    access_caplog: pytest.LogCaptureFixture, protocol: str
+) -> None:
     with serve(scope_json, access_log=True) as url:
-        scope_for(url, FORWARDED_X)
+        scope_for(url, FORWARDED_X, protocol=protocol)
         assert wait_until(
             lambda: any(r.name == "pounce.access" for r in access_caplog.records), 3.0
         )

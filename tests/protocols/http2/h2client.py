@@ -17,6 +17,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 from hyperframe.frame import Frame
 from tests.helpers import address
 
@@ -55,9 +56,13 @@ class H2Client:
         self.raw_in = b""
         self.auto_ack = auto_ack
         if start:
-            if window is not None:
-                self.conn.local_settings.initial_window_size = window
             self.conn.initiate_connection()
+            if window is not None:
+                # A SETTINGS frame of its own: h2 writes only acknowledged values into the
+                # preface's, so setting local_settings before it would announce 65535.
+                self.conn.update_settings(
+                    {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window}
+                )
             self.flush()
 
     def __enter__(self) -> H2Client:

@@ -301,6 +301,21 @@ def test_idle_connection_closes_after_keep_alive_timeout() -> None:
         assert c.closed and time.monotonic() - start < 3
 
 
+def test_a_new_connection_waits_for_its_first_stream_as_for_a_first_request_head() -> None:
+    """Keep-alive is for used connections: --timeout-keep-alive 0 does not close a new one
+    before its first HEADERS, which a client may send in a packet after its preface."""
+    with serve(
+        APP, access_log=False, timeout_keep_alive=0, timeout_request_header=0.5
+    ) as base:
+        with H2Client(base) as c:  # the preface and SETTINGS went out on their own
+            time.sleep(0.2)
+            assert c.response(c.request("/"))["status"] == 200
+        with H2Client(base) as idle:  # and one that never opens a stream is closed
+            start = time.monotonic()
+            assert idle.goaway(timeout=5).error_code == h2.errors.ErrorCodes.NO_ERROR
+            assert 0.4 <= time.monotonic() - start < 3
+
+
 def test_max_requests_per_connection_sends_goaway() -> None:
     with serve(APP, access_log=False, h2_max_requests=3) as base, H2Client(base) as c:
         ids = [c.request("/") for _ in range(3)]

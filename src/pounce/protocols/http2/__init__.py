@@ -81,6 +81,11 @@ class HTTP2Options:
     max_header_list_size: int
     max_requests: int | None
     keep_alive: float
+    #: How long a new connection may take to open its first stream (--timeout-request-header,
+    #: as an HTTP/1.1 connection's first request head): keep-alive is for connections that
+    #: were already used, and with --timeout-keep-alive 0 it would close a new one before a
+    #: client that sends its preface and its first HEADERS in two packets got to the second.
+    first_request: float
     write_timeout: float
     body_timeout: float
     max_body: int | None
@@ -96,6 +101,7 @@ class HTTP2Options:
             max_header_list_size=config.h2_max_header_list_size,
             max_requests=config.h2_max_requests,
             keep_alive=config.timeout_keep_alive,
+            first_request=config.timeout_request_header,
             write_timeout=config.timeout_write,
             body_timeout=config.timeout_request_body,
             max_body=config.limit_request_body,

@@ -224,10 +224,14 @@ class HTTP2Engine:
         if extra > 0:
             conn.increment_flow_control_window(extra)
         self._flush()
-        transport.set_deadline(IDLE, options.keep_alive or 0.01)
+        transport.set_deadline(IDLE, options.first_request)
 
     def started(self) -> None:
         """Called after a switch from HTTP/1.1 (which cleared the deadlines)."""
+        if not self.requests and not self.closed:
+            # Prior knowledge: the preface came, the first stream may not have yet.
+            self.t.set_deadline(IDLE, self.options.first_request)
+            return
         self._update_idle()
 
     def start_upgraded(self, method: str, raw_path: bytes, query: bytes, headers: Headers) -> None:
@@ -1089,11 +1093,11 @@ class H2Stream:
             return 0
         if body is None:
             body = error_body(status)
-        fields = [
-            (b":status", _STATUS[status]),
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", b"%d" % len(body)),
-        ]
+        fields = [(b":status", _STATUS[status])]
+        # A Content-Type among *headers* (the metrics exposition's) replaces the plain-text one.
+        if not any(name == b"content-type" for name, _ in headers):
+            fields.append((b"content-type", b"text/plain; charset=utf-8"))
+        fields.append((b"content-length", b"%d" % len(body)))
         fields.extend(headers)
         ctx = self.engine.ctx
         ctx.add_default_fields(fields, False, False)
