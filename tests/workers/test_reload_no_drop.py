@@ -1,0 +1,134 @@
+"""No connection is dropped by a rolling reload or by a worker killed with SIGKILL.
+
+The clients here open a *new* connection for every request (and, in the same run, keep-alive
+connections), so connections keep arriving while workers retire: each of them must be
+answered, whether it waits in a retiring worker's hand-off queue, in its accept path or in the
+kernel backlog. Every accept model Linux offers is covered, in thread and process mode.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+from tests.workers.support import Load, get, running, wait_for
+
+from pounce.workers.processes import ProcessWorker
+
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="SO_REUSEPORT balancing and fork are Linux's"
+)
+
+#: (worker type, --accept) pairs with more than one worker: thread workers take the
+#: distributor or reuseport; ``auto`` gives process workers the shared listening socket.
+MODELS = [
+    ("thread", "distributor"),
+    ("thread", "reuseport"),
+    ("process", "auto"),
+    ("process", "distributor"),
+    ("process", "reuseport"),
+]
+
+
+@dataclass
+class FreshConnections:
+    """Threads each making requests on new connections, bounded in count and time."""
+
+    address: tuple[str, int]
+    clients: int = 4
+    max_requests: int = 5_000
+    deadline: float = 30.0
+    ok: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, daemon=True) for _ in range(self.clients)
+        ]
+
+    def start(self) -> FreshConnections:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def _run(self) -> None:
+        end = time.monotonic() + self.deadline
+        for _ in range(self.max_requests):
+            if self._stop.is_set() or time.monotonic() > end:
+                return
+            try:
+                status, _body = get(self.address, timeout=10.0)
+            except Exception as exc:
+                with self._lock:
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            with self._lock:
+                if status == 200:
+                    self.ok += 1
+                else:
+                    self.errors.append(f"status {status}")
+
+    def stop(self) -> FreshConnections:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+        return self
+
+
+@linux_only
+@pytest.mark.parametrize(("kind", "accept"), MODELS)
+def test_reloads_drop_no_new_or_keep_alive_connection(kind: str, accept: str) -> None:
+    with running(
+        "pounce.examples.hello:app", workers=2, worker_type=kind, accept=accept
+    ) as (server, address):
+        supervisor = server._supervisor
+        assert supervisor is not None
+        fresh = FreshConnections(address).start()
+        kept = Load(address, 4, max_requests=20_000, deadline=30).start()
+        for n in range(1, 5):
+            before = fresh.ok
+            server.reload()
+            assert wait_for(lambda n=n: supervisor.reloads == n, 20)
+            # Connections made while the old generation drains are the ones at risk.
+            assert wait_for(lambda before=before: fresh.ok > before + 20, 10)
+        assert wait_for(lambda: not supervisor.draining, 10)
+        fresh.stop()
+        result = kept.stop()
+    assert fresh.errors == [], f"{len(fresh.errors)} new connection(s) failed: {fresh.errors[:5]}"
+    assert result.errors == [], f"keep-alive requests failed: {result.errors[:5]}"
+    assert fresh.ok > 0 and result.ok > 0
+
+
+@linux_only
+@pytest.mark.parametrize("accept", ["auto", "distributor", "reuseport"])
+def test_new_connections_reach_live_workers_after_a_kill(accept: str) -> None:
+    """SIGKILL of a process worker: what it had accepted dies with it, nothing else.
+
+    New connections after the kill go to the live worker (or wait for the replacement):
+    none is handed to the dead worker, refused or reset.
+    """
+    with running(
+        "pounce.examples.hello:app", workers=2, worker_type="process", accept=accept
+    ) as (server, address):
+        supervisor = server._supervisor
+        assert supervisor is not None
+        victim = supervisor.workers[0]
+        assert isinstance(victim, ProcessWorker) and victim.pid is not None
+        fresh = FreshConnections(address, clients=4).start()
+        assert wait_for(lambda: fresh.ok > 50, 10)
+        os.kill(victim.pid, signal.SIGKILL)
+        died_at_most = len(fresh.errors) + fresh.clients  # in flight in the victim at most
+        assert wait_for(lambda: supervisor.replacements == 1, 10)
+        assert wait_for(lambda: len(supervisor.workers) == 2, 10)
+        settled = fresh.ok
+        assert wait_for(lambda: fresh.ok > settled + 100, 10)
+        fresh.stop()
+    # One in-flight request per client thread can have been on the killed worker.
+    assert len(fresh.errors) <= died_at_most, fresh.errors[:10]
