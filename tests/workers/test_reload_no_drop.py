@@ -8,8 +8,10 @@ kernel backlog. Every accept model Linux offers is covered, in thread and proces
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -18,7 +20,10 @@ from dataclasses import dataclass, field
 import pytest
 from tests.workers.support import Load, get, running, wait_for
 
+from pounce.examples.hello import app as hello_app
+from pounce.main import build_config
 from pounce.workers.processes import ProcessWorker
+from pounce.workers.threads import ThreadWorker
 
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="SO_REUSEPORT balancing and fork are Linux's"
@@ -132,3 +137,68 @@ def test_new_connections_reach_live_workers_after_a_kill(accept: str) -> None:
         fresh.stop()
     # One in-flight request per client thread can have been on the killed worker.
     assert len(fresh.errors) <= died_at_most, fresh.errors[:10]
+
+
+# -- the races themselves, made certain ------------------------------------------------------
+
+
+def _accepted_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected (client, server-side) TCP pair on 127.0.0.1."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname(), timeout=5.0)
+        conn, _ = listener.accept()
+    conn.setblocking(False)
+    return client, conn
+
+
+def _answer(client: socket.socket, delay: float = 0.0) -> bytes:
+    """Send a request *delay* seconds after connecting (a client on a slow network), read all."""
+    time.sleep(delay)
+    client.sendall(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+    data = b""
+    with contextlib.suppress(OSError):
+        while chunk := client.recv(65536):
+            data += chunk
+    client.close()
+    return data
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_connection_handed_over_just_before_retirement_is_answered(loop: str) -> None:
+    """The distributor's last hand-off to a worker can land right before its retirement.
+
+    The hand-off (``adopt``) is queued on the worker's loop before the stop request, but the
+    connection is attached a few callbacks later: the drain used to look at its connections
+    before that, find none, end, and the loop's end closed the connection unanswered.
+    """
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    config = build_config("pounce.examples.hello:app", loop=loop, access_log=False)
+    handle = ThreadWorker(app=hello_app, config=config, listen=[], name="w", slot=0, generation=1)
+    handle.start()
+    assert handle.ready.wait(10)
+    client, conn = _accepted_pair()
+    handle.adopt(conn)
+    handle.request_stop(retire=True)
+    # Within the retirement's idle grace (1 s): the connection must still be served.
+    answer = _answer(client, delay=0.2)
+    assert handle.exited.wait(10)
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert b"connection: close" in answer.lower()
+
+
+def test_a_dead_process_workers_hand_offs_go_to_a_live_one() -> None:
+    """A killed process worker refuses its hand-offs; the distributor gives them to another."""
+    with running(
+        "pounce.examples.hello:app", workers=2, worker_type="process", accept="distributor"
+    ) as (server, _address):
+        supervisor = server._supervisor
+        assert supervisor is not None and supervisor.distributor is not None
+        victim, survivor = supervisor.workers
+        assert isinstance(victim, ProcessWorker) and victim.pid is not None
+        os.kill(victim.pid, signal.SIGKILL)
+        assert wait_for(lambda: not victim._process.is_alive(), 5)
+        client, conn = _accepted_pair()
+        # As the distributor thread does, with the dead worker still among its targets.
+        supervisor.distributor._hand_over(conn, victim, (victim, survivor))
+        assert _answer(client).startswith(b"HTTP/1.1 200")

@@ -61,6 +61,10 @@ class Distributor:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._rr = 0
+        #: Targets whose ``adopt()`` refused a connection (a process worker that died and is
+        #: not unpublished yet): skipped until the supervisor publishes new targets.
+        self._unreachable: set[WorkerHandle] = set()
+        self._unreachable_version = 0
         #: Connections accepted in total (distributor thread only).
         self.accepted = 0
         self.throttle = AcceptThrottle("the accept distributor")
@@ -112,6 +116,8 @@ class Distributor:
         start = self._rr % count
         for i in range(count):
             worker = targets[(start + i) % count]
+            if worker in self._unreachable:
+                continue
             pending = worker.handed - worker.adopted
             if pending >= HANDOFF_LIMIT:
                 continue
@@ -129,6 +135,8 @@ class Distributor:
             while not self._stopping:
                 version, targets = self._targets
                 self._mark_applied(version)
+                if self._unreachable and version != self._unreachable_version:
+                    self._unreachable.clear()
                 if self._resting_until:
                     # Out of descriptors: let them free up (connections wait in the backlog).
                     remaining = self._resting_until - time.monotonic()
@@ -179,5 +187,27 @@ class Distributor:
                 self.throttle.recovered()
             conn.setblocking(False)
             self.accepted += 1
+            self._hand_over(conn, worker, targets)
+
+    def _hand_over(
+        self, conn: socket.socket, worker: WorkerHandle, targets: tuple[WorkerHandle, ...]
+    ) -> None:
+        """Give *conn* to *worker*, or to the next best when that one cannot take it.
+
+        A process worker killed (``kill -9``) stays a target until the supervisor sees it
+        gone; its channel refuses the descriptor at once, and the connection goes to a live
+        worker instead of being closed unanswered.
+        """
+        while True:
             worker.handed += 1
-            worker.adopt(conn)
+            if worker.adopt(conn):
+                return
+            worker.handed -= 1
+            self._unreachable.add(worker)
+            self._unreachable_version = self._targets[0]
+            next_worker = self._pick(targets)
+            if next_worker is None:
+                # Every target refused: no worker is left to serve it.
+                conn.close()
+                return
+            worker = next_worker

@@ -165,6 +165,7 @@ async def _child_serve(
         grace = min(RETIRE_GRACE, spec.config.timeout_keep_alive)
         loop.add_signal_handler(signal.SIGUSR1, lambda: worker.request_stop(idle_grace=grace))
         if spec.channel is not None:
+            worker.inbox_open = True  # until the supervisor's end-of-file
             throttle = AcceptThrottle(spec.name)
             loop.add_reader(spec.channel.fileno(), _receive_fds, spec.channel, worker, throttle)
 
@@ -230,6 +231,7 @@ def _receive_fds(channel: socket.socket, worker: Worker, throttle: AcceptThrottl
             return
         if not fds and not msg:
             # The supervisor closed its end: no more connections will come.
+            worker.inbox_open = False
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(channel.fileno())
             return
@@ -457,15 +459,17 @@ class ProcessWorker(WorkerHandle):
     def rss(self) -> int | None:
         return process_rss(self.pid) if self.pid is not None else None
 
-    def adopt(self, sock: socket.socket) -> None:
+    def adopt(self, sock: socket.socket) -> bool:
         channel = self._channel
+        if channel is None:
+            return False
         try:
-            if channel is None:
-                raise OSError("no channel")
             socket.send_fds(channel, [b"c"], [sock.fileno()])
         except OSError as exc:
+            # The process died (EPIPE) or stopped reading: the caller hands it elsewhere.
             logger.debug("hand-off to %s failed: %s", self.name, exc)
-        finally:
-            sock.close()
+            return False
+        sock.close()  # the worker has its own descriptor now
+        return True
 
 
