@@ -188,7 +188,12 @@ def test_a_connection_handed_over_just_before_retirement_is_answered(loop: str) 
 
 
 def test_a_dead_process_workers_hand_offs_go_to_a_live_one() -> None:
-    """A killed process worker refuses its hand-offs; the distributor gives them to another."""
+    """A connection handed to a process worker that was just killed reaches a live one.
+
+    Its channel still takes the hand-off (the supervisor holds the worker's end), and once
+    the supervisor sees the worker gone it takes the unread connections back and the
+    distributor hands them to the live worker.
+    """
     with running(
         "pounce.examples.hello:app", workers=2, worker_type="process", accept="distributor"
     ) as (server, _address):

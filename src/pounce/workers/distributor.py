@@ -65,6 +65,10 @@ class Distributor:
         #: not unpublished yet): skipped until the supervisor publishes new targets.
         self._unreachable: set[WorkerHandle] = set()
         self._unreachable_version = 0
+        #: Connections given back by the supervisor (a dead worker's unread hand-offs), for
+        #: this thread to hand out again; the lock is the supervisor's and this thread's only.
+        self._returned: list[socket.socket] = []
+        self._returned_lock = threading.Lock()
         #: Connections accepted in total (distributor thread only).
         self.accepted = 0
         self.throttle = AcceptThrottle("the accept distributor")
@@ -90,6 +94,13 @@ class Distributor:
             return
         with self._synced:
             self._synced.wait_for(lambda: self._applied >= version or self._stopping, wait)
+
+    def hand_out_again(self, connections: Sequence[socket.socket]) -> None:
+        """Serve *connections* (accepted, never read by the worker they went to) elsewhere."""
+        if not connections:
+            return
+        with self._returned_lock:
+            self._returned.extend(connections)
 
     @property
     def targets(self) -> tuple[WorkerHandle, ...]:
@@ -144,6 +155,8 @@ class Distributor:
                         time.sleep(min(remaining, 0.05))
                         continue
                     self._resting_until = 0.0
+                if self._returned:
+                    self._hand_out_returned(targets)
                 if self._pick(targets) is None:
                     # Full (or no workers yet): leave connections in the kernel backlog.
                     time.sleep(FULL_RECHECK)
@@ -156,6 +169,10 @@ class Distributor:
             logger.exception("The accept distributor failed")
         finally:
             selector.close()
+            with self._returned_lock:
+                returned, self._returned = self._returned, []
+            for conn in returned:
+                conn.close()
             with self._synced:
                 self._stopping = True
                 self._synced.notify_all()
@@ -187,6 +204,17 @@ class Distributor:
                 self.throttle.recovered()
             conn.setblocking(False)
             self.accepted += 1
+            self._hand_over(conn, worker, targets)
+
+    def _hand_out_returned(self, targets: tuple[WorkerHandle, ...]) -> None:
+        with self._returned_lock:
+            returned, self._returned = self._returned, []
+        for index, conn in enumerate(returned):
+            worker = self._pick(targets)
+            if worker is None:  # full: the rest waits for room
+                with self._returned_lock:
+                    self._returned[:0] = returned[index:]
+                return
             self._hand_over(conn, worker, targets)
 
     def _hand_over(

@@ -136,6 +136,14 @@ class WorkerHandle(ABC):
         is then still the caller's, to hand to another worker.
         """
 
+    def take_orphans(self) -> list[socket.socket]:
+        """Connections handed to this worker that it never took, now that it is gone.
+
+        A killed process leaves those still queued in its hand-off channel; the supervisor
+        gives them to the live workers. Thread workers leave none to take back.
+        """
+        return []
+
     def load(self) -> int:
         """In-flight connections: open ones plus those handed over but not yet attached."""
         return self.connection_count + max(0, self.handed - self.adopted)

@@ -337,6 +337,7 @@ class ProcessWorker(WorkerHandle):
         self._requests = 0
         self._connections = 0
         self._adopted = 0
+        self._orphans: list[socket.socket] = []
         self._heartbeat = time.monotonic()
 
     def _label_details(self) -> list[str]:
@@ -359,8 +360,9 @@ class ProcessWorker(WorkerHandle):
             self._events_writer.close()
             assert self._event_relay is not None
             self._event_relay.add(self._events_reader)
-        if self._child_channel is not None:
-            self._child_channel.close()
+        # The child's end of the hand-off channel stays open here too (nothing is read from
+        # it while the child lives): if the child dies (kill -9), the connections queued in
+        # it, which it never read, are not lost with it but taken back (reclaim()).
 
     def poll(self) -> None:
         try:
@@ -405,10 +407,40 @@ class ProcessWorker(WorkerHandle):
                     if code < 0
                     else f"exited with status {code}"
                 )
+            self._orphans = self._reclaim()
             self._close()
             self._give_back_cell()
             self.exited.set()
         return alive
+
+    def _reclaim(self) -> list[socket.socket]:
+        """The connections still queued for this (now exited) process, which it never read."""
+        channel = self._child_channel
+        orphans: list[socket.socket] = []
+        if channel is None:
+            return orphans
+        while True:
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(channel, 16, 16)
+            except OSError:  # BlockingIOError: none left
+                break
+            if not fds and not msg:
+                break
+            for fd in fds:
+                sock = socket.socket(fileno=fd)
+                sock.setblocking(False)
+                orphans.append(sock)
+        if orphans:
+            logger.info(
+                "%s left %d handed-over connection(s) unread; given to the other workers",
+                self.label,
+                len(orphans),
+            )
+        return orphans
+
+    def take_orphans(self) -> list[socket.socket]:
+        orphans, self._orphans = self._orphans, []
+        return orphans
 
     def _give_back_cell(self) -> None:
         """The process is gone: what it held of the request queue goes to the next waiters."""
@@ -426,9 +458,10 @@ class ProcessWorker(WorkerHandle):
     def _close(self) -> None:
         with contextlib.suppress(OSError):
             self._reader.close()
-        if self._channel is not None:
-            with contextlib.suppress(OSError):
-                self._channel.close()
+        for channel in (self._channel, self._child_channel):
+            if channel is not None:
+                with contextlib.suppress(OSError):
+                    channel.close()
 
     def abandon(self) -> None:
         pid = self.pid
