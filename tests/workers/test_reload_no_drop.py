@@ -17,8 +17,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import httpx
 import pytest
-from tests.workers.support import Load, get, running, wait_for
+from tests.workers.support import Load, running, wait_for
 
 from pounce.examples.hello import app as hello_app
 from pounce.main import build_config
@@ -47,11 +48,12 @@ class FreshConnections:
     address: tuple[str, int]
     clients: int = 4
     max_requests: int = 5_000
-    deadline: float = 30.0
+    deadline: float = 40.0
     ok: int = 0
     errors: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.url = f"http://{self.address[0]}:{self.address[1]}/"
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [
@@ -69,7 +71,9 @@ class FreshConnections:
             if self._stop.is_set() or time.monotonic() > end:
                 return
             try:
-                status, _body = get(self.address, timeout=10.0)
+                # httpx, as in the report: a new connection per call, and the request goes
+                # out a little after the connect, when the race had already closed it.
+                status = httpx.get(self.url, timeout=10.0).status_code
             except Exception as exc:
                 with self._lock:
                     self.errors.append(f"{type(exc).__name__}: {exc}")
@@ -88,18 +92,25 @@ class FreshConnections:
 
 
 @linux_only
+@pytest.mark.parametrize("keep_alive", [False, True], ids=["new-connections", "with-keep-alive"])
 @pytest.mark.parametrize(("kind", "accept"), MODELS)
 @pytest.mark.usefixtures("fast_switching")
-def test_reloads_drop_no_new_or_keep_alive_connection(kind: str, accept: str) -> None:
+def test_reloads_drop_no_connection(kind: str, accept: str, keep_alive: bool) -> None:
+    """Every request made while workers retire is answered.
+
+    New connections alone are the sharper test: a retiring worker with no other connection
+    ends its drain at once, so one still being attached to it was closed unanswered; busy
+    keep-alive connections kept the drain going long enough to hide that.
+    """
     # --metrics: its per-worker work at start and stop widened the window this test found.
     with running(
         "pounce.examples.hello:app", workers=2, worker_type=kind, accept=accept, metrics=True
     ) as (server, address):
         supervisor = server._supervisor
         assert supervisor is not None
-        fresh = FreshConnections(address).start()
-        kept = Load(address, 4, max_requests=20_000, deadline=30).start()
-        for n in range(1, 5):
+        fresh = FreshConnections(address, clients=2).start()
+        kept = Load(address, 4, max_requests=20_000, deadline=40).start() if keep_alive else None
+        for n in range(1, 7):
             before = fresh.ok
             server.reload()
             assert wait_for(lambda n=n: supervisor.reloads == n, 20)
@@ -107,10 +118,12 @@ def test_reloads_drop_no_new_or_keep_alive_connection(kind: str, accept: str) ->
             assert wait_for(lambda before=before: fresh.ok > before + 20, 10)
         assert wait_for(lambda: not supervisor.draining, 10)
         fresh.stop()
-        result = kept.stop()
+        result = kept.stop() if kept is not None else None
     assert fresh.errors == [], f"{len(fresh.errors)} new connection(s) failed: {fresh.errors[:5]}"
-    assert result.errors == [], f"keep-alive requests failed: {result.errors[:5]}"
-    assert fresh.ok > 0 and result.ok > 0
+    assert fresh.ok > 0
+    if result is not None:
+        assert result.errors == [], f"keep-alive requests failed: {result.errors[:5]}"
+        assert result.ok > 0
 
 
 @linux_only
