@@ -61,8 +61,9 @@ class Distributor:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._rr = 0
-        #: Targets whose ``adopt()`` refused a connection (a process worker that died and is
-        #: not unpublished yet): skipped until the supervisor publishes new targets.
+        #: Targets whose ``adopt()`` refused a connection (a thread worker whose loop is gone,
+        #: a process worker whose channel is closed), not unpublished yet: skipped until the
+        #: supervisor publishes new targets.
         self._unreachable: set[WorkerHandle] = set()
         self._unreachable_version = 0
         #: Connections given back by the supervisor (a dead worker's unread hand-offs), for
@@ -222,9 +223,11 @@ class Distributor:
     ) -> None:
         """Give *conn* to *worker*, or to the next best when that one cannot take it.
 
-        A process worker killed (``kill -9``) stays a target until the supervisor sees it
-        gone; its channel refuses the descriptor at once, and the connection goes to a live
-        worker instead of being closed unanswered.
+        A worker that died stays a target until the supervisor sees it gone. A thread
+        worker's closed loop, or a process worker's closed channel, refuses the connection at
+        once: it goes to a live worker instead of being closed unanswered. (A killed process
+        worker's channel still takes hand-offs, as the supervisor holds its end: those are
+        taken back and come here again through :meth:`hand_out_again`.)
         """
         while True:
             worker.handed += 1
