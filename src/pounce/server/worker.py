@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("pounce.error")
 
 INFINITY = float("inf")
+#: Loop rounds a drain yields before its first look at the connections: enough for one
+#: accepted by the loop's own accept path to reach ``connection_made``.
+ATTACH_ROUNDS = 4
 
 
 def tick_interval(config: ServerConfig) -> float:
@@ -198,6 +201,14 @@ class Worker:
         #: idle connections: it gives them the idle grace of a retirement (a connection handed
         #: over just before it must not be cut mid-handshake), then cancels them.
         self._handshakes: set[asyncio.Task[None]] = set()
+        #: Plain connections handed over by :meth:`adopt` and not yet attached (their
+        #: ``connection_made`` has not run, so they are not in ``ctx.connections``). A drain
+        #: waits for them: one handed over just before a retirement must still be answered.
+        self._attaching: set[asyncio.Task[None]] = set()
+        #: True while a hand-off channel may still bring connections (a process worker's
+        #: descriptor channel before its end-of-file): a retiring worker's drain waits for it
+        #: (within the idle grace), as connections queued in it were meant for this worker.
+        self.inbox_open = False
 
     # -- thread-safe controls -----------------------------------------------------------------
 
@@ -296,10 +307,15 @@ class Worker:
         ctx = self.ctx
         loop = self.loop
         factory = self._protocol_factory
-        if ctx is None or loop is None or factory is None or ctx.shutting_down:
+        if ctx is None or loop is None or factory is None or (
+            ctx.shutting_down and not ctx.linger_idle
+        ):
+            # Stopping for good, or the retirement's grace is over: nobody will serve it.
             self.adopted += 1
             sock.close()
             return
+        # A retiring worker (linger_idle) still serves what was handed to it before it was
+        # unpublished: the client gets its answer, with ``Connection: close``.
 
         ssl_context = self.ssl_context
         if ssl_context is not None:
@@ -331,9 +347,9 @@ class Worker:
                 raise
 
         task = loop.create_task(connect())
-        if ssl_context is not None:
-            self._handshakes.add(task)
-            task.add_done_callback(self._handshakes.discard)
+        pending = self._attaching if ssl_context is None else self._handshakes
+        pending.add(task)
+        task.add_done_callback(pending.discard)
 
     def _tick(self, interval: float) -> None:
         self.heartbeat = time.monotonic()
@@ -380,12 +396,21 @@ class Worker:
         loop = self.loop
         assert ctx is not None and loop is not None
         ctx.shutting_down = True
+        ctx.linger_idle = self._idle_grace > 0
         for server in self._servers:
             server.close()
         interval = tick_interval(self.config)
         grace_end = loop.time() + min(self._idle_grace, self.config.timeout_graceful_shutdown)
-        ctx.linger_idle = self._idle_grace > 0
-        while (ctx.connections or self._handshakes) and not self._force and loop.time() < grace_end:
+        if ctx.linger_idle:
+            # Connections the loop's own accept path took just before close() reach
+            # connection_made a few callbacks later (asyncio: a task; uvloop: call_soon):
+            # let them get there, or the check below would see no connection and end the
+            # drain under them, and the loop's end would close them unanswered.
+            for _ in range(ATTACH_ROUNDS):
+                await asyncio.sleep(0)
+        while (
+            ctx.connections or self._handshakes or self._attaching or self.inbox_open
+        ) and not self._force and loop.time() < grace_end:
             # Connections close after their current/next response (shutting_down is set).
             await asyncio.sleep(min(0.01, interval))
             self._check_deadlines()

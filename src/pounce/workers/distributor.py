@@ -61,6 +61,15 @@ class Distributor:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._rr = 0
+        #: Targets whose ``adopt()`` refused a connection (a thread worker whose loop is gone,
+        #: a process worker whose channel is closed), not unpublished yet: skipped until the
+        #: supervisor publishes new targets.
+        self._unreachable: set[WorkerHandle] = set()
+        self._unreachable_version = 0
+        #: Connections given back by the supervisor (a dead worker's unread hand-offs), for
+        #: this thread to hand out again; the lock is the supervisor's and this thread's only.
+        self._returned: list[socket.socket] = []
+        self._returned_lock = threading.Lock()
         #: Connections accepted in total (distributor thread only).
         self.accepted = 0
         self.throttle = AcceptThrottle("the accept distributor")
@@ -87,6 +96,13 @@ class Distributor:
         with self._synced:
             self._synced.wait_for(lambda: self._applied >= version or self._stopping, wait)
 
+    def hand_out_again(self, connections: Sequence[socket.socket]) -> None:
+        """Serve *connections* (accepted, never read by the worker they went to) elsewhere."""
+        if not connections:
+            return
+        with self._returned_lock:
+            self._returned.extend(connections)
+
     @property
     def targets(self) -> tuple[WorkerHandle, ...]:
         return self._targets[1]
@@ -112,6 +128,8 @@ class Distributor:
         start = self._rr % count
         for i in range(count):
             worker = targets[(start + i) % count]
+            if worker in self._unreachable:
+                continue
             pending = worker.handed - worker.adopted
             if pending >= HANDOFF_LIMIT:
                 continue
@@ -129,6 +147,8 @@ class Distributor:
             while not self._stopping:
                 version, targets = self._targets
                 self._mark_applied(version)
+                if self._unreachable and version != self._unreachable_version:
+                    self._unreachable.clear()
                 if self._resting_until:
                     # Out of descriptors: let them free up (connections wait in the backlog).
                     remaining = self._resting_until - time.monotonic()
@@ -136,6 +156,8 @@ class Distributor:
                         time.sleep(min(remaining, 0.05))
                         continue
                     self._resting_until = 0.0
+                if self._returned:
+                    self._hand_out_returned(targets)
                 if self._pick(targets) is None:
                     # Full (or no workers yet): leave connections in the kernel backlog.
                     time.sleep(FULL_RECHECK)
@@ -148,6 +170,10 @@ class Distributor:
             logger.exception("The accept distributor failed")
         finally:
             selector.close()
+            with self._returned_lock:
+                returned, self._returned = self._returned, []
+            for conn in returned:
+                conn.close()
             with self._synced:
                 self._stopping = True
                 self._synced.notify_all()
@@ -179,5 +205,40 @@ class Distributor:
                 self.throttle.recovered()
             conn.setblocking(False)
             self.accepted += 1
+            self._hand_over(conn, worker, targets)
+
+    def _hand_out_returned(self, targets: tuple[WorkerHandle, ...]) -> None:
+        with self._returned_lock:
+            returned, self._returned = self._returned, []
+        for index, conn in enumerate(returned):
+            worker = self._pick(targets)
+            if worker is None:  # full: the rest waits for room
+                with self._returned_lock:
+                    self._returned[:0] = returned[index:]
+                return
+            self._hand_over(conn, worker, targets)
+
+    def _hand_over(
+        self, conn: socket.socket, worker: WorkerHandle, targets: tuple[WorkerHandle, ...]
+    ) -> None:
+        """Give *conn* to *worker*, or to the next best when that one cannot take it.
+
+        A worker that died stays a target until the supervisor sees it gone. A thread
+        worker's closed loop, or a process worker's closed channel, refuses the connection at
+        once: it goes to a live worker instead of being closed unanswered. (A killed process
+        worker's channel still takes hand-offs, as the supervisor holds its end: those are
+        taken back and come here again through :meth:`hand_out_again`.)
+        """
+        while True:
             worker.handed += 1
-            worker.adopt(conn)
+            if worker.adopt(conn):
+                return
+            worker.handed -= 1
+            self._unreachable.add(worker)
+            self._unreachable_version = self._targets[0]
+            next_worker = self._pick(targets)
+            if next_worker is None:
+                # Every target refused: no worker is left to serve it.
+                conn.close()
+                return
+            worker = next_worker

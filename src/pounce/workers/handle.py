@@ -129,8 +129,20 @@ class WorkerHandle(ABC):
         """Resident memory attributable to this worker, when it can be measured."""
 
     @abstractmethod
-    def adopt(self, sock: socket.socket) -> None:
-        """Serve an accepted connection (distributor thread)."""
+    def adopt(self, sock: socket.socket) -> bool:
+        """Serve an accepted connection (distributor thread).
+
+        False when this worker cannot take it (its process died, its loop is gone): *sock*
+        is then still the caller's, to hand to another worker.
+        """
+
+    def take_orphans(self) -> list[socket.socket]:
+        """Connections handed to this worker that it never took, now that it is gone.
+
+        A killed process leaves those still queued in its hand-off channel; the supervisor
+        gives them to the live workers. Thread workers leave none to take back.
+        """
+        return []
 
     def load(self) -> int:
         """In-flight connections: open ones plus those handed over but not yet attached."""

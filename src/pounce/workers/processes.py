@@ -165,6 +165,7 @@ async def _child_serve(
         grace = min(RETIRE_GRACE, spec.config.timeout_keep_alive)
         loop.add_signal_handler(signal.SIGUSR1, lambda: worker.request_stop(idle_grace=grace))
         if spec.channel is not None:
+            worker.inbox_open = True  # until the supervisor's end-of-file
             throttle = AcceptThrottle(spec.name)
             loop.add_reader(spec.channel.fileno(), _receive_fds, spec.channel, worker, throttle)
 
@@ -230,6 +231,7 @@ def _receive_fds(channel: socket.socket, worker: Worker, throttle: AcceptThrottl
             return
         if not fds and not msg:
             # The supervisor closed its end: no more connections will come.
+            worker.inbox_open = False
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(channel.fileno())
             return
@@ -335,6 +337,7 @@ class ProcessWorker(WorkerHandle):
         self._requests = 0
         self._connections = 0
         self._adopted = 0
+        self._orphans: list[socket.socket] = []
         self._heartbeat = time.monotonic()
 
     def _label_details(self) -> list[str]:
@@ -357,8 +360,9 @@ class ProcessWorker(WorkerHandle):
             self._events_writer.close()
             assert self._event_relay is not None
             self._event_relay.add(self._events_reader)
-        if self._child_channel is not None:
-            self._child_channel.close()
+        # The child's end of the hand-off channel stays open here too (nothing is read from
+        # it while the child lives): if the child dies (kill -9), the connections queued in
+        # it, which it never read, are not lost with it but taken back (reclaim()).
 
     def poll(self) -> None:
         try:
@@ -403,10 +407,40 @@ class ProcessWorker(WorkerHandle):
                     if code < 0
                     else f"exited with status {code}"
                 )
+            self._orphans = self._reclaim()
             self._close()
             self._give_back_cell()
             self.exited.set()
         return alive
+
+    def _reclaim(self) -> list[socket.socket]:
+        """The connections still queued for this (now exited) process, which it never read."""
+        channel = self._child_channel
+        orphans: list[socket.socket] = []
+        if channel is None:
+            return orphans
+        while True:
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(channel, 16, 16)
+            except OSError:  # BlockingIOError: none left
+                break
+            if not fds and not msg:
+                break
+            for fd in fds:
+                sock = socket.socket(fileno=fd)
+                sock.setblocking(False)
+                orphans.append(sock)
+        if orphans:
+            logger.info(
+                "%s left %d handed-over connection(s) unread; given to the other workers",
+                self.label,
+                len(orphans),
+            )
+        return orphans
+
+    def take_orphans(self) -> list[socket.socket]:
+        orphans, self._orphans = self._orphans, []
+        return orphans
 
     def _give_back_cell(self) -> None:
         """The process is gone: what it held of the request queue goes to the next waiters."""
@@ -424,9 +458,10 @@ class ProcessWorker(WorkerHandle):
     def _close(self) -> None:
         with contextlib.suppress(OSError):
             self._reader.close()
-        if self._channel is not None:
-            with contextlib.suppress(OSError):
-                self._channel.close()
+        for channel in (self._channel, self._child_channel):
+            if channel is not None:
+                with contextlib.suppress(OSError):
+                    channel.close()
 
     def abandon(self) -> None:
         pid = self.pid
@@ -457,15 +492,17 @@ class ProcessWorker(WorkerHandle):
     def rss(self) -> int | None:
         return process_rss(self.pid) if self.pid is not None else None
 
-    def adopt(self, sock: socket.socket) -> None:
+    def adopt(self, sock: socket.socket) -> bool:
         channel = self._channel
+        if channel is None:
+            return False
         try:
-            if channel is None:
-                raise OSError("no channel")
             socket.send_fds(channel, [b"c"], [sock.fileno()])
         except OSError as exc:
+            # The process died (EPIPE) or stopped reading: the caller hands it elsewhere.
             logger.debug("hand-off to %s failed: %s", self.name, exc)
-        finally:
-            sock.close()
+            return False
+        sock.close()  # the worker has its own descriptor now
+        return True
 
 

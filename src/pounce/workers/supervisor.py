@@ -488,6 +488,7 @@ class Supervisor:
             handle.poll()
             if not handle.alive():
                 self._unpublish(handle)
+                self._hand_out_orphans(handle)
                 self._account(handle)
                 self.replacements += 1
                 logger.error(
@@ -698,6 +699,17 @@ class Supervisor:
         delay = 0.0 if immediately else min(BACKOFF_MAX, BACKOFF_FIRST * (2**count))
         self._retry[slot] = now + delay
 
+    def _hand_out_orphans(self, handle: WorkerHandle) -> None:
+        """A gone worker's unread hand-offs go to the live workers (after it was unpublished)."""
+        orphans = handle.take_orphans()
+        if not orphans:
+            return
+        if self.distributor is not None and not self._stopping:
+            self.distributor.hand_out_again(orphans)
+        else:
+            for sock in orphans:
+                sock.close()
+
     def _unpublish(self, handle: WorkerHandle) -> None:
         self._publish(tuple(w for w in self.workers if w is not handle))
 
@@ -708,7 +720,11 @@ class Supervisor:
 
     def _reap(self) -> None:
         if self._abandoned:
-            self._abandoned = [w for w in self._abandoned if _alive(w)]
+            alive = [w for w in self._abandoned if _alive(w)]
+            for handle in self._abandoned:
+                if handle not in alive:
+                    self._hand_out_orphans(handle)
+            self._abandoned = alive
         if self._draining:
             gone = [w for w in self._draining if not _alive(w)]
             if gone:
@@ -717,6 +733,7 @@ class Supervisor:
                 self.retired_requests += sum(w.requests_total for w in gone)
                 self.draining = tuple(self._draining)
                 for handle in gone:
+                    self._hand_out_orphans(handle)
                     self._worker_stopped(handle)
 
     # -- reload and scaling -------------------------------------------------------------------
@@ -832,6 +849,9 @@ class Supervisor:
                 _join(handle, 1.0)
         for handle in self._abandoned:
             _join(handle, 1.0)  # reap killed processes; a hung thread is a daemon, left alone
+        for handle in (*everyone, *self._abandoned):
+            for sock in handle.take_orphans():
+                sock.close()  # stopping: nobody is left to serve them
         self._abandoned.clear()
         for handle in (*self.workers, *self._draining):
             if not handle.alive():  # abandoned ones never reported that they stopped

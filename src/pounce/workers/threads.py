@@ -260,15 +260,15 @@ class ThreadWorker(WorkerHandle):
         # apply to the process (the supervisor recycles thread workers one at a time).
         return process_rss(os.getpid())
 
-    def adopt(self, sock: socket.socket) -> None:
+    def adopt(self, sock: socket.socket) -> bool:
         worker = self._worker
         if worker is None or worker.loop is None:
-            sock.close()
-            return
+            return False
         try:
             worker.adopt(sock)
         except RuntimeError:  # the loop closed meanwhile
-            sock.close()
+            return False
+        return True
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.01) -> bool:
