@@ -15,7 +15,7 @@ from tests.helpers import Response, fetch
 from tests.pipeline.fakes import FakeChannel
 
 from pounce.features.server_timing import ServerTiming, server_timing_filter
-from pounce.pipeline.filters import FilteredChannel
+from pounce.pipeline.filters import FilteredChannel, ResponseFilters
 from pounce.testing import serve
 
 TIMING = re.compile(r"^app;dur=(\d+\.\d{3})$")
@@ -96,11 +96,10 @@ def test_queue_and_app_split_the_time_before_the_head() -> None:
     assert 40.0 <= float(match.group(2)) < 5000.0  # the rest: 300 ms minus the 250 queued
 
 
-def test_the_filtered_channel_tells_the_filters_the_wait() -> None:
-    inner = FakeChannel()
+def test_the_request_s_filters_are_told_the_wait() -> None:
     timing = ServerTiming(queue=True)
-    channel = FilteredChannel(inner, [timing])  # type: ignore[list-item]
-    channel.queue_waited(0.125)
+    filters = ResponseFilters((timing,))
+    filters.queue_waited(0.125)
     fields, _ = timing.start(200, [], None)
     assert fields[0][1].startswith(b"queue;dur=125.000, app;dur=")
 

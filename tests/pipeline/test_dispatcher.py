@@ -389,14 +389,31 @@ def test_filter_factory_wraps_the_channel(loop: asyncio.AbstractEventLoop) -> No
     ctx = filtering(loop, hello, factory)
     wrapped, raw = start(ctx, raw_path=b"/upper")
     plain, raw_plain = start(ctx, raw_path=b"/plain")
+    # The filters wait for the response head: only then is the channel wrapped.
+    assert wrapped.filters is not None and wrapped.channel is raw
+    assert plain.filters is None and plain.channel is raw_plain  # no filter wanted it
+    assert [s["path"] for s in scopes] == ["/upper", "/plain"]
+    assert raw.cycle is wrapped
+    settle(loop)
     assert isinstance(wrapped.channel, FilteredChannel)
     assert wrapped.channel.flow is raw.flow
-    assert plain.channel is raw_plain  # no filter wanted it: the request pays nothing
-    assert [s["path"] for s in scopes] == ["/upper", "/plain"]
-    assert raw.cycle is wrapped  # bind() reaches the real channel through the filter
-    settle(loop)
+    assert plain.channel is raw_plain
     assert raw.body_bytes == b"HELLO"
     assert raw_plain.body_bytes == b"hello"
+
+
+def test_a_filter_that_does_not_want_the_response_costs_no_wrapper(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    class Picky(Upper):
+        def wants(self, status: int, fields: Any, content_length: int | None) -> bool:
+            return content_length is not None and content_length > 100
+
+    ctx = filtering(loop, hello, lambda scope: Picky())
+    cycle, raw = start(ctx)
+    settle(loop)
+    assert cycle.channel is raw  # not wanted: not wrapped
+    assert raw.body_bytes == b"hello"
 
 
 def test_filter_transforms_head_body_and_trailers(loop: asyncio.AbstractEventLoop) -> None:

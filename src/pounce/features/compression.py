@@ -149,20 +149,7 @@ class Compressor:
     ) -> tuple[list[tuple[bytes, bytes]], int | None]:
         settings = self._settings
         self.changes_body = False
-        if status < 200 or status == 206 or status in _NO_BODY_STATUSES:
-            return fields, content_length
-        if content_length is not None and content_length < settings.min_size:
-            return fields, content_length
-        compressible = False
-        for name, value in fields:
-            if name == b"content-type":
-                compressible = is_compressible(value, settings.extra_types)
-            elif name == b"content-encoding" or (
-                # Already encoded by the app, or a cache told us not to transform it.
-                name == b"cache-control" and b"no-transform" in value.lower()
-            ):
-                return fields, content_length
-        if not compressible:
+        if not self.wants(status, fields, content_length):
             return fields, content_length
         self._active = self.changes_body = True
         if self.coding == ZSTD:
@@ -194,6 +181,27 @@ class Compressor:
         # The compressed length is not known yet; a body sent in one final piece still gets
         # an exact Content-Length from the protocol, a streamed one is chunked.
         return fields, None
+
+    def wants(
+        self, status: int, fields: list[tuple[bytes, bytes]], content_length: int | None
+    ) -> bool:
+        """Whether :meth:`start` could compress this response: asked before the channel is
+        wrapped, so a response that stays as it is (too small, not text, already encoded)
+        costs no wrapper at all."""
+        if status < 200 or status == 206 or status in _NO_BODY_STATUSES:
+            return False
+        if content_length is not None and content_length < self._settings.min_size:
+            return False
+        compressible = False
+        for name, value in fields:
+            if name == b"content-type":
+                compressible = is_compressible(value, self._settings.extra_types)
+            elif name == b"content-encoding" or (
+                # Already encoded by the app, or a cache told us not to transform it.
+                name == b"cache-control" and b"no-transform" in value.lower()
+            ):
+                return False
+        return compressible
 
     def body(self, data: bytes, more_body: bool) -> bytes:
         if not self._active:

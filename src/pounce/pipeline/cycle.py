@@ -120,6 +120,22 @@ class ResponseChannel(Protocol):
         """
 
 
+class PendingFilters(Protocol):
+    """A request's response filters, waiting for its head (``pounce.pipeline.filters``)."""
+
+    def attach(
+        self,
+        cycle: RequestCycle,
+        status: int,
+        fields: list[tuple[bytes, bytes]],
+        content_length: int | None,
+    ) -> tuple[list[tuple[bytes, bytes]], int | None]:
+        """Run or attach the filters that want this response; return the head to send."""
+
+    def queue_waited(self, seconds: float) -> None:
+        """The request waited this long in the request queue (Server-Timing reports it)."""
+
+
 class RequestCycle:
     """One request's ASGI ``receive``/``send`` pair and the state machine behind them."""
 
@@ -142,6 +158,7 @@ class RequestCycle:
         "ctx",
         "disconnected",
         "expect_continue",
+        "filters",
         "finished",
         "report_held",
         "request_complete",
@@ -194,6 +211,9 @@ class RequestCycle:
         #: compressed on another thread): the completion record waits for :meth:`release_report`,
         #: so it counts the bytes really sent.
         self.report_held = False
+        #: The response filters the dispatcher made for this request, until the response
+        #: starts and they attach themselves; None without any.
+        self.filters: PendingFilters | None = None
         #: The task running the app, while it runs (the protocol cancels it on a forced close).
         self.task: asyncio.Task[None] | None = None
         #: The app's coroutine has returned (or was never started: admission refused it).
@@ -394,6 +414,10 @@ class RequestCycle:
             raise _ProtocolMisuse(f"invalid response header: {exc}") from None
         self.ctx.add_default_fields(fields, has_server, has_date)
         self.response_headers = fields
+        filters = self.filters
+        if filters is not None:
+            self.filters = None
+            fields, content_length = filters.attach(self, status, fields, content_length)
         self.channel.start_response(
             status, fields, content_length, close, self.trailers_expected
         )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from pounce.pipeline.admission import admission_hooks
 from pounce.pipeline.cycle import RequestCycle
 from pounce.pipeline.events import RequestRejected, RequestStarted
-from pounce.pipeline.filters import FilteredChannel
+from pounce.pipeline.filters import ResponseFilters
 from pounce.pipeline.request_queue import RequestQueue
 from pounce.pipeline.scope import http_scope
 from pounce.pipeline.websocket import WebSocketSession, websocket_scope
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from pounce.pipeline.connection import ConnectionInfo
     from pounce.pipeline.context import WorkerContext
     from pounce.pipeline.cycle import ResponseChannel
-    from pounce.pipeline.filters import FilterFactory, ResponseFilter
+    from pounce.pipeline.filters import FilterFactory
     from pounce.pipeline.websocket import HandshakeChannel
 
 __all__ = ["Dispatcher"]
@@ -96,10 +96,10 @@ class Dispatcher:
             if informational
             else {"http.response.pathsend": {}},
         )
-        if self.filter_factories:
-            channel = self._filtered(channel, scope)
         cycle = self.new_cycle(ctx, channel, scope, has_body, expect_continue)
         channel.cycle = cycle
+        if self.filter_factories:
+            cycle.filters = self._filters(scope)
         if self.admission:
             rejection = self.admit(scope, connection)
             if rejection is not None:
@@ -190,15 +190,16 @@ class Dispatcher:
                 )
             )
 
-    def _filtered(self, channel: ResponseChannel, scope: Scope) -> ResponseChannel:
+    def _filters(self, scope: Scope) -> ResponseFilters | None:
         # Runs for every request once any filter is configured (compression is on by
-        # default): nothing is allocated unless a factory wants this response.
-        filters: list[ResponseFilter] | None = None
+        # default): nothing is allocated unless a factory wants this request. The cycle
+        # attaches them when the response starts, and only those that want the response.
+        filters: ResponseFilters | None = None
         for factory in self.filter_factories:
             f = factory(scope)
             if f is not None:
                 if filters is None:
-                    filters = [f]
+                    filters = ResponseFilters((f,))
                 else:
                     filters.append(f)
-        return channel if filters is None else FilteredChannel(channel, filters)
+        return filters

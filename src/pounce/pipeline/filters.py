@@ -100,6 +100,57 @@ class ThreadedFilter(ResponseFilter, Protocol):
 FilterFactory = Callable[["Scope"], ResponseFilter | None]
 
 
+class ResponseFilters(list["ResponseFilter"]):
+    """One request's filters until its response starts; then they attach themselves.
+
+    A filter that only adds to the head (``changes_body = False``: Server-Timing, the request
+    id) runs at once, in the cycle. One that may change the body (compression) is first asked
+    whether it ``wants`` this response, and only then is the channel wrapped in a
+    :class:`FilteredChannel`. So a response no filter transforms (a small one, an image) goes
+    out exactly as without filters: no wrapper, no extra call per body piece. With trailers
+    declared every filter goes through the wrapper, which hands them the trailers too.
+    """
+
+    __slots__ = ()
+
+    def attach(
+        self,
+        cycle: RequestCycle,
+        status: int,
+        fields: list[tuple[bytes, bytes]],
+        content_length: int | None,
+    ) -> tuple[list[tuple[bytes, bytes]], int | None]:
+        wrapped: list[ResponseFilter] | None = None
+        trailers = cycle.trailers_expected
+        for f in self:
+            if not trailers and not getattr(f, "changes_body", True):
+                fields, content_length = f.start(status, fields, content_length)
+                continue
+            wants = getattr(f, "wants", None)
+            if wants is not None and not wants(status, fields, content_length):
+                continue
+            if wrapped is None:
+                wrapped = [f]
+            else:
+                wrapped.append(f)
+        if wrapped is None:
+            cycle.response_headers = fields  # as sent
+        else:
+            # The wrapper runs the rest when the head goes out (it may hold it for the size).
+            cycle.channel = FilteredChannel(cycle.channel, wrapped)
+        return fields, content_length
+
+    def queue_waited(self, seconds: float) -> None:
+        """Tell the filters that report it (Server-Timing) how long the request was queued.
+
+        Called by the request queue, only for a request that waited (before it started).
+        """
+        for f in self:
+            told = getattr(f, "queue_waited", None)
+            if told is not None:
+                told(seconds)
+
+
 class FilteredChannel:
     """A :class:`~pounce.pipeline.cycle.ResponseChannel` that runs filters, then the real one."""
 
@@ -283,16 +334,6 @@ class FilteredChannel:
         for f in self._filters:
             result = f.trailers(result)
         self._inner.write_trailers(result, False)
-
-    def queue_waited(self, seconds: float) -> None:
-        """Tell the filters that report it (Server-Timing) how long the request was queued.
-
-        Called by the request queue, only for a request that waited.
-        """
-        for f in self._filters:
-            told = getattr(f, "queue_waited", None)
-            if told is not None:
-                told(seconds)
 
     def write_early_hint(self, links: list[bytes]) -> None:
         self._inner.write_early_hint(links)

@@ -90,6 +90,9 @@ class RequestIdHeader:
 
     __slots__ = ("_header", "_scope")
 
+    #: Only adds a head field: run by the cycle itself, the body goes out untouched.
+    changes_body = False
+
     def __init__(self, scope: Scope, header: bytes) -> None:
         # The id is read when the response starts: the filter is made before admission
         # chose it.

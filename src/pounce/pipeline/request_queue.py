@@ -192,9 +192,9 @@ class QueuedCycle(RequestCycle):
             self.queue_wait = perf_counter() - started
         if granted:
             if not self.disconnected:
-                told = getattr(self.channel, "queue_waited", None)
-                if told is not None:
-                    told(self.queue_wait)  # a Server-Timing filter reports it
+                filters = self.filters
+                if filters is not None:
+                    filters.queue_waited(self.queue_wait)  # a Server-Timing filter reports it
                 return True
             queue.pool.release()  # the client left just as its turn came
         if self.disconnected:
