@@ -57,7 +57,8 @@ def configurations(static_dir: str) -> list[tuple[str, list[str], list[str]]]:
         ("health probes", [*off, "--health-path", "/healthz", "--ready-path", "/readyz"], accept),
         ("request id", [*off, "--request-id"], accept),
         ("static files (other prefix)", [*off, "--static", f"/static={static_dir}"], accept),
-        ("access log", ["--no-compression", "--access-log"], accept),
+        # Access log lines are INFO records: the row needs the level that lets them out.
+        ("access log", ["--no-compression", "--access-log", "--log-level", "info"], accept),
         (
             "all on",
             [
