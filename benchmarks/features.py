@@ -83,7 +83,8 @@ def start(python: str, app: str, flags: list[str], port: int, quiet_log: Path) -
     argv = [python, "-m", "pounce", f"apps:{app}", "--host", HOST, "--port", str(port), *BASE]
     argv += flags
     # --access-log after --no-access-log wins; its lines go to a file, not a terminal.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
+    path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
     log = open(quiet_log, "ab")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
         argv, cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -99,8 +100,11 @@ def stop(proc: Any) -> None:
     proc.log.close()
 
 
-def wrk(port: int, path: str, headers: list[str], seconds: float, args: argparse.Namespace) -> dict[str, Any]:
-    argv = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+def wrk(
+    port: int, path: str, headers: list[str], seconds: float, args: argparse.Namespace
+) -> dict[str, Any]:
+    argv = ["wrk", f"-t{args.threads}", f"-c{args.connections}"]
+    argv += [f"-d{max(1, round(seconds))}s", "--latency"]
     for header in headers:
         argv += ["-H", header]
     argv.append(f"http://{HOST}:{port}{path}")
@@ -119,10 +123,17 @@ def body_size(port: int, headers: list[str]) -> tuple[int, str]:
 
 
 def measure_rows(
-    python: str, app: str, rows: list[tuple[str, list[str], list[str]]], args: argparse.Namespace,
-    log: Path, sizes: bool = False,
+    python: str,
+    app: str,
+    rows: list[tuple[str, list[str], list[str]]],
+    args: argparse.Namespace,
+    log: Path,
+    *,
+    sizes: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    results: dict[str, dict[str, Any]] = {name: {"rps": [], "flags": flags} for name, flags, _ in rows}
+    results: dict[str, dict[str, Any]] = {
+        name: {"rps": [], "flags": flags} for name, flags, _ in rows
+    }
     for rnd in range(args.rounds):
         order = rows if rnd % 2 == 0 else list(reversed(rows))
         for name, flags, headers in order:
@@ -146,6 +157,12 @@ def measure_rows(
         row["median_rps"] = statistics.median(row["rps"])
         row["median_p99_ms"] = statistics.median(row["p99_ms"])
     return results
+
+
+def python_version(python: str) -> str:
+    code = "import sys; print(sys.version.split()[0])"
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=False)
+    return out.stdout.strip()
 
 
 def main() -> int:
@@ -192,7 +209,7 @@ def main() -> int:
         f"`python3 benchmarks/features.py --duration {args.duration:g} --rounds {args.rounds}`; "
         f"wrk -t{args.threads} -c{args.connections}, {args.duration:g} s per run after "
         f"{args.warmup:g} s of warm-up, median of {args.rounds} alternating rounds; "
-        f"Python {subprocess.run([args.python, '-c', 'import sys; print(sys.version.split()[0])'], capture_output=True, text=True).stdout.strip()}, "
+        f"Python {python_version(args.python)}, "
         f"{os.cpu_count()} cores, one worker.",
         "",
         "## Hello world: each feature on, against all off",
