@@ -167,6 +167,20 @@ def test_upgrade_h2c_answers_the_request_as_stream_1(url: str) -> None:
     assert "http2-settings" not in names and "upgrade" not in names
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [b"!!!not base64***", b"AAMAAABkAAQ", b"AASAAAAA"],  # garbage, torn, window over 2^31-1
+)
+def test_a_bad_http2_settings_value_is_answered_over_http1(url: str, settings: bytes) -> None:
+    """Checked before the 101: the request gets its answer over HTTP/1.1, not a cut."""
+    reply = _first_reply(
+        url,
+        b"GET / HTTP/1.1\r\nhost: test\r\nconnection: Upgrade, HTTP2-Settings, close\r\n"
+        b"upgrade: h2c\r\nhttp2-settings: " + settings + b"\r\n\r\n",
+    )
+    assert reply.startswith(b"HTTP/1.1 200 "), reply[:100]
+
+
 # -- real clients --------------------------------------------------------------------------------
 
 

@@ -42,6 +42,19 @@ _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrad
 _HOP_FIELDS = frozenset((b"connection", b"upgrade", b"http2-settings", b"keep-alive", b"te"))
 
 
+def _settings_problem(value: bytes) -> str | None:
+    """Why h2 would refuse this ``HTTP2-Settings`` value, or None (only upgrades pay this)."""
+    import h2.config
+    import h2.connection
+
+    probe = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    try:
+        probe.initiate_upgrade_connection(value)
+    except Exception as exc:  # binascii.Error, a frame error, an invalid setting value...
+        return str(exc) or type(exc).__name__
+    return None
+
+
 class H2CHandoff:
     """One worker's policy for cleartext HTTP/2 on its HTTP/1.1 connections."""
 
@@ -99,13 +112,23 @@ class H2CHandoff:
             return False
         from pounce.protocols.http2.engine import HTTP2Engine
 
+        problem = _settings_problem(settings[0])
+        if problem is not None:
+            # Checked before the 101: the request is still answered, as HTTP/1.1 (a server
+            # may ignore Upgrade), rather than a connection cut right after switching.
+            logger.info(
+                "Ignored an h2c upgrade from %s: bad HTTP2-Settings (%s); answering over HTTP/1.1",
+                conn.info.peer,
+                problem,
+            )
+            return False
         t = conn.t
         t.write(_SWITCHING)
         try:
             engine = HTTP2Engine(
                 t, self.dispatcher, self.options, self.websocket, upgrade_settings=settings[0]
             )
-        except Exception as exc:  # h2 refuses the settings: a bad HTTP2-Settings value
+        except Exception as exc:  # h2 refused what the check above let through
             logger.info("Refused h2c upgrade from %s: bad HTTP2-Settings (%s)", conn.info.peer, exc)
             t.abort(CLOSED_MALFORMED)
             return True
