@@ -221,6 +221,22 @@ def test_zero_window_peer_is_cut_off_after_the_write_timeout(url: str) -> None:
     still_serving(url)
 
 
+def test_one_stream_held_at_a_zero_window_is_reset_while_others_move(url: str) -> None:
+    """The connection makes progress (other streams answered), so its own stall deadline never
+    fires; the stream whose window stays shut is reset after --timeout-write (0.5 s here)."""
+    with H2Client(url, window=16384, auto_ack=False) as c:
+        stuck = c.request("/big/100000")  # 16 KiB go out, then its window stays shut
+        start = time.monotonic()
+        while not rst_codes(c, stuck):
+            assert time.monotonic() - start < 5, "the stalled stream was never reset"
+            assert c.response(c.request("/"))["status"] == 200  # the connection moves
+            time.sleep(0.05)
+        assert rst_codes(c, stuck) == [E.CANCEL]
+        assert time.monotonic() - start >= 0.4
+        assert c.response(c.request("/"))["status"] == 200  # and keeps serving
+    still_serving(url)
+
+
 def test_stream_id_exhaustion_ends_in_goaway(url: str) -> None:
     with H2Client(url) as c:
         block = c.conn.encoder.encode(REQUEST)

@@ -369,7 +369,12 @@ class HTTP2Engine:
                 self.closed = True  # a request racing the GOAWAY is not started
                 t.close(reason=CLOSED_KEEP_ALIVE_TIMEOUT)
         elif kind == STALLED:
-            if self.stalled_since is None or not self.sending:
+            since = self.stalled_since
+            if since is None or not self.sending:
+                return
+            due = since + self.options.write_timeout
+            if self.loop.time() < due:
+                t.set_deadline_at(STALLED, due)  # data moved since the deadline was set
                 return
             logger.info(
                 "Client %s kept its HTTP/2 flow-control window shut for %gs; closing",
@@ -781,6 +786,7 @@ class H2Stream:
 
     __slots__ = (
         "_body_timer",
+        "_stall_timer",
         "_waiter",
         "body_received",
         "content_left",
@@ -826,6 +832,10 @@ class H2Stream:
         self.running = False
         self._waiter: asyncio.Future[None] | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        #: Runs while this stream's data waits on a window the peer keeps shut; cancelled by
+        #: any progress. Other streams moving do not reset it (the connection's own stall
+        #: deadline only sees the connection as a whole).
+        self._stall_timer: asyncio.TimerHandle | None = None
         self.body_received = 0
 
     # -- FlowControl --------------------------------------------------------------------------
@@ -841,6 +851,11 @@ class H2Stream:
 
     async def drain(self) -> None:
         while self.write_paused and not self.out_done and not self.engine.closed:
+            if self.queued_bytes and self._stall_timer is None:
+                engine = self.engine
+                self._stall_timer = engine.loop.call_later(
+                    engine.options.write_timeout, self._stalled
+                )
             waiter = self.engine.loop.create_future()
             self._waiter = waiter
             await waiter
@@ -926,6 +941,10 @@ class H2Stream:
                 conn.send_data(self.stream_id, data, end_stream=end)
                 if end:
                     self._ended()
+                if engine.stalled_since is not None:
+                    # Data moves on this connection: its stall deadline starts over (a stream
+                    # held at a shut window is timed out on its own, see _stalled).
+                    engine.stalled_since = engine.loop.time()
                 engine.flush_soon()
                 return
         except h2.exceptions.StreamClosedError:
@@ -952,9 +971,39 @@ class H2Stream:
             if self not in engine.sending:
                 engine.sending.append(self)
 
+    def _stalled(self) -> None:
+        """--timeout-write passed without a byte of this stream taken by the peer's window."""
+        self._stall_timer = None
+        if self.out_done or not self.queued_bytes:
+            return
+        engine = self.engine
+        since = engine.stalled_since
+        timeout = engine.options.write_timeout
+        if since is not None and engine.loop.time() - since >= timeout * 0.9:
+            # Nothing moved on the whole connection either: its own deadline cuts it now.
+            return
+        logger.info(
+            "Client %s kept the flow-control window of HTTP/2 stream %d shut for %gs; "
+            "resetting the stream",
+            self.engine.info.peer,
+            self.stream_id,
+            self.engine.options.write_timeout,
+        )
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.feed_disconnect()
+        self._reset_stream(ErrorCodes.CANCEL)
+
+    def _cancel_stall_timer(self) -> None:
+        timer = self._stall_timer
+        if timer is not None:
+            self._stall_timer = None
+            timer.cancel()
+
     def send_queued(self, budget: int) -> int:
         """Send up to *budget* queued bytes within the windows; returns how many went."""
         if self.out_done:
+            self._cancel_stall_timer()
             self.queue.clear()
             self.queued_bytes = 0
             self.end_waiting = False
@@ -993,6 +1042,8 @@ class H2Stream:
             if end:
                 self.end_waiting = False
                 self._ended()
+        if sent and self._stall_timer is not None:
+            self._cancel_stall_timer()  # the peer took some: the stall starts over
         if not queue and self.end_waiting:
             if not self.trailers_wanted:
                 self.end_waiting = False
@@ -1139,6 +1190,7 @@ class H2Stream:
                 engine.h2.reset_stream(self.stream_id, code)
             engine.flush_soon()
         self._cancel_body_timer()
+        self._cancel_stall_timer()
         self.out_done = True
         self.peer_done = True
         self._stop_receiving()
@@ -1151,6 +1203,7 @@ class H2Stream:
     def _ended(self) -> None:
         """END_STREAM went out."""
         self.out_done = True
+        self._cancel_stall_timer()
         self.wake()
         if not self.peer_done and self.ws is None:
             # The response is complete but the client is still sending: it need not
@@ -1278,6 +1331,7 @@ class H2Stream:
     def gone(self) -> None:
         """The stream was reset by the peer or the connection is gone."""
         self._cancel_body_timer()
+        self._cancel_stall_timer()
         self.out_done = True
         self.peer_done = True
         self.receiving = False
