@@ -20,6 +20,8 @@ from pounce.testing import serve, serve_in_thread
 
 SLEEP = 0.5
 LONG = 3.0
+#: Holds the only slot while a test probes other processes: long enough for a busy machine.
+LONGER = 10.0
 entered: list[str] = []
 
 
@@ -38,6 +40,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await asyncio.sleep(SLEEP)
     elif scope["path"] == "/long":
         await asyncio.sleep(LONG)
+    elif scope["path"] == "/longer":
+        await asyncio.sleep(LONGER)
     elif scope["path"] == "/hold":
         # Tells the test which worker process holds the slot, then holds it for good.
         with open(os.environ["QUEUE_TEST_PID_FILE"], "w") as file:
@@ -190,12 +194,13 @@ def test_readiness_is_server_wide_with_process_workers() -> None:
         "tests.features.test_request_queue:app", workers=2, worker_type="process",
         max_concurrency=1, max_queue=0, ready_path="/ready", lifespan="off",
     ) as url:
-        long = pool.submit(httpx.get, url + "/long", timeout=20)
-        # The slot is taken once some request is shed (max_queue 0: nothing waits).
-        assert wait_until(lambda: httpx.get(url + "/fast").status_code == 503, 5)
+        long = pool.submit(httpx.get, url + "/longer", timeout=30)
+        # The slot is taken once some request is shed (max_queue 0: nothing waits). The
+        # request holding it lasts long enough for a loaded machine to get here in time.
+        assert wait_until(lambda: httpx.get(url + "/fast").status_code == 503, LONGER - 3)
         # Fresh connections: the kernel spreads them over both processes.
         probes = [httpx.get(url + "/ready").status_code for _ in range(12)]
-        long.result(timeout=20)
+        long.result(timeout=30)
     assert probes == [503] * 12
 
 
